@@ -1,0 +1,29 @@
+# bmvit — the two set-up commands are `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BMVIT  := $(VENV)/bin/bmvit
+STAMP  := $(VENV)/.bmvit-installed
+DEMO_DATA ?= data/synthetic
+DEMO_RUN  ?= runs/demo
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Install if needed -> synthetic data -> train the tiny model -> evaluate (frame-mAP) -> render a clip.
+demo: install
+	$(BMVIT) synth --out $(DEMO_DATA)
+	$(BMVIT) train --config configs/synthetic/tiny.yaml data.root=$(DEMO_DATA) train.out_dir=$(DEMO_RUN)
+	$(BMVIT) eval --run $(DEMO_RUN) --split val --render 1
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(DEMO_RUN) $(DEMO_DATA)

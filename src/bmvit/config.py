@@ -1,0 +1,224 @@
+"""Typed configuration: dataclasses loaded from YAML, with ``section.key=value`` overrides.
+
+Unknown keys and wrong types raise :class:`~bmvit.errors.ConfigError` naming the key (and the
+file) and listing the valid alternatives. The resolved config is saved with every run
+(``config.yaml``) and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from bmvit.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where clips come from and how they are sampled (AVA on-disk layout)."""
+
+    root: str = "data/synthetic"
+    frames_dir: str = "frames"
+    train_csv: str = "annotations/train.csv"
+    val_csv: str = "annotations/val.csv"
+    label_map: str = "annotations/label_map.pbtxt"
+    exclusions: str | None = None  # excluded-timestamps CSV for evaluation, relative to root
+    fps: int = 30
+    first_second: int = 900  # second of frame 1 (AVA: 900)
+    num_frames: int = 16  # T
+    stride: int = 4  # τ
+    size: int = 256  # frames resized to size × size without cropping (paper §4)
+    hflip_prob: float = 0.0
+    hflip_swap: list[list[int]] = field(default_factory=list)  # action-id pairs swapped by a flip
+    color_jitter: float = 0.0
+    cache_frames: bool = False  # keep decoded, resized frames in memory (small datasets)
+    num_workers: int = 0
+
+    def path(self, rel: str) -> Path:
+        return Path(self.root) / rel
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "mvitv2_s"  # key of bmvit.models.build.BACKBONES
+    remove_last_pool: bool = True  # paper §3.2: 8×16×16 output at 16×256²
+    token_selection: str = "2(c+t)"  # singleton | tubelet | c+t | maxpool | 2(c+t)
+    head_hidden: int = 256
+    box_layers: int = 3
+    cls_layers: int = 2
+    drop_path: float | None = None  # None: the backbone spec's value
+    rel_pos: bool = True
+    kv_stride: list[int] | None = None  # initial adaptive K/V stride; None: the spec's value
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class LossConfig:
+    """λs of Eq. 3, cost weights of Eq. 1, and optional assignment aids."""
+
+    actor: float = 2.0
+    action: float = 6.0
+    l1: float = 5.0
+    giou: float = 2.0
+    cost_actor: float = 1.0
+    cost_action: float = 1.0
+    cost_l1: float = 1.0
+    cost_giou: float = 1.0
+    extra_positives: str = "none"  # none | centre_cell (training aid, not in the paper)
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/default"
+    epochs: float = 25.0
+    max_steps: int | None = None  # overrides epochs when set
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    grad_clip: float | None = None
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = one per free core
+    device: str = "auto"  # auto | cpu | cuda
+    amp: str = "none"  # none | bf16 | fp16
+    log_every: int = 20
+    ckpt_every: int = 0  # steps between checkpoints (0: only at the end)
+    eval_at_minutes: list[float] = field(default_factory=list)  # evaluate on val after these training minutes
+
+
+@dataclass
+class EvalConfig:
+    threshold: float = 0.2  # keep tokens with p(actor) > θ (paper §3.2)
+    nms_iou: float | None = None  # class-agnostic NMS on p(actor); None = off (paper)
+    score: str = "action"  # action: p(a_c) (paper) | actor*action: p(α)·p(a_c)
+    max_dets_per_frame: int = 50  # official AVA cap; 0 = uncapped (PySlowFast)
+    batch_size: int = 16
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.token_selection": ("singleton", "tubelet", "c+t", "maxpool", "2(c+t)"),
+    "loss.extra_positives": ("none", "centre_cell"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.amp": ("none", "bf16", "fp16"),
+    "eval.score": ("action", "actor*action"),
+}
+
+
+def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() == "none")):
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(value, a, key, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}'{key}': invalid value {value!r}")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}'{key}': expected a list, got {value!r}")
+        return [_convert(v, inner, key, where) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigError(f"{where}'{key}': expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def _apply(obj: Any, data: dict, prefix: str, where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            raise ConfigError(f"{where}unknown key '{key}'; valid keys here: {', '.join(prefix + n for n in names)}")
+        current = getattr(obj, k)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{where}'{key}' is a section; expected a mapping of its keys")
+            _apply(current, v, key + ".", where)
+            continue
+        v = _convert(v, hints[k], key, where)
+        if key in CHOICES and v not in CHOICES[key]:
+            raise ConfigError(f"{where}'{key}': {v!r} is not one of {', '.join(CHOICES[key])}")
+        setattr(obj, k, v)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults), then apply ``section.key=value`` overrides."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections (data, model, loss, train, eval)")
+        _apply(cfg, data, "", f"{path}: ")
+    return apply_overrides(cfg, overrides or [])
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to ``cfg`` in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text != "" else ""
+        except yaml.YAMLError:
+            value = text
+        nested: Any = value
+        for part in reversed(key.strip().split(".")):
+            nested = {part: nested}
+        _apply(cfg, nested, "", "override: ")
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,200 @@
+"""AVA on-disk formats: annotation/detection CSVs, the label-map ``.pbtxt`` and exclusion lists.
+
+This module is the only place that parses or writes these files; readers, the evaluator and the
+synthetic generator all go through it. Every parse error raises :class:`~bmvit.errors.DataError`
+naming ``file:line`` and what was expected.
+
+CSV rows (no header)::
+
+    ground truth:  video_id,timestamp,x1,y1,x2,y2,action_id,person_id
+    detections:    video_id,timestamp,x1,y1,x2,y2,action_id,score
+
+Boxes are normalized corner coordinates in [0, 1]; ``timestamp`` is an integer second (AVA key
+frames are at whole seconds; the frame key used everywhere is ``f"{video_id},{timestamp:04d}"``).
+A 7-column row (no person id / score) is accepted, as the official evaluator does.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bmvit.errors import DataError
+
+__all__ = [
+    "AvaRows",
+    "frame_key",
+    "read_rows",
+    "write_rows",
+    "read_label_map",
+    "write_label_map",
+    "read_exclusions",
+]
+
+
+def frame_key(video_id: str, timestamp: int) -> str:
+    """The key that identifies one annotated key frame (same format as the official evaluator)."""
+    return f"{video_id},{int(timestamp):04d}"
+
+
+@dataclass
+class AvaRows:
+    """Rows of an AVA CSV, column-wise.
+
+    ``extra`` holds the 8th column: the person id for ground truth, the score for detections
+    (1.0 when the file has 7 columns, as in the official evaluator).
+    """
+
+    video_ids: list[str]  # (R,)
+    timestamps: np.ndarray  # (R,) int64
+    boxes: np.ndarray  # (R, 4) float64, normalized x1, y1, x2, y2
+    actions: np.ndarray  # (R,) int64
+    extra: np.ndarray  # (R,) float64
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    @classmethod
+    def empty(cls) -> "AvaRows":
+        return cls([], np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0))
+
+    def select(self, mask: np.ndarray) -> "AvaRows":
+        idx = np.flatnonzero(mask)
+        return AvaRows(
+            [self.video_ids[i] for i in idx],
+            self.timestamps[idx],
+            self.boxes[idx],
+            self.actions[idx],
+            self.extra[idx],
+        )
+
+
+def _int_field(text: str, path: Path, line: int, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        # Accept "902.0" style integers written by other tools, reject real fractions.
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is not None and value.is_integer():
+            return int(value)
+        raise DataError(f"{path}:{line}: column '{name}' must be an integer, got {text!r}") from None
+
+
+def _float_field(text: str, path: Path, line: int, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise DataError(f"{path}:{line}: column '{name}' must be a number, got {text!r}") from None
+
+
+def read_rows(path: str | Path) -> AvaRows:
+    """Read an AVA ground-truth or detection CSV (7 or 8 columns, no header)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: annotation file not found")
+    vids: list[str] = []
+    ts: list[int] = []
+    boxes: list[tuple[float, float, float, float]] = []
+    acts: list[int] = []
+    extra: list[float] = []
+    names = ("x1", "y1", "x2", "y2")
+    with open(path, newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) not in (7, 8):
+                raise DataError(
+                    f"{path}:{line}: expected 7 or 8 comma-separated columns "
+                    f"(video_id,timestamp,x1,y1,x2,y2,action_id[,person_id|score]), got {len(row)}"
+                )
+            vids.append(row[0].strip())
+            ts.append(_int_field(row[1], path, line, "timestamp"))
+            boxes.append(tuple(_float_field(row[2 + i], path, line, names[i]) for i in range(4)))
+            acts.append(_int_field(row[6], path, line, "action_id"))
+            extra.append(_float_field(row[7], path, line, "person_id/score") if len(row) == 8 else 1.0)
+    return AvaRows(
+        vids,
+        np.asarray(ts, dtype=np.int64),
+        np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+        np.asarray(acts, dtype=np.int64),
+        np.asarray(extra, dtype=np.float64),
+    )
+
+
+def write_rows(path: str | Path, rows: AvaRows, extra_format: str = "{:.6f}") -> None:
+    """Write rows as an AVA CSV; ``extra_format`` formats the 8th column (``"{:d}"`` for person ids)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        for i, vid in enumerate(rows.video_ids):
+            x1, y1, x2, y2 = rows.boxes[i]
+            extra = rows.extra[i]
+            extra_text = extra_format.format(int(extra) if "d" in extra_format else float(extra))
+            f.write(
+                f"{vid},{int(rows.timestamps[i]):04d},{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},"
+                f"{int(rows.actions[i])},{extra_text}\n"
+            )
+    tmp.replace(path)
+
+
+_ITEM_RE = re.compile(r"item\s*\{(?P<body>[^{}]*)\}", re.S)
+_NAME_RE = re.compile(r"""(?:name|display_name)\s*:\s*["'](?P<v>[^"']*)["']""")
+_ID_RE = re.compile(r"\bid\s*:\s*(?P<v>-?\d+)")
+
+
+def read_label_map(path: str | Path) -> dict[int, str]:
+    """Parse a label map in the AVA ``.pbtxt`` format into ``{action_id: name}``.
+
+    Each entry is ``item { name: "..." id: N }`` (extra fields such as ``label_type`` are
+    ignored), as in ``ava_action_list_v2.2_for_activitynet_2019.pbtxt``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: label map not found")
+    text = path.read_text()
+    out: dict[int, str] = {}
+    for m in _ITEM_RE.finditer(text):
+        line = text.count("\n", 0, m.start()) + 1
+        body = m.group("body")
+        name, ident = _NAME_RE.search(body), _ID_RE.search(body)
+        if name is None or ident is None:
+            raise DataError(f"{path}:{line}: label-map item needs both 'name: \"...\"' and 'id: N'")
+        key = int(ident.group("v"))
+        if key in out:
+            raise DataError(f"{path}:{line}: duplicate label-map id {key}")
+        out[key] = name.group("v")
+    if not out:
+        raise DataError(f"{path}: no 'item {{ name: ... id: ... }}' entries found in label map")
+    return dict(sorted(out.items()))
+
+
+def write_label_map(path: str | Path, labels: dict[int, str]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for key, name in sorted(labels.items()):
+            f.write(f'item {{\n  name: "{name}"\n  id: {key}\n}}\n')
+
+
+def read_exclusions(path: str | Path) -> set[str]:
+    """Read an excluded-timestamps CSV (``video_id,timestamp`` rows) into a set of frame keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: exclusions file not found")
+    keys: set[str] = set()
+    with open(path, newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != 2:
+                raise DataError(f"{path}:{line}: expected 2 columns (video_id,timestamp), got {len(row)}")
+            keys.add(frame_key(row[0].strip(), _int_field(row[1], path, line, "timestamp")))
+    return keys

@@ -1,0 +1,88 @@
+"""Bipartite matching of predicted triplets to ground-truth actors (BMViT Eq. 1).
+
+The cost of assigning prediction ``i`` to ground-truth actor ``j`` is, with ordinary binary
+cross-entropies (the printed minus signs of Eq. 1 are a typo: a cost must grow when the
+predicted probability of the true label falls)::
+
+    C(i, j) = w_l1 * |b_j - b̂_i|_1 + w_giou * (1 - GIoU(b_j, b̂_i))
+            + w_actor * BCE(1, p(α_i)) + w_action * Σ_c BCE(a_jc, p(a_ic))
+
+Only annotated actors (α = 1) are columns of the cost matrix; the remaining tokens are
+"no actor". The weights default to 1 (Eq. 1 has none) and are config keys.
+
+:func:`centre_cell_positives` is an optional training aid, not in the paper: every token whose
+grid cell contains a ground-truth centre is also assigned to that actor (one-to-few assignment),
+which speeds up convergence of small models; inference then needs NMS.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from bmvit.boxes import cxcywh_to_xyxy, generalized_box_iou
+
+Match = tuple[Tensor, Tensor]  # (pred indices (M,), gt indices (M,)), both int64
+
+
+class HungarianMatcher:
+    def __init__(self, cost_l1: float = 1.0, cost_giou: float = 1.0, cost_actor: float = 1.0, cost_action: float = 1.0) -> None:
+        self.w_l1, self.w_giou, self.w_actor, self.w_action = cost_l1, cost_giou, cost_actor, cost_action
+
+    @torch.no_grad()
+    def cost_matrix(self, boxes: Tensor, actor_logits: Tensor, action_logits: Tensor, gt_boxes: Tensor, gt_labels: Tensor) -> Tensor:
+        """boxes (L, 4) cxcywh, actor_logits (L,), action_logits (L, K), gt_boxes (N, 4), gt_labels (N, K) -> (L, N)."""
+        boxes, gt_boxes = boxes.float(), gt_boxes.float()
+        c_l1 = torch.cdist(boxes, gt_boxes, p=1)  # (L, N)
+        c_giou = 1 - generalized_box_iou(cxcywh_to_xyxy(boxes), cxcywh_to_xyxy(gt_boxes))  # (L, N)
+        c_actor = F.softplus(-actor_logits.float())[:, None]  # BCE(1, p) = -log p: (L, 1)
+        x = action_logits.float()
+        y = gt_labels.float()
+        c_action = F.softplus(-x) @ y.T + F.softplus(x) @ (1 - y).T  # Σ_c BCE: (L, N)
+        return self.w_l1 * c_l1 + self.w_giou * c_giou + self.w_actor * c_actor + self.w_action * c_action
+
+    @torch.no_grad()
+    def __call__(self, outputs: dict[str, Tensor], targets: list[dict]) -> list[Match]:
+        """One optimal assignment per clip; clips with no actors get empty matches."""
+        matches = []
+        for b, t in enumerate(targets):
+            n = len(t["boxes"])
+            if n == 0:
+                empty = torch.zeros(0, dtype=torch.long)
+                matches.append((empty, empty))
+                continue
+            cost = self.cost_matrix(
+                outputs["boxes"][b], outputs["actor_logits"][b], outputs["action_logits"][b], t["boxes"], t["labels"]
+            )
+            rows, cols = linear_sum_assignment(cost.cpu().numpy())
+            matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
+        return matches
+
+
+def centre_cell_positives(matches: list[Match], cells: Tensor, targets: list[dict]) -> list[Match]:
+    """Add every token whose cell contains a GT box centre as an extra positive of that GT.
+
+    ``cells (L, 4)`` cxcywh of each token's cell. Tokens already assigned keep their assignment;
+    when several GT centres share a cell, the first GT takes it.
+    """
+    out = []
+    cells = cells.cpu()
+    lo, hi = cells[:, :2] - cells[:, 2:] / 2, cells[:, :2] + cells[:, 2:] / 2  # (L, 2)
+    for (rows, cols), t in zip(matches, targets):
+        if len(t["boxes"]) == 0:
+            out.append((rows, cols))
+            continue
+        centres = t["boxes"][:, :2].detach().cpu().float()  # (N, 2)
+        inside = ((centres[None] >= lo[:, None]) & (centres[None] < hi[:, None])).all(-1)  # (L, N)
+        taken = torch.zeros(len(cells), dtype=torch.bool)
+        taken[rows] = True
+        extra_r, extra_c = [], []
+        for j in range(inside.shape[1]):
+            idx = torch.nonzero(inside[:, j] & ~taken).flatten()
+            taken[idx] = True
+            extra_r.append(idx)
+            extra_c.append(torch.full_like(idx, j))
+        out.append((torch.cat([rows, *extra_r]), torch.cat([cols, *extra_c])))
+    return out

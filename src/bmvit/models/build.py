@@ -1,0 +1,43 @@
+"""Build a detector from a config: one small dict of backbone builders, no registry magic."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+from torch import nn
+
+from bmvit.config import DataConfig, ModelConfig
+from bmvit.errors import ConfigError
+from bmvit.models.detector import BMViT
+from bmvit.models.heads import BMViTHeads
+from bmvit.models.mvit import MVIT_SPECS, MViT
+
+
+def _mvit(name: str) -> Callable[[ModelConfig, tuple[int, int, int]], nn.Module]:
+    def build(cfg: ModelConfig, input_size: tuple[int, int, int]) -> MViT:
+        spec = replace(MVIT_SPECS[name], rel_pos=cfg.rel_pos)
+        if cfg.drop_path is not None:
+            spec = replace(spec, drop_path=cfg.drop_path)
+        if cfg.kv_stride is not None:
+            if len(cfg.kv_stride) != 3:
+                raise ConfigError(f"'model.kv_stride': expected 3 integers (t, h, w), got {cfg.kv_stride}")
+            spec = replace(spec, pool_kv_stride_adaptive=tuple(cfg.kv_stride))
+        return MViT(spec, input_size, remove_last_pool=cfg.remove_last_pool, grad_checkpointing=cfg.grad_checkpointing)
+
+    return build
+
+
+BACKBONES: dict[str, Callable[[ModelConfig, tuple[int, int, int]], nn.Module]] = {
+    "mvitv2_s": _mvit("mvitv2_s"),
+    "mvitv2_b": _mvit("mvitv2_b"),
+    "mvit_tiny": _mvit("mvit_tiny"),
+}
+
+
+def build_detector(model: ModelConfig, data: DataConfig, num_classes: int) -> BMViT:
+    if model.backbone not in BACKBONES:
+        raise ConfigError(f"'model.backbone': unknown backbone {model.backbone!r}; expected one of {', '.join(BACKBONES)}")
+    backbone = BACKBONES[model.backbone](model, (data.num_frames, data.size, data.size))
+    heads = BMViTHeads(backbone.out_dim, num_classes, model.head_hidden, model.box_layers, model.cls_layers)
+    return BMViT(backbone, heads, model.token_selection)

@@ -1,0 +1,69 @@
+"""Which output tokens feed the box/actor heads and which feed the action head (BMViT §3.2, §5.2).
+
+Every strategy maps backbone tokens ``(B, C, t, h, w)`` to a :class:`Tokens` triple whose
+detection and action tokens are in one-to-one correspondence (the paper's necessary condition for
+forming ``<box, p(actor), p(action)>`` triplets). Slice indices are 0-based; the key frame maps to
+output slice ``t // 2`` for the MViT 16×4 stem (kernel 3, stride 2, padding 1 in time).
+
+=========  =========================================  ==========================================  =====
+name       detection tokens (box, actor)              action tokens                              L
+=========  =========================================  ==========================================  =====
+singleton  all t·h·w tokens                           the same tokens                            t·h·w
+tubelet    temporal mean                              temporal mean                              h·w
+c+t        key slice t/2                              temporal mean over all slices              h·w
+maxpool    key slice t/2                              all t slices; logits max-pooled over time  h·w
+2(c+t)     slices t/2−1 then t/2                      mean over [0, t/2) then over [t/2, t)      2·h·w
+=========  =========================================  ==========================================  =====
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+STRATEGIES = ("singleton", "tubelet", "c+t", "maxpool", "2(c+t)")
+
+
+class Tokens(NamedTuple):
+    det: Tensor  # (B, L, C) tokens for the box and actor heads
+    act: Tensor  # (B, L, C), or (B, S, L, C) whose action logits are max-pooled over S
+    cells: Tensor  # (L, 4) normalized cxcywh of each token's grid cell (box bias, assignment aids)
+
+
+def grid_cells(h: int, w: int, device=None) -> Tensor:
+    """Cells of an ``h × w`` grid in row-major order as normalized ``(cx, cy, w, h)``: ``(h*w, 4)``."""
+    ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    cx, cy = (xs.flatten() + 0.5) / w, (ys.flatten() + 0.5) / h
+    return torch.stack((cx, cy, torch.full_like(cx, 1.0 / w), torch.full_like(cy, 1.0 / h)), dim=-1)
+
+
+def _flat(x: Tensor) -> Tensor:
+    """(B, C, h, w) -> (B, h*w, C)."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def select_tokens(features: Tensor, strategy: str = "2(c+t)") -> Tokens:
+    """Apply a token-selection strategy to backbone output ``features`` of shape ``(B, C, t, h, w)``."""
+    B, C, t, h, w = features.shape
+    cells = grid_cells(h, w, features.device)  # (h*w, 4)
+    k = t // 2
+    if strategy == "singleton":
+        x = features.flatten(2).transpose(1, 2)  # (B, t*h*w, C)
+        return Tokens(x, x, cells.repeat(t, 1))
+    if strategy == "tubelet":
+        x = _flat(features.mean(2))
+        return Tokens(x, x, cells)
+    if strategy == "c+t":
+        return Tokens(_flat(features[:, :, k]), _flat(features.mean(2)), cells)
+    if strategy == "maxpool":
+        act = features.permute(0, 2, 3, 4, 1).reshape(B, t, h * w, C)  # (B, t, h*w, C)
+        return Tokens(_flat(features[:, :, k]), act, cells)
+    if strategy == "2(c+t)":
+        if t < 2:
+            raise ValueError(f"token selection '2(c+t)' needs at least 2 output slices, got t={t}")
+        det = torch.cat((_flat(features[:, :, k - 1]), _flat(features[:, :, k])), dim=1)  # (B, 2hw, C)
+        act = torch.cat((_flat(features[:, :, :k].mean(2)), _flat(features[:, :, k:].mean(2))), dim=1)
+        return Tokens(det, act, cells.repeat(2, 1))
+    raise ValueError(f"unknown token selection {strategy!r}; expected one of {', '.join(STRATEGIES)}")

@@ -1,0 +1,315 @@
+"""AVA frame-mAP: hand-computed cases for each rule, plus a loop-based reference on random data."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import random
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from bmvit.data.ava_format import AvaRows, frame_key, write_label_map, write_rows
+from bmvit.errors import DataError
+from bmvit.evaluation.ava import AvaEvalResult, evaluate_ava, evaluate_ava_files, format_table
+
+FULL = (0.0, 0.0, 1.0, 1.0)
+LEFT = (0.0, 0.0, 0.5, 1.0)
+RIGHT = (0.5, 0.0, 1.0, 1.0)
+LABELS = {1: "stand", 2: "sit", 3: "walk"}
+
+
+def rows(*items) -> AvaRows:
+    """Rows from ``(video, ts, box, action, extra)`` tuples, in the given (file) order."""
+    if not items:
+        return AvaRows.empty()
+    return AvaRows(
+        [it[0] for it in items],
+        np.array([it[1] for it in items], dtype=np.int64),
+        np.array([it[2] for it in items], dtype=np.float64).reshape(-1, 4),
+        np.array([it[3] for it in items], dtype=np.int64),
+        np.array([it[4] for it in items], dtype=np.float64),
+    )
+
+
+def ap1(gt, det, **kw) -> float:
+    return evaluate_ava(gt, det, LABELS, **kw).per_class_ap[1]
+
+
+def test_perfect_detections_score_one():
+    gt = rows(("a", 1, LEFT, 1, 0), ("a", 1, RIGHT, 2, 1), ("b", 7, FULL, 1, 0))
+    det = rows(("a", 1, LEFT, 1, 0.3), ("a", 1, RIGHT, 2, 0.9), ("b", 7, FULL, 1, 0.8))
+    res = evaluate_ava(gt, det, LABELS)
+    assert res.per_class_ap[1] == 1.0 and res.per_class_ap[2] == 1.0
+    assert math.isnan(res.per_class_ap[3])
+    assert res.mean_ap == 1.0
+    assert res.num_gt == {1: 2, 2: 1, 3: 0} and res.num_frames == 2
+
+
+def test_gt_rows_are_not_deduplicated():
+    gt = rows(("a", 1, FULL, 1, 0), ("a", 1, FULL, 1, 0))
+    res = evaluate_ava(gt, rows(("a", 1, FULL, 1, 0.9)), LABELS)
+    assert res.num_gt[1] == 2 and res.per_class_ap[1] == 0.5
+
+
+def test_duplicate_detection_is_a_false_positive():
+    gt = rows(("a", 1, LEFT, 1, 0), ("a", 1, RIGHT, 1, 0))
+    det = rows(("a", 1, LEFT, 1, 0.9), ("a", 1, LEFT, 1, 0.8), ("a", 1, RIGHT, 1, 0.7))
+    # TP, FP, TP: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1 -> 1/2 * 1 + 1/2 * 2/3
+    assert ap1(gt, det) == pytest.approx(0.5 + 1 / 3)
+
+
+def test_detection_whose_best_gt_is_taken_is_fp_even_if_another_gt_matches():
+    a, b = (0.0, 0.0, 0.5, 1.0), (0.1, 0.0, 0.6, 1.0)
+    near_a = (0.02, 0.0, 0.52, 1.0)  # IoU 0.923 with a (taken), 0.724 with b (free)
+    gt = rows(("a", 1, a, 1, 0), ("a", 1, b, 1, 0))
+    det = rows(("a", 1, a, 1, 0.9), ("a", 1, near_a, 1, 0.8))
+    assert ap1(gt, det) == 0.5
+
+
+def test_equal_iou_takes_first_gt():
+    a, b = (0.0, 0.0, 0.5, 1.0), (0.25, 0.0, 0.75, 1.0)
+    mid = (0.125, 0.0, 0.625, 1.0)  # IoU exactly 0.6 with both: takes a, so the one on a is FP
+    gt = rows(("a", 1, a, 1, 0), ("a", 1, b, 1, 0))
+    det = rows(("a", 1, mid, 1, 0.9), ("a", 1, a, 1, 0.8))
+    assert ap1(gt, det) == 0.5
+
+
+@pytest.mark.parametrize(
+    "box,expected",
+    [((0.0, 0.0, 0.5, 1.0), 1.0), ((0.0, 0.0, 0.49, 1.0), 0.0), ((0.0, 0.0, 0.51, 1.0), 1.0)],
+)
+def test_iou_threshold_boundary(box, expected):
+    # IoU with FULL is exactly 0.5 / 0.49 / 0.51 (no +1 pixel convention).
+    gt = rows(("a", 1, FULL, 1, 0))
+    assert ap1(gt, rows(("a", 1, box, 1, 0.9))) == expected
+    assert ap1(gt, rows(("a", 1, box, 1, 0.9)), iou_threshold=0.6) == 0.0
+
+
+def test_precision_envelope_is_non_increasing():
+    gt = rows(("a", 1, LEFT, 1, 0), ("a", 1, RIGHT, 1, 0))
+    miss = (0.0, 0.0, 0.1, 0.1)
+    det = rows(("a", 1, miss, 1, 0.9), ("a", 1, LEFT, 1, 0.8), ("a", 1, RIGHT, 1, 0.7))
+    # FP, TP, TP: raw precision 0, 1/2, 2/3 rises; envelope 2/3 at both recall steps.
+    assert ap1(gt, det) == pytest.approx(2 / 3)
+
+
+def test_cap_drops_low_scoring_tp_beyond_50_per_frame():
+    gt = rows(("a", 1, FULL, 1, 0))
+    fps = [("a", 1, (0.0, 0.0, 0.1, 0.1), 2, 0.9 - i * 0.01) for i in range(50)]
+    det = rows(*fps, ("a", 1, FULL, 1, 0.05), ("b", 1, (0, 0, 0.1, 0.1), 1, 0.99))
+    # The FP on frame b has its own budget; with the cap the TP is gone.
+    assert ap1(gt, det) == 0.0
+    assert ap1(gt, det, max_dets_per_frame=0) == 0.5  # FP (b), then TP
+    assert ap1(gt, det, max_dets_per_frame=51) == 0.5
+
+
+def test_cap_ties_follow_the_heap_of_the_original():
+    gt = rows(*[("a", 1, FULL, k, 0) for k in (1, 2, 3)])
+    # Full heap of (0.5, 1), (0.5, 2): a higher score evicts the smallest tuple, (0.5, action 1),
+    # not the first row in file order.
+    det = rows(("a", 1, FULL, 1, 0.5), ("a", 1, FULL, 2, 0.5), ("a", 1, FULL, 3, 0.9))
+    res = evaluate_ava(gt, det, LABELS, max_dets_per_frame=2)
+    assert res.per_class_ap == {1: 0.0, 2: 1.0, 3: 1.0}
+    # An equal score never enters a full heap: action 3 is rejected although its tuple is larger.
+    det = rows(("a", 1, FULL, 1, 0.5), ("a", 1, FULL, 2, 0.5), ("a", 1, FULL, 3, 0.5))
+    res = evaluate_ava(gt, det, LABELS, max_dets_per_frame=2)
+    assert res.per_class_ap == {1: 1.0, 2: 1.0, 3: 0.0}
+
+
+def test_exclusions_drop_gt_and_detections():
+    miss = (0.0, 0.0, 0.1, 0.1)
+    gt = rows(("a", 1, FULL, 1, 0), ("a", 2, FULL, 1, 0))
+    det = rows(("a", 1, FULL, 1, 0.5), ("a", 2, miss, 1, 0.9))
+    assert ap1(gt, det) == 0.25  # FP then TP, 2 GT
+    res = evaluate_ava(gt, det, LABELS, exclusions={frame_key("a", 2)})
+    assert res.per_class_ap[1] == 1.0 and res.num_gt[1] == 1 and res.num_frames == 1
+
+
+def test_actions_outside_label_map_are_dropped_before_the_cap():
+    gt = rows(("a", 1, FULL, 1, 0), ("a", 1, FULL, 9, 0))
+    det = rows(("a", 1, LEFT, 9, 0.9), ("a", 1, FULL, 1, 0.5))
+    res = evaluate_ava(gt, det, LABELS, max_dets_per_frame=1)
+    assert 9 not in res.per_class_ap and res.per_class_ap[1] == 1.0 and res.num_gt[1] == 1
+
+
+def test_frames_with_only_unlisted_gt_do_not_count():
+    gt = rows(("a", 1, FULL, 1, 0), ("a", 2, FULL, 9, 0))
+    det = rows(("a", 1, FULL, 1, 0.5), ("a", 2, FULL, 1, 0.9))  # frame 2 has no listed GT
+    res = evaluate_ava(gt, det, LABELS)
+    assert res.num_frames == 1 and res.per_class_ap[1] == 0.5
+
+
+def test_class_without_detections_scores_zero_and_without_gt_is_nan():
+    gt = rows(("a", 1, FULL, 1, 0), ("a", 1, FULL, 2, 0))
+    det = rows(("a", 1, FULL, 1, 0.5), ("a", 1, FULL, 3, 0.9))
+    res = evaluate_ava(gt, det, LABELS)
+    assert res.per_class_ap[1] == 1.0 and res.per_class_ap[2] == 0.0
+    assert math.isnan(res.per_class_ap[3])
+    assert res.mean_ap == 0.5
+
+
+def test_no_gt_at_all_gives_nan_mean():
+    res = evaluate_ava(rows(), rows(("a", 1, FULL, 1, 0.5)), LABELS)
+    assert math.isnan(res.mean_ap) and res.num_frames == 0
+
+
+def test_degenerate_detection_boxes_are_dropped_after_the_cap():
+    gt = rows(("a", 1, FULL, 1, 0))
+    flat_x, flat_y, inverted = (0.5, 0, 0.5, 1), (0, 0.5, 1, 0.5), (0.9, 0, 0.1, 1)
+    det = rows(
+        ("a", 1, flat_x, 1, 0.9), ("a", 1, flat_y, 1, 0.8), ("a", 1, inverted, 1, 0.7),
+        ("a", 1, FULL, 1, 0.6),
+    )
+    assert ap1(gt, det) == 1.0  # were they FPs, AP would be 1/4
+    assert ap1(gt, det, max_dets_per_frame=3) == 0.0  # the cap counts them, then they go
+
+
+def test_detections_on_frames_without_gt_are_false_positives():
+    gt = rows(("a", 1, FULL, 1, 0))
+    det = rows(("a", 1, FULL, 1, 0.5), ("zzz", 3, FULL, 1, 0.9))
+    assert ap1(gt, det) == 0.5
+
+
+def test_timestamps_are_matched_by_frame_key():
+    gt = rows(("a", 902, FULL, 1, 0))
+    assert ap1(gt, rows(("a", 902, FULL, 1, 0.5))) == 1.0
+    assert ap1(gt, rows(("a", 903, FULL, 1, 0.5))) == 0.0
+
+
+def test_invalid_values_raise_data_error():
+    with pytest.raises(DataError, match="ground truth"):
+        evaluate_ava(rows(("a", 1, (0.6, 0, 0.4, 1), 1, 0)), rows(), LABELS)
+    with pytest.raises(DataError, match="detections"):
+        evaluate_ava(rows(), rows(("a", 1, FULL, 1, math.nan)), LABELS)
+
+
+def test_files_json_and_table(tmp_path):
+    write_label_map(tmp_path / "labels.pbtxt", LABELS)
+    write_rows(tmp_path / "gt.csv", rows(("a", 1, FULL, 1, 0), ("a", 2, FULL, 2, 1)), "{:d}")
+    write_rows(tmp_path / "det.csv", rows(("a", 1, FULL, 1, 0.9), ("a", 2, FULL, 2, 0.8)))
+    (tmp_path / "excl.csv").write_text("a,0002\n")
+    paths = [tmp_path / n for n in ("gt.csv", "det.csv", "labels.pbtxt")]
+    res = evaluate_ava_files(*paths, exclusions_csv=tmp_path / "excl.csv")
+    assert isinstance(res, AvaEvalResult)
+    assert res.per_class_ap[1] == 1.0 and math.isnan(res.per_class_ap[2]) and res.mean_ap == 1.0
+    data = json.loads(json.dumps(res.to_json(), allow_nan=False))
+    assert data["mean_ap"] == 1.0 and data["classes"][1] == {"id": 2, "name": "sit", "ap": None, "num_gt": 0}
+    table = format_table(res)
+    assert "stand" in table and "100.00" in table and "n/a" in table
+    write_rows(tmp_path / "det.csv", rows(("a", 1, FULL, 1, math.inf)))
+    with pytest.raises(DataError, match="det.csv"):
+        evaluate_ava_files(*paths)
+
+
+# ---- independent loop-based reference (semantics of the 2019 official evaluator) ----------
+
+
+def _ref_iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _ref_ap(hits, num_gt):
+    if not hits:
+        return 0.0
+    precision, recall, tp = [], [], 0
+    for n, hit in enumerate(hits, start=1):
+        tp += hit
+        precision.append(tp / n)
+        recall.append(tp / num_gt)
+    for i in range(len(precision) - 2, -1, -1):
+        precision[i] = max(precision[i], precision[i + 1])
+    total, prev = 0.0, 0.0
+    for p, r in zip(precision, recall):
+        if r != prev:
+            total += (r - prev) * p
+        prev = r
+    return total
+
+
+def reference(gt_items, det_items, labels, excluded, cap, thr):
+    gt = defaultdict(list)
+    for vid, ts, box, act, _ in gt_items:
+        if act in labels and frame_key(vid, ts) not in excluded:
+            gt[frame_key(vid, ts)].append((act, box))
+    heaps = defaultdict(list)
+    for i, (vid, ts, (x1, y1, x2, y2), act, score) in enumerate(det_items):
+        if act not in labels:
+            continue
+        heap, item = heaps[frame_key(vid, ts)], (score, act, y1, x1, y2, x2, i)
+        if cap == 0 or len(heap) < cap:
+            heapq.heappush(heap, item)
+        elif score > heap[0][0]:
+            heapq.heapreplace(heap, item)
+    per_class = defaultdict(list)  # action -> [(score, index, hit)]
+    for key, heap in heaps.items():
+        if key in excluded:
+            continue
+        taken = set()
+        for score, act, y1, x1, y2, x2, i in sorted(heap, key=lambda t: (-t[0], t[-1])):
+            box = (x1, y1, x2, y2)
+            if not (x1 < x2 and y1 < y2):
+                continue
+            best, best_j = -1.0, None
+            for j, (g_act, g_box) in enumerate(gt.get(key, [])):
+                if g_act == act and _ref_iou(box, g_box) > best:
+                    best, best_j = _ref_iou(box, g_box), j
+            hit = best_j is not None and best >= thr and best_j not in taken
+            if hit:
+                taken.add(best_j)
+            per_class[act].append((score, i, hit))
+    num_gt = {k: sum(a == k for boxes in gt.values() for a, _ in boxes) for k in labels}
+    aps = {}
+    for k in labels:
+        dets = sorted(per_class[k], key=lambda t: (-t[0], t[1]))
+        aps[k] = _ref_ap([h for _, _, h in dets], num_gt[k]) if num_gt[k] else math.nan
+    return aps, num_gt
+
+
+def _random_case(rng: random.Random):
+    grid = [i / 10 for i in range(11)]
+
+    def box(valid):
+        xs, ys = sorted(rng.sample(grid, 2)), sorted(rng.sample(grid, 2))
+        return (xs[0], ys[0], xs[1], ys[1]) if valid else tuple(rng.choice(grid) for _ in range(4))
+
+    frames = [(v, t) for v in ("v0", "v1") for t in range(900, 904)]
+    gt = [(*rng.choice(frames), box(True), rng.randint(1, 5), 0) for _ in range(rng.randint(0, 25))]
+    det = []
+    for _ in range(rng.randint(0, 80)):
+        if gt and rng.random() < 0.6:  # near a GT box, maybe in another class
+            vid, ts, (x1, y1, x2, y2), act, _ = rng.choice(gt)
+            j = [rng.choice((-0.1, 0.0, 0.0, 0.1)) for _ in range(4)]
+            b = (x1 + j[0], y1 + j[1], x2 + j[2], y2 + j[3])
+            act = act if rng.random() < 0.8 else rng.randint(1, 5)
+        else:
+            vid, ts = rng.choice(frames + [("v2", 900)])
+            b, act = box(rng.random() < 0.8), rng.randint(1, 5)
+        det.append((vid, ts, b, act, round(rng.random(), 1)))  # coarse scores: many ties
+    excluded = {frame_key(*f) for f in frames if rng.random() < 0.15}
+    return gt, det, excluded
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_matches_loop_reference_on_random_data(seed):
+    rng = random.Random(seed)
+    gt, det, excluded = _random_case(rng)
+    labels = {1: "a", 2: "b", 3: "c", 4: "d"}  # action 5 is not listed
+    for cap, thr in ((50, 0.5), (3, 0.5), (0, 0.3), (1, 0.5)):
+        res = evaluate_ava(rows(*gt), rows(*det), labels, excluded, cap, thr)
+        ref_ap, ref_gt = reference(gt, det, labels, excluded, cap, thr)
+        assert res.num_gt == ref_gt
+        for k in labels:
+            if math.isnan(ref_ap[k]):
+                assert math.isnan(res.per_class_ap[k])
+            else:
+                assert res.per_class_ap[k] == pytest.approx(ref_ap[k], abs=1e-12), (cap, thr, k)
+        valid = [a for a in ref_ap.values() if not math.isnan(a)]
+        assert (math.isnan(res.mean_ap) and not valid) or res.mean_ap == pytest.approx(
+            sum(valid) / len(valid), abs=1e-12
+        )
