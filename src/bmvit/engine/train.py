@@ -55,12 +55,13 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n if n > 0 else max(1, len(os.sched_getaffinity(0))))
 
 
-def make_dataset(cfg: Config, split: str, generator: torch.Generator | None = None) -> AvaClips:
+def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torch.Generator | None = None) -> AvaClips:
+    """The ``train`` or ``val`` split of ``cfg.data``; ``augment`` switches on training augmentation."""
     d = cfg.data
-    train = split == "train"
+    train = augment
     transform = ClipTransform(size=d.size, train=train, hflip_prob=d.hflip_prob if train else 0.0,
                               color_jitter=d.color_jitter if train else 0.0, generator=generator)
-    ds = AvaClips(d.path(d.frames_dir), d.path(d.train_csv if train else d.val_csv), d.path(d.label_map),
+    ds = AvaClips(d.path(d.frames_dir), d.path(d.train_csv if split == "train" else d.val_csv), d.path(d.label_map),
                   d.num_frames, d.stride, transform, d.fps, d.first_second, d.cache_frames)
     index = ds.class_index
     for pair in d.hflip_swap:
@@ -94,7 +95,7 @@ def train(cfg: Config, progress: bool = True) -> dict:
     gen = seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
 
-    train_ds = make_dataset(cfg, "train", gen)
+    train_ds = make_dataset(cfg, "train", augment=True, generator=gen)
     val_ds = make_dataset(cfg, "val")
     model = build_detector(cfg.model, cfg.data, len(train_ds.labels)).to(device)
     loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,

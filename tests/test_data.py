@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from bmvit.config import load_config
+from bmvit.data.ava_format import read_label_map, read_rows
+from bmvit.engine.train import make_dataset
+from bmvit.errors import DataError
+
+
+def _cfg(root, **kw):
+    over = [f"data.root={root}", "data.num_frames=8", "data.stride=4", "data.size=48"] + [f"{k}={v}" for k, v in kw.items()]
+    return load_config(None, over)
+
+
+def test_clip_and_targets(small_synth):
+    ds = make_dataset(_cfg(small_synth), "train")
+    clip, target = ds[0]
+    assert clip.shape == (3, 8, 48, 48) and clip.dtype == torch.float32
+    n = len(target["boxes"])
+    assert target["labels"].shape == (n, 6) and target["boxes"].shape == (n, 4)
+    assert target["orig_size"] == (72, 96)
+    # rows of one person are merged: each box appears once with a multi-hot vector
+    rows = read_rows(small_synth / "annotations" / "train.csv")
+    kf = ds.keyframes[0]
+    sel = [i for i, (v, t) in enumerate(zip(rows.video_ids, rows.timestamps)) if v == kf.video_id and t == kf.timestamp]
+    assert len(kf.boxes) == len({rows.extra[i] for i in sel})
+    assert kf.labels.sum() == len(sel)
+
+
+def test_frame_indices_centred_and_clamped(small_synth):
+    ds = make_dataset(_cfg(small_synth), "train")
+    vid = ds.keyframes[0].video_id
+    idx = ds.frame_indices(vid, 901)  # key frame = file 31
+    assert idx[4] == 31 and list(np.diff(idx)) == [4] * 7
+    assert ds.frame_indices(vid, 900)[0] == 1  # clamped at the start
+    n = ds.num_video_frames(vid)
+    assert ds.frame_indices(vid, 903)[-1] <= n
+
+
+def test_hflip_swaps_direction_labels(small_synth):
+    cfg = _cfg(small_synth, **{"data.hflip_prob": 1.0, "data.hflip_swap": "[[1,2]]"})
+    flipped = make_dataset(cfg, "train", augment=True)
+    plain = make_dataset(_cfg(small_synth), "train")
+    for i in range(len(plain)):
+        if plain.keyframes[i].labels[:, :2].sum() > 0:
+            break
+    c0, t0 = plain[i]
+    c1, t1 = flipped[i]
+    assert torch.allclose(c1, c0.flip(-1))
+    assert torch.equal(t1["labels"][:, 0], t0["labels"][:, 1]) and torch.equal(t1["labels"][:, 1], t0["labels"][:, 0])
+    assert torch.allclose(t1["boxes"][:, 0], 1 - t0["boxes"][:, 0], atol=1e-6)
+
+
+def test_missing_frames_folder(tmp_path, small_synth):
+    cfg = _cfg(small_synth, **{"data.frames_dir": "nope"})
+    with pytest.raises(DataError, match="nope: frames folder not found"):
+        make_dataset(cfg, "train")
+
+
+def test_malformed_csv_row_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("v,0902,0.1,0.1,0.5,0.5,1,0\nv,0903,0.1,abc,0.5,0.5,1,0\n")
+    with pytest.raises(DataError, match=r"bad.csv:2: column 'y1' must be a number"):
+        read_rows(p)
+    p.write_text("v,0902,0.1,0.1,0.5\n")
+    with pytest.raises(DataError, match=r"bad.csv:1: expected 7 or 8"):
+        read_rows(p)
+
+
+def test_label_map_errors(tmp_path):
+    p = tmp_path / "lm.pbtxt"
+    p.write_text('item {\n  name: "a"\n  id: 1\n}\nitem {\n  name: "b"\n}\n')
+    with pytest.raises(DataError, match=r"lm.pbtxt:5: label-map item needs"):
+        read_label_map(p)

@@ -1,0 +1,69 @@
+import itertools
+
+import numpy as np
+import torch
+
+from bmvit.losses.matcher import HungarianMatcher, centre_cell_positives
+from bmvit.models.token_selection import grid_cells
+
+
+def _random_problem(rng, L, N, K=4):
+    cxcy = torch.tensor(rng.uniform(0.2, 0.8, (L, 2)), dtype=torch.float)
+    wh = torch.tensor(rng.uniform(0.05, 0.3, (L, 2)), dtype=torch.float)
+    outputs = {
+        "boxes": torch.cat([cxcy, wh], -1)[None],
+        "actor_logits": torch.tensor(rng.normal(size=(1, L)), dtype=torch.float),
+        "action_logits": torch.tensor(rng.normal(size=(1, L, K)), dtype=torch.float),
+    }
+    gcxcy = torch.tensor(rng.uniform(0.2, 0.8, (N, 2)), dtype=torch.float)
+    gwh = torch.tensor(rng.uniform(0.05, 0.3, (N, 2)), dtype=torch.float)
+    target = {"boxes": torch.cat([gcxcy, gwh], -1), "labels": torch.tensor(rng.integers(0, 2, (N, K)), dtype=torch.float)}
+    return outputs, target
+
+
+def test_matcher_equals_brute_force():
+    rng = np.random.default_rng(0)
+    matcher = HungarianMatcher(cost_l1=5, cost_giou=2, cost_actor=2, cost_action=6)
+    for _ in range(40):
+        L, N = int(rng.integers(1, 7)), 0
+        N = int(rng.integers(1, L + 1))
+        outputs, target = _random_problem(rng, L, N)
+        (rows, cols), = matcher(outputs, [target])
+        cost = matcher.cost_matrix(outputs["boxes"][0], outputs["actor_logits"][0], outputs["action_logits"][0],
+                                   target["boxes"], target["labels"])
+        assert sorted(cols.tolist()) == list(range(N))  # every GT matched exactly once
+        assert len(set(rows.tolist())) == N  # to distinct tokens
+        got = cost[rows, cols].sum().item()
+        best = min(sum(cost[p[j], j].item() for j in range(N)) for p in itertools.permutations(range(L), N))
+        assert abs(got - best) < 1e-4
+
+
+def test_cost_is_cross_entropy_with_the_right_sign():
+    """Eq. 1 prints minus signs; the cost must *grow* as p(true label) falls."""
+    m = HungarianMatcher()
+    box = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
+    labels = torch.tensor([[1.0, 0.0]])
+    def cost(actor, action):
+        return m.cost_matrix(box, torch.tensor([actor]), torch.tensor([action]), box, labels).item()
+    assert cost(3.0, [3.0, -3.0]) < cost(-3.0, [3.0, -3.0])  # confident actor is cheaper
+    assert cost(0.0, [3.0, -3.0]) < cost(0.0, [-3.0, 3.0])  # right classes are cheaper
+    # exact value: BCE(1, σ(0)) + BCE([1,0], σ([0,0])) = 3 log 2 with identical boxes (L1 = 0, 1 - GIoU = 0)
+    assert abs(cost(0.0, [0.0, 0.0]) - 3 * np.log(2)) < 1e-5
+
+
+def test_empty_targets_give_empty_matches():
+    rng = np.random.default_rng(1)
+    outputs, _ = _random_problem(rng, 5, 1)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, 4)}
+    (rows, cols), = HungarianMatcher()(outputs, [empty])
+    assert rows.numel() == 0 and cols.numel() == 0
+
+
+def test_centre_cell_positives():
+    cells = grid_cells(4, 4).repeat(2, 1)  # two slices of a 4x4 grid: L = 32
+    target = {"boxes": torch.tensor([[0.30, 0.30, 0.2, 0.2], [0.80, 0.80, 0.1, 0.1]]), "labels": torch.zeros(2, 3)}
+    matches = [(torch.tensor([0, 31]), torch.tensor([0, 1]))]
+    (rows, cols), = centre_cell_positives(matches, cells, [target])
+    pairs = set(zip(rows.tolist(), cols.tolist()))
+    # GT 0 centre (0.3, 0.3) lies in cell (row 1, col 1) = token 5 and 21; GT 1 in cell (3, 3) = 15 and 31.
+    assert pairs == {(0, 0), (31, 1), (5, 0), (21, 0), (15, 1)}
