@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -123,7 +124,8 @@ def train(cfg: Config, progress: bool = True) -> dict:
     start = time.perf_counter()
     eval_time = 0.0  # time spent in intermediate evaluations, excluded from the training clock
     step, epoch = 0, 0
-    bar = tqdm(total=total, desc="train", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total, desc="train", disable=not progress, dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 30.0)  # few lines in logs
     model.train()
     while step < total:
         for clips, targets in loader:
