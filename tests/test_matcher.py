@@ -25,7 +25,7 @@ def test_matcher_equals_brute_force():
     rng = np.random.default_rng(0)
     matcher = HungarianMatcher(cost_l1=5, cost_giou=2, cost_actor=2, cost_action=6)
     for _ in range(40):
-        L, N = int(rng.integers(1, 7)), 0
+        L = int(rng.integers(1, 7))
         N = int(rng.integers(1, L + 1))
         outputs, target = _random_problem(rng, L, N)
         (rows, cols), = matcher(outputs, [target])

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bmvit.config import apply_overrides
 from bmvit.errors import ConfigError

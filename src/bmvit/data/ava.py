@@ -37,7 +37,7 @@ class KeyFrame:
     labels: np.ndarray  # (N, K) multi-hot float32
 
 
-def group_keyframes(rows: AvaRows, class_index: dict[int, int], include_empty: set[tuple[str, int]] | None = None) -> list[KeyFrame]:
+def group_keyframes(rows: AvaRows, class_index: dict[int, int]) -> list[KeyFrame]:
     """Merge CSV rows into key frames; rows whose action is not in ``class_index`` are dropped.
 
     Rows are merged per ``(video, timestamp, person_id)``; the box of the first row of a person is
@@ -55,8 +55,6 @@ def group_keyframes(rows: AvaRows, class_index: dict[int, int], include_empty: s
         if pid not in people:
             people[pid] = (rows.boxes[i].astype(np.float32), np.zeros(K, np.float32))
         people[pid][1][cls] = 1.0
-    for key in include_empty or ():
-        frames.setdefault(key, {})
     out = []
     for (vid, ts), people in sorted(frames.items()):
         boxes = np.stack([b for b, _ in people.values()]) if people else np.zeros((0, 4), np.float32)
@@ -96,6 +94,7 @@ class AvaClips(Dataset):
         self.num_frames, self.stride, self.fps, self.first_second = num_frames, stride, fps, first_second
         self.transform = transform
         self._nframes: dict[str, int] = {}
+        self._sizes: dict[str, tuple[int, int]] = {}  # (H, W) of each video's frames
         self._cache: dict[Path, np.ndarray] | None = {} if cache_frames else None
 
     def __len__(self) -> int:
@@ -140,8 +139,9 @@ class AvaClips(Dataset):
         idx = self.frame_indices(kf.video_id, kf.timestamp)
         folder = self.frames_root / kf.video_id
         paths = [folder / f"{kf.video_id}_{j:06d}.jpg" for j in idx]
-        with Image.open(paths[len(paths) // 2]) as im:
-            orig_w, orig_h = im.size
+        if kf.video_id not in self._sizes:
+            with Image.open(paths[len(paths) // 2]) as im:
+                self._sizes[kf.video_id] = (im.size[1], im.size[0])
         size = self.transform.decode_size()
         frames = np.stack([self._load(p, size) for p in paths])  # (T, S, S, 3) uint8
         boxes, labels = torch.from_numpy(kf.boxes.copy()), torch.from_numpy(kf.labels.copy())
@@ -151,7 +151,7 @@ class AvaClips(Dataset):
             "labels": labels,
             "video_id": kf.video_id,
             "timestamp": kf.timestamp,
-            "orig_size": (orig_h, orig_w),
+            "orig_size": self._sizes[kf.video_id],
         }
         return clip, target
 

@@ -59,9 +59,8 @@ def set_threads(n: int) -> None:
 def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torch.Generator | None = None) -> AvaClips:
     """The ``train`` or ``val`` split of ``cfg.data``; ``augment`` switches on training augmentation."""
     d = cfg.data
-    train = augment
-    transform = ClipTransform(size=d.size, train=train, hflip_prob=d.hflip_prob if train else 0.0,
-                              color_jitter=d.color_jitter if train else 0.0, generator=generator)
+    transform = ClipTransform(size=d.size, train=augment, hflip_prob=d.hflip_prob, color_jitter=d.color_jitter,
+                              generator=generator)
     ds = AvaClips(d.path(d.frames_dir), d.path(d.train_csv if split == "train" else d.val_csv), d.path(d.label_map),
                   d.num_frames, d.stride, transform, d.fps, d.first_second, d.cache_frames)
     index = ds.class_index
@@ -175,7 +174,7 @@ def train(cfg: Config, progress: bool = True) -> dict:
     bar.close()
     train_s = time.perf_counter() - start - eval_time
     save_weights(out / "model.safetensors", model, cfg, {"step": step})
-    res, dets = evaluate_split(model, val_ds, val_gt, cfg, device, progress=progress)
+    res, _ = evaluate_split(model, val_ds, val_gt, cfg, device, progress=progress)
     final = {"step": step, "train_minutes": round(train_s / 60, 2), "val_frame_map": res.mean_ap, "final": True}
     log(final)
     metrics_file.close()

@@ -20,7 +20,7 @@ in h and w (16×16 instead of 8×8 at 256²).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
