@@ -19,7 +19,7 @@ install: $(STAMP)
 # Install if needed -> synthetic data -> train the tiny model -> evaluate (frame-mAP) -> render a clip.
 demo: install
 	$(BMVIT) synth --out $(DEMO_DATA)
-	$(BMVIT) train --config configs/synthetic/tiny.yaml data.root=$(DEMO_DATA) train.out_dir=$(DEMO_RUN)
+	$(BMVIT) train --config configs/synthetic/tiny.yaml --overwrite data.root=$(DEMO_DATA) train.out_dir=$(DEMO_RUN)
 	$(BMVIT) eval --run $(DEMO_RUN) --split val --render 1
 
 test: install

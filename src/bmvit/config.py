@@ -71,6 +71,8 @@ class LossConfig:
     cost_l1: float = 1.0
     cost_giou: float = 1.0
     extra_positives: str = "none"  # none | centre_cell (training aid, not in the paper)
+    focal_gamma: float = 0.0  # > 0: sigmoid focal loss for actor/action instead of BCE (not in the paper)
+    focal_alpha: float = 0.25  # focal α for positives (negatives get 1 - α); < 0 disables it
 
 
 @dataclass
@@ -89,8 +91,18 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "none"  # none | bf16 | fp16
     log_every: int = 20
-    ckpt_every: int = 0  # steps between checkpoints (0: only at the end)
+    ckpt_every: int = 0  # optimizer steps between resumable checkpoints (0: only at epoch ends / the end)
+    ckpt_each_epoch: bool = True  # also checkpoint at every epoch end
+    keep_checkpoints: int = 3  # newest K checkpoints kept (0: all)
     eval_at_minutes: list[float] = field(default_factory=list)  # evaluate on val after these training minutes
+    eval_every: int = 0  # also evaluate every N steps (0: off); the best result is kept as best.safetensors
+    accum_steps: int = 1  # micro-batches per optimizer step (gradient accumulation)
+    layer_decay: float = 1.0  # layer-wise lr decay of the backbone (1.0: off; not in the paper)
+    ema_decay: float = 0.0  # EMA of weights (0: off; e.g. 0.999); evaluation then uses the EMA weights
+    compile: bool = False  # torch.compile the model
+    tensorboard: bool = False  # also write TensorBoard scalars to <out_dir>/tensorboard (needs tensorboard)
+    nan_policy: str = "stop"  # stop | skip: what a non-finite loss does
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
 
 
 @dataclass
@@ -116,6 +128,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.extra_positives": ("none", "centre_cell"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.amp": ("none", "bf16", "fp16"),
+    "train.nan_policy": ("stop", "skip"),
     "eval.score": ("action", "actor*action"),
 }
 

@@ -23,3 +23,7 @@ class DataError(BmvitError):
 
 class CheckpointError(BmvitError):
     """A checkpoint is missing, corrupt, or does not fit the model."""
+
+
+class TrainingError(BmvitError):
+    """Training cannot go on (e.g. a non-finite loss under ``train.nan_policy=stop``)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import yaml
 
 from bmvit.config import load_config, to_dict
@@ -12,6 +14,9 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="YAML config (default: built-in defaults)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", metavar="auto|DIR", help="continue from the newest intact checkpoint of train.out_dir "
+                   "('auto'; starts fresh if there is none) or from a checkpoint folder")
+    p.add_argument("--overwrite", action="store_true", help="discard checkpoints of an earlier run in train.out_dir")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
     p.set_defaults(func=run)
 
@@ -23,7 +28,9 @@ def run(args) -> int:
         return 0
     from bmvit.engine.train import train
 
-    final = train(cfg, progress=not args.no_progress)
+    final = train(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     print(f"trained {final['step']} steps in {final['train_minutes']:.1f} min; "
           f"val frame-mAP@0.5: {final['val_frame_map']:.4f} (run folder {cfg.train.out_dir})")
     return 0

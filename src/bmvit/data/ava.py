@@ -134,7 +134,9 @@ class AvaClips(Dataset):
             self._cache[path] = arr
         return arr
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item: int | tuple[int, int]):
+        """``item`` is an index, or ``(index, aug_seed)`` from :class:`~bmvit.engine.sampler.ResumableBatchSampler`."""
+        i, seed = item if isinstance(item, tuple) else (item, None)
         kf = self.keyframes[i]
         idx = self.frame_indices(kf.video_id, kf.timestamp)
         folder = self.frames_root / kf.video_id
@@ -145,7 +147,7 @@ class AvaClips(Dataset):
         size = self.transform.decode_size()
         frames = np.stack([self._load(p, size) for p in paths])  # (T, S, S, 3) uint8
         boxes, labels = torch.from_numpy(kf.boxes.copy()), torch.from_numpy(kf.labels.copy())
-        clip, boxes, labels = self.transform(torch.from_numpy(frames), boxes, labels)
+        clip, boxes, labels = self.transform(torch.from_numpy(frames), boxes, labels, seed)
         target = {
             "boxes": xyxy_to_cxcywh(boxes),
             "labels": labels,

@@ -34,14 +34,20 @@ class ClipTransform:
     def decode_resize(self, im: Image.Image) -> Image.Image:
         return im.resize((self.size, self.size), Image.BILINEAR)
 
-    def _rand(self) -> float:
-        return float(torch.rand((), generator=self.generator))
-
-    def __call__(self, frames: Tensor, boxes: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def __call__(self, frames: Tensor, boxes: Tensor, labels: Tensor, seed: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """frames (T, S, S, 3) uint8, boxes (N, 4) normalized xyxy, labels (N, K) ->
-        clip (3, T, S, S) float normalized, boxes, labels."""
+        clip (3, T, S, S) float normalized, boxes, labels.
+
+        Random choices come from a generator seeded with ``seed`` when given (training: the
+        sampler's per-sample seed, so results do not depend on worker count or resumption),
+        else from ``self.generator`` (or torch's global generator)."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else self.generator
+
+        def rand() -> float:
+            return float(torch.rand((), generator=gen))
+
         clip = frames.permute(3, 0, 1, 2).float().div_(255.0)  # (3, T, S, S)
-        if self.train and self.hflip_prob > 0 and self._rand() < self.hflip_prob:
+        if self.train and self.hflip_prob > 0 and rand() < self.hflip_prob:
             clip = clip.flip(-1)
             boxes = torch.stack((1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]), dim=-1)
             if self.hflip_swap and len(labels):
@@ -50,9 +56,9 @@ class ClipTransform:
                     labels[:, [a, b]] = labels[:, [b, a]]
         if self.train and self.color_jitter > 0:
             j = self.color_jitter
-            bright = 1 + (2 * self._rand() - 1) * j
-            contrast = 1 + (2 * self._rand() - 1) * j
-            sat = 1 + (2 * self._rand() - 1) * j
+            bright = 1 + (2 * rand() - 1) * j
+            contrast = 1 + (2 * rand() - 1) * j
+            sat = 1 + (2 * rand() - 1) * j
             gray = clip.mean(0, keepdim=True)
             clip = gray + (clip - gray) * sat
             clip = (clip - clip.mean()) * contrast + clip.mean()

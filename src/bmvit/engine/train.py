@@ -2,36 +2,53 @@
 
 One function, :func:`train`, owns a run folder ``train.out_dir``::
 
-    config.yaml        the fully resolved config
-    metrics.jsonl      one JSON object per log step / evaluation
-    model.safetensors  final weights (+ config in metadata)
+    config.yaml          the fully resolved config
+    metrics.jsonl        one JSON object per log step / evaluation
+    checkpoints/         resumable checkpoints (see :mod:`bmvit.engine.state`), newest K kept
+    best.safetensors     weights of the best periodic evaluation (when there is one)
+    model.safetensors    final weights (+ config in metadata); the EMA weights when EMA is on
 
-Optimizer: AdamW (paper: lr 1e-4, weight decay 1e-4; 1-D parameters — norms, biases, relative
-position tables — get no weight decay, as in the MViTv2 reference), linear warm-up then cosine
-decay per step.
+Determinism and resumption: every random choice of the data pipeline is a function of
+``(train.seed, epoch, position)`` (:mod:`bmvit.engine.sampler`) and the global generators are
+saved in each checkpoint, so a run killed at any point and resumed with ``resume="auto"`` ends
+with the same weights, bit for bit on CPU, as one that never stopped.
+
+Distributed: under ``torchrun`` each process takes a slice of every global batch (per-process
+``train.batch_size``) and the loss is normalized by the number of actors in the global batch,
+so N processes follow the same trajectory as one process with N times the batch.
+Gradient accumulation (``train.accum_steps``) does the same within a process: the micro-batches
+of one optimizer step share one normalizer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bmvit.config import Config, save_config
 from bmvit.data.ava import AvaClips, collate
 from bmvit.data.transforms import ClipTransform
+from bmvit.engine import distributed as dist
 from bmvit.engine.checkpoint import save_weights
+from bmvit.engine.ema import ModelEMA
 from bmvit.engine.evaluate import evaluate_split
-from bmvit.errors import ConfigError
+from bmvit.engine.optim import lr_factor, param_groups, set_lr
+from bmvit.engine.sampler import ResumableBatchSampler
+from bmvit.engine.state import CKPT_DIR, list_checkpoints, load_latest, load_path, rng_state, save_checkpoint, set_rng_state
+from bmvit.errors import ConfigError, TrainingError
 from bmvit.losses.criterion import SetCriterion
 from bmvit.losses.matcher import HungarianMatcher, centre_cell_positives
 from bmvit.models.build import build_detector
@@ -45,15 +62,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> torch.Generator:
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 def set_threads(n: int) -> None:
-    torch.set_num_threads(n if n > 0 else max(1, len(os.sched_getaffinity(0))))
+    """``n`` torch threads; 0 = the free cores shared among this machine's training processes."""
+    if n <= 0:
+        n = max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(n)
 
 
 def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torch.Generator | None = None) -> AvaClips:
@@ -71,111 +90,245 @@ def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torc
     return ds
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 or "rel_pos" in name or "cls_token" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def _prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: bool):
+    """Find the checkpoint to resume from, or make sure no earlier run is silently overwritten."""
+    if resume:
+        found = load_latest(out) if resume == "auto" else load_path(resume)
+        if found is None and is_main:
+            print(f"resume: no intact checkpoint in {out / CKPT_DIR}; starting from scratch", file=sys.stderr)
+        if resume == "auto" and is_main:  # everything newer than the one found is damaged: clear it away
+            for p in list_checkpoints(out):
+                if found is None or int(p.name.split("_")[-1]) > found.state["step"]:
+                    shutil.rmtree(p, ignore_errors=True)
+        return found
+    if list_checkpoints(out) and not overwrite:
+        raise ConfigError(f"{out}: holds checkpoints of an earlier run; continue it with --resume auto, "
+                          f"or start over with --overwrite (or choose another train.out_dir)")
+    if overwrite and is_main:
+        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
+        for name in ("metrics.jsonl", "best.safetensors", "model.safetensors"):
+            (out / name).unlink(missing_ok=True)
+    return None
 
 
-def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after ``step`` (they are redone after a resume)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep))
 
 
-def train(cfg: Config, progress: bool = True) -> dict:
-    """Train per ``cfg``; returns the final metrics (including the validation mAP)."""
-    out = Path(cfg.train.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    set_threads(cfg.train.threads)
-    gen = seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+class _MicroBatches:
+    """Endless stream of ``(clips, targets)`` over epochs, tracking the position ``(epoch, batch)``
+    of the *next* micro-batch so a checkpoint can resume exactly there."""
 
-    train_ds = make_dataset(cfg, "train", augment=True, generator=gen)
+    def __init__(self, loader: DataLoader, sampler: ResumableBatchSampler, epoch: int, batch: int) -> None:
+        self.loader, self.sampler = loader, sampler
+        self.epoch, self.batch = epoch, batch
+        self._it = None
+
+    def next(self):
+        if self._it is None:
+            self.sampler.set_epoch(self.epoch, self.batch)
+            self._it = iter(self.loader)
+        item = next(self._it, None)
+        if item is None:  # epoch exhausted
+            self.epoch, self.batch, self._it = self.epoch + 1, 0, None
+            return self.next()
+        self.batch += 1
+        if self.batch == self.sampler.batches_per_epoch:
+            self.epoch, self.batch, self._it = self.epoch + 1, 0, None
+        return item
+
+
+def train(cfg: Config, progress: bool = True, resume: str | None = None, overwrite: bool = False) -> dict:
+    """Train per ``cfg``; returns the final metrics (including the validation mAP).
+
+    ``resume``: ``"auto"`` (newest intact checkpoint of ``train.out_dir``, or a fresh start if
+    there is none) or a checkpoint folder. ``overwrite`` discards an earlier run's checkpoints;
+    without it, a run folder that already holds checkpoints is refused.
+    """
+    tc = cfg.train
+    info, device = dist.init_distributed(tc.device)
+    out = Path(tc.out_dir)
+    resumed = _prepare_run_folder(out, resume, overwrite, info.is_main)
+    dist.barrier()
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    set_threads(tc.threads)
+    seed_everything(tc.seed)
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+    train_ds = make_dataset(cfg, "train", augment=True)
     val_ds = make_dataset(cfg, "val")
     model = build_detector(cfg.model, cfg.data, len(train_ds.labels)).to(device)
-    loader = DataLoader(train_ds, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
-                        collate_fn=collate, generator=gen, num_workers=cfg.data.num_workers)
-    if len(loader) == 0:
-        raise ConfigError(f"'train.batch_size' ({cfg.train.batch_size}) exceeds the {len(train_ds)} training key frames")
-    total = cfg.train.max_steps or max(1, int(round(cfg.train.epochs * len(loader))))
-    opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.train.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, total, cfg.train.warmup_steps, cfg.train.min_lr_ratio))
+    sampler = ResumableBatchSampler(len(train_ds), tc.batch_size, tc.seed, info.rank, info.world_size)
+    if sampler.batches_per_epoch < tc.accum_steps:
+        raise ConfigError(f"'train.batch_size' ({tc.batch_size}) x {info.world_size} process(es) x 'train.accum_steps' "
+                          f"({tc.accum_steps}) exceeds the {len(train_ds)} training key frames")
+    loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
+                        generator=torch.Generator().manual_seed(tc.seed))  # leaves the global RNG alone
+    steps_per_epoch = sampler.batches_per_epoch / tc.accum_steps
+    total = tc.max_steps or max(1, int(round(tc.epochs * steps_per_epoch)))
+    opt = torch.optim.AdamW(param_groups(model, tc.weight_decay, tc.layer_decay), lr=tc.lr)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16")
+    ema = ModelEMA(model, tc.ema_decay) if tc.ema_decay > 0 else None
     matcher = HungarianMatcher(cfg.loss.cost_l1, cfg.loss.cost_giou, cfg.loss.cost_actor, cfg.loss.cost_action)
-    criterion = SetCriterion(cfg.loss.actor, cfg.loss.action, cfg.loss.l1, cfg.loss.giou)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    criterion = SetCriterion(cfg.loss.actor, cfg.loss.action, cfg.loss.l1, cfg.loss.giou,
+                             cfg.loss.focal_gamma, cfg.loss.focal_alpha)
 
-    metrics_path = out / "metrics.jsonl"
-    metrics_file = open(metrics_path, "a")
+    step, epoch, batch, train_s, best = 0, 0, 0, 0.0, -1.0
+    eval_minutes = sorted(tc.eval_at_minutes)
+    if resumed is not None:
+        st = resumed.state
+        model.load_state_dict(resumed.model)
+        opt.load_state_dict(st["optimizer"])
+        scaler.load_state_dict(st["scaler"])
+        if ema is not None and resumed.ema is not None:
+            ema.module.load_state_dict(resumed.ema)
+            ema.updates.fill_(st.get("ema_updates", 0))
+        set_rng_state(st["rng"])
+        step, epoch, batch = st["step"], st["epoch"], st["batch"]
+        train_s, best, eval_minutes = st["train_seconds"], st["best_map"], list(st["eval_minutes_left"])
+        if info.is_main:
+            _truncate_metrics(out / "metrics.jsonl", step)
+            print(f"resumed from {resumed.path} (step {step}/{total}, epoch {epoch}, batch {batch})", file=sys.stderr)
+
+    net = model
+    if info.enabled:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc.compile:
+        net = torch.compile(net)
+    writer = _tensorboard(out) if tc.tensorboard and info.is_main else None
+    metrics_file = open(out / "metrics.jsonl", "a") if info.is_main else None
 
     def log(record: dict) -> None:
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+        if writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    writer.add_scalar(k, v, record["step"])
 
-    eval_minutes = sorted(cfg.train.eval_at_minutes)
-    val_gt = cfg.data.path(cfg.data.val_csv)
+    def checkpoint() -> None:
+        state = {"step": step, "epoch": stream.epoch, "batch": stream.batch, "optimizer": opt.state_dict(),
+                 "scaler": scaler.state_dict(), "rng": rng_state(), "train_seconds": train_s + clock(),
+                 "best_map": best, "eval_minutes_left": list(eval_minutes), "world_size": info.world_size,
+                 "ema_updates": int(ema.updates) if ema is not None else 0}
+        if info.is_main:
+            save_checkpoint(out, step, model, cfg, state, ema.module if ema is not None else None, tc.keep_checkpoints)
+        dist.barrier()
+
+    def evaluate(tag: dict) -> float:
+        nonlocal best
+        eval_model = ema.module if ema is not None else model
+        res, _ = evaluate_split(eval_model, val_ds, cfg.data.path(cfg.data.val_csv), cfg, device, progress=False)
+        model.train()
+        if info.is_main:
+            log({**tag, "val_frame_map": res.mean_ap})
+            if res.mean_ap > best:
+                best = res.mean_ap
+                save_weights(out / "best.safetensors", eval_model, cfg, {"step": step, "val_frame_map": best})
+        return res.mean_ap
+
+    stream = _MicroBatches(loader, sampler, epoch, batch)
     start = time.perf_counter()
-    eval_time = 0.0  # time spent in intermediate evaluations, excluded from the training clock
-    step, epoch = 0, 0
-    bar = tqdm(total=total, desc="train", disable=not progress, dynamic_ncols=True,
+    eval_time = 0.0  # time spent in periodic evaluations, excluded from the training clock
+
+    def clock() -> float:
+        return time.perf_counter() - start - eval_time
+
+    bar = tqdm(total=total, initial=step, desc="train", disable=not (progress and info.is_main), dynamic_ncols=True,
                mininterval=0.1 if sys.stderr.isatty() else 30.0)  # few lines in logs
     model.train()
     while step < total:
-        for clips, targets in loader:
-            if step >= total:
-                break
+        epoch_before = stream.epoch
+        micro = [stream.next() for _ in range(tc.accum_steps)]
+        n_local = sum(len(t["boxes"]) for _, targets in micro for t in targets)
+        norm = max(dist.all_reduce_sum(n_local, device), 1.0) / info.world_size  # DDP averages gradients
+        set_lr(opt, tc.lr, lr_factor(step, total, tc.warmup_steps, tc.min_lr_ratio))
+        opt.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        bad: list[str] = []
+        for k, (clips, targets) in enumerate(micro):
             clips = clips.to(device, non_blocking=True)
             targets = [{**t, "boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                outputs = model(clips)
-            matches = matcher(outputs, targets)
-            if cfg.loss.extra_positives == "centre_cell":
-                matches = centre_cell_positives(matches, outputs["cells"], targets)
-            num_actors = sum(len(t["boxes"]) for t in targets)
-            losses = criterion(outputs, targets, matches, num_actors)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                bad = [k for k, v in losses.items() if not torch.isfinite(v)]
-                raise FloatingPointError(f"non-finite loss at step {step} (terms: {', '.join(bad)})")
+            sync = contextlib.nullcontext() if (k == len(micro) - 1 or not info.enabled) else net.no_sync()
+            with sync:
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    outputs = net(clips)
+                matches = matcher(outputs, targets)
+                if cfg.loss.extra_positives == "centre_cell":
+                    matches = centre_cell_positives(matches, outputs["cells"], targets)
+                losses = criterion(outputs, targets, matches, norm)
+                bad += [name for name, v in losses.items() if not torch.isfinite(v)]
+                scaler.scale(losses["loss"]).backward()
+            for name, v in losses.items():
+                sums[name] = sums.get(name, 0.0) + v.item()
+        if dist.broadcast_flag(bool(bad), device):
+            what = f"non-finite loss at step {step + 1} (terms: {', '.join(sorted(set(bad))) or 'on another rank'})"
+            if tc.nan_policy == "stop":
+                raise TrainingError(f"{what}; lower train.lr, set train.grad_clip, or train.nan_policy=skip")
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.train.grad_clip:
+            if info.is_main:
+                bar.write(f"warning: {what}; step skipped")
+            log({"step": step + 1, "skipped": what})
+        else:
+            if tc.grad_clip:
                 scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             scaler.step(opt)
             scaler.update()
-            sched.step()
-            step += 1
-            bar.update(1)
-            if step % cfg.train.log_every == 0 or step == total:
-                rec = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"],
-                       "time_s": round(time.perf_counter() - start - eval_time, 2),
-                       **{k: round(v.item(), 5) for k, v in losses.items()}}
-                log(rec)
-                bar.set_postfix(loss=f"{rec['loss']:.3f}", actor=f"{rec['actor']:.3f}", action=f"{rec['action']:.3f}",
-                                l1=f"{rec['l1']:.3f}", lr=f"{rec['lr']:.1e}")
-            elapsed_min = (time.perf_counter() - start - eval_time) / 60
-            if eval_minutes and elapsed_min >= eval_minutes[0]:
+            if ema is not None:
+                ema.update(model)
+        step += 1
+        bar.update(1)
+        if step % tc.log_every == 0 or step == total:
+            if info.enabled:  # the loss of the global batch: mean over processes of their (scaled) terms
+                sums = {k: dist.all_reduce_sum(v, device) / info.world_size for k, v in sums.items()}
+            rec = {"step": step, "epoch": stream.epoch, "lr": tc.lr * lr_factor(step - 1, total, tc.warmup_steps, tc.min_lr_ratio),
+                   "time_s": round(train_s + clock(), 2), **{k: round(v, 5) for k, v in sums.items()}}
+            log(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", actor=f"{rec['actor']:.3f}", action=f"{rec['action']:.3f}",
+                            l1=f"{rec['l1']:.3f}", lr=f"{rec['lr']:.1e}")
+        minutes = (train_s + clock()) / 60
+        due = bool(eval_minutes) and dist.broadcast_flag(minutes >= eval_minutes[0], device)
+        if due or (tc.eval_every and step % tc.eval_every == 0 and step < total):
+            while eval_minutes and minutes >= eval_minutes[0]:
                 eval_minutes.pop(0)
-                t0 = time.perf_counter()
-                res, _ = evaluate_split(model, val_ds, val_gt, cfg, device, progress=False)
-                eval_time += time.perf_counter() - t0
-                log({"step": step, "train_minutes": round(elapsed_min, 2), "val_frame_map": res.mean_ap})
-                bar.write(f"step {step} ({elapsed_min:.1f} train-min): val frame-mAP@0.5 {res.mean_ap:.4f}")
-            if cfg.train.ckpt_every and step % cfg.train.ckpt_every == 0:
-                save_weights(out / "model.safetensors", model, cfg, {"step": step})
-        epoch += 1
+            t0 = time.perf_counter()
+            m = evaluate({"step": step, "train_minutes": round(minutes, 2)})
+            eval_time += time.perf_counter() - t0
+            bar.write(f"step {step} ({minutes:.1f} train-min): val frame-mAP@0.5 {m:.4f}")
+        if (tc.ckpt_every and step % tc.ckpt_every == 0) or (tc.ckpt_each_epoch and stream.epoch != epoch_before) \
+                or step == total:
+            checkpoint()
     bar.close()
-    train_s = time.perf_counter() - start - eval_time
-    save_weights(out / "model.safetensors", model, cfg, {"step": step})
-    res, _ = evaluate_split(model, val_ds, val_gt, cfg, device, progress=progress)
+    train_s += clock()
+    final_model = ema.module if ema is not None else model
+    if info.is_main:
+        save_weights(out / "model.safetensors", final_model, cfg, {"step": step})
+    res, _ = evaluate_split(final_model, val_ds, cfg.data.path(cfg.data.val_csv), cfg, device,
+                            progress=progress and info.is_main)
     final = {"step": step, "train_minutes": round(train_s / 60, 2), "val_frame_map": res.mean_ap, "final": True}
     log(final)
-    metrics_file.close()
+    if metrics_file is not None:
+        metrics_file.close()
+    if writer is not None:
+        writer.close()
+    dist.shutdown()
     return final
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("'train.tensorboard': needs the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter(str(out / "tensorboard"))

@@ -16,6 +16,9 @@ modules it uses). This is an independent, vectorized re-implementation. Rules, i
 4. Per frame and class, detections in rank order each take the GT box of highest IoU (no +1
    convention; first box on ties): a true positive if IoU >= ``iou_threshold`` and that box is
    still unmatched, otherwise a false positive (even if another box would have matched).
+   "First" is the original's GT order, which is not file order: it reads GT through the same
+   heap as detections, with the person id in the score slot, so a frame's GT rows run by
+   descending person id, and rows of equal person id in the heap's array order.
 5. Per class, AP is the area under the precision/recall curve with precision made
    non-increasing (VOC all-points). Classes without GT get NaN and are left out of the mean;
    classes with GT but no detections get 0.
@@ -129,6 +132,40 @@ def _heap_survivors(
     return [item[-1] for item in heap]
 
 
+def _gt_rank(gt: AvaRows, gt_frame: np.ndarray, gt_cls: np.ndarray) -> np.ndarray:
+    """(G,) sort key of each GT row inside its frame: the original's order (rule 4).
+
+    Within a frame and class the original lists GT by descending person id (a stable sort of its
+    heap's array). Rows with equal person id but different boxes would keep that heap order, so
+    only frames holding such rows are replayed through a heap; elsewhere such rows are identical
+    and their order cannot matter.
+    """
+    n = len(gt)
+    order = np.lexsort((np.arange(n), -gt.extra, gt_cls, gt_frame))  # frame, class, pid desc, file
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    if n < 2:
+        return rank
+    f, c, pid, box = gt_frame[order], gt_cls[order], gt.extra[order], gt.boxes[order]
+    clash = (f[1:] == f[:-1]) & (c[1:] == c[:-1]) & (pid[1:] == pid[:-1])
+    clash &= np.any(box[1:] != box[:-1], axis=1)
+    if not clash.any():
+        return rank
+    by_frame = np.argsort(gt_frame, kind="stable")  # frames contiguous, file order inside
+    bounds = np.searchsorted(gt_frame[by_frame], np.unique(f[1:][clash]))
+    ends = np.searchsorted(gt_frame[by_frame], np.unique(f[1:][clash]), side="right")
+    for lo, hi in zip(bounds.tolist(), ends.tolist()):
+        rows = by_frame[lo:hi]
+        heap: list[tuple] = []
+        for i, (p, a, (x1, y1, x2, y2)) in zip(
+            rows.tolist(), zip(gt.extra[rows].tolist(), gt.actions[rows].tolist(), gt.boxes[rows].tolist())
+        ):
+            heapq.heappush(heap, (p, a, y1, x1, y2, x2, i))
+        listed = sorted(heap, key=lambda item: -item[0])  # stable, like the original
+        rank[[item[-1] for item in listed]] = rank[rows].min() + np.arange(len(listed))
+    return rank
+
+
 def _cap_per_frame(frame: np.ndarray, det: AvaRows, cap: int) -> np.ndarray:
     """(D,) bool: rows surviving the per-frame cap. ``frame``: (D,) int frame index per row."""
     n = len(frame)
@@ -222,7 +259,7 @@ def evaluate_ava(
 
     # Candidate GT of each detection: same frame and class, as a contiguous run of sorted GT.
     gt_group = gt_frame * num_classes + gt_cls
-    gt_order = np.argsort(gt_group, kind="stable")  # keeps file order inside a group
+    gt_order = np.lexsort((_gt_rank(gt, gt_frame, gt_cls), gt_group))  # original order in a group
     sorted_group = gt_group[gt_order]
     det_group = det_frame * num_classes + det_cls
     lo = np.searchsorted(sorted_group, det_group, side="left")  # (D,)

@@ -8,6 +8,11 @@ For matched pairs ``(σ(j), j)``::
 
 normalized by the number of ground-truth actors in the (global) batch, at least 1 — DETR's
 normalization. Defaults are the paper's λ_actor=2, λ_action=6, λ_l1=5, λ_giou=2.
+
+``focal_gamma > 0`` (not in the paper; off by default) replaces the two BCEs by the sigmoid focal
+loss of RetinaNet, ``α_t (1 - p_t)^γ BCE``, with ``α_t = focal_alpha`` for positive targets and
+``1 - focal_alpha`` for negatives (``focal_alpha < 0`` disables the α weighting). Almost all L
+tokens are negatives; the focal term keeps their many easy cases from dominating the gradient.
 """
 
 from __future__ import annotations
@@ -20,13 +25,36 @@ from bmvit.boxes import cxcywh_to_xyxy, generalized_box_iou
 from bmvit.losses.matcher import Match
 
 
+def sigmoid_focal_loss(logits: Tensor, targets: Tensor, gamma: float, alpha: float) -> Tensor:
+    """Element-wise focal loss (same shape as ``logits``); ``gamma = 0, alpha < 0`` is plain BCE."""
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if gamma > 0:
+        p = torch.sigmoid(logits)
+        p_t = p * targets + (1 - p) * (1 - targets)
+        bce = bce * (1 - p_t).pow(gamma)
+    if alpha >= 0:
+        bce = bce * (alpha * targets + (1 - alpha) * (1 - targets))
+    return bce
+
+
 class SetCriterion(nn.Module):
-    def __init__(self, w_actor: float = 2.0, w_action: float = 6.0, w_l1: float = 5.0, w_giou: float = 2.0) -> None:
+    def __init__(self, w_actor: float = 2.0, w_action: float = 6.0, w_l1: float = 5.0, w_giou: float = 2.0,
+                 focal_gamma: float = 0.0, focal_alpha: float = 0.25) -> None:
         super().__init__()
         self.weights = {"actor": w_actor, "action": w_action, "l1": w_l1, "giou": w_giou}
+        self.focal_gamma, self.focal_alpha = focal_gamma, focal_alpha
+
+    def _bce_sum(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if self.focal_gamma > 0:
+            return sigmoid_focal_loss(logits, targets, self.focal_gamma, self.focal_alpha).sum()
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
 
     def forward(self, outputs: dict[str, Tensor], targets: list[dict], matches: list[Match], num_actors: float) -> dict[str, Tensor]:
-        """Returns the weighted ``loss`` and its unweighted terms ``actor, action, l1, giou``."""
+        """Returns the weighted ``loss`` and its unweighted terms ``actor, action, l1, giou``.
+
+        ``num_actors`` is the normalizer: the number of GT actors in the global batch (training
+        passes that count divided by the number of processes, since DDP averages gradients);
+        0 (a batch without actors) counts as 1."""
         actor_logits = outputs["actor_logits"].float()  # (B, L)
         action_logits = outputs["action_logits"].float()  # (B, L, K)
         B, L, K = action_logits.shape
@@ -40,10 +68,10 @@ class SetCriterion(nn.Module):
         actor_t[b_idx, p_idx] = 1.0
         action_t = torch.zeros(B, L, K, device=dev)
         action_t[b_idx, p_idx] = gt_labels
-        norm = max(float(num_actors), 1.0)
+        norm = float(num_actors) if num_actors > 0 else 1.0
         terms = {
-            "actor": F.binary_cross_entropy_with_logits(actor_logits, actor_t, reduction="sum") / norm,
-            "action": F.binary_cross_entropy_with_logits(action_logits, action_t, reduction="sum") / norm,
+            "actor": self._bce_sum(actor_logits, actor_t) / norm,
+            "action": self._bce_sum(action_logits, action_t) / norm,
         }
         pred = outputs["boxes"][b_idx, p_idx].float()  # (M, 4)
         terms["l1"] = (pred - gt_boxes).abs().sum() / norm

@@ -1,0 +1,63 @@
+"""Optimizer and learning-rate schedule.
+
+AdamW (paper: lr 1e-4, weight decay 1e-4). Parameters without weight decay, as in the MViTv2
+reference: every 1-D tensor (norms, biases), relative-position tables and the class token.
+
+Layer-wise lr decay (``train.layer_decay < 1``, off by default — not in the paper): backbone
+block ``i`` of ``D`` gets ``lr * decay^(D - i)``, the patch embedding / class token
+``lr * decay^(D + 1)``; the final backbone norm and the heads keep ``lr``.
+
+Schedule: linear warm-up over ``warmup_steps`` optimizer steps, then cosine decay to
+``lr * min_lr_ratio`` at the last step.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from torch import nn
+
+_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+
+
+def _no_decay(name: str, p: torch.Tensor) -> bool:
+    return p.ndim <= 1 or "rel_pos" in name or "cls_token" in name
+
+
+def _layer_id(name: str, depth: int) -> int:
+    """0 = stem, 1..depth = backbone blocks, depth + 1 = everything after the blocks."""
+    if not name.startswith("backbone."):
+        return depth + 1
+    m = _BLOCK.search(name)
+    if m:
+        return int(m.group(1)) + 1
+    return 0 if ("patch_embed" in name or "cls_token" in name) else depth + 1
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
+    """AdamW parameter groups; each carries ``lr_scale`` (multiplied into the scheduled lr)."""
+    names = [n for n, _ in model.named_parameters()]
+    depth = 1 + max((int(m.group(1)) for n in names if (m := _BLOCK.search(n)) and n.startswith("backbone.")), default=-1)
+    groups: dict[tuple[bool, float], list[torch.Tensor]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        scale = layer_decay ** (depth + 1 - _layer_id(name, depth)) if layer_decay != 1.0 else 1.0
+        groups.setdefault((_no_decay(name, p), scale), []).append(p)
+    return [{"params": ps, "weight_decay": 0.0 if nd else weight_decay, "lr_scale": s}
+            for (nd, s), ps in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))]
+
+
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Multiplier of the base lr at optimizer step ``step`` (0-based) of ``total``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def set_lr(opt: torch.optim.Optimizer, base_lr: float, factor: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = base_lr * factor * g.get("lr_scale", 1.0)
