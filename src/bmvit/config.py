@@ -56,6 +56,10 @@ class ModelConfig:
     rel_pos: bool = True
     kv_stride: list[int] | None = None  # initial adaptive K/V stride; None: the spec's value
     grad_checkpointing: bool = False
+    # Backbone initialization (e.g. the Kinetics-400 MViTv2-S checkpoint; paper §4): a file in
+    # bmvit (.safetensors from `bmvit convert`), PySlowFast (.pyth) or torchvision layout.
+    pretrained: str | None = None
+    pretrained_format: str = "auto"  # auto | bmvit | slowfast | torchvision
 
 
 @dataclass
@@ -70,7 +74,8 @@ class LossConfig:
     cost_action: float = 1.0
     cost_l1: float = 1.0
     cost_giou: float = 1.0
-    extra_positives: str = "none"  # none | centre_cell (training aid, not in the paper)
+    extra_positives: str = "none"  # none | centre_cell | centre_region (training aids, not in the paper)
+    positive_radius: float = 1.0  # centre_region: cells within this many cells of a GT centre (and inside it)
     focal_gamma: float = 0.0  # > 0: sigmoid focal loss for actor/action instead of BCE (not in the paper)
     focal_alpha: float = 0.25  # focal α for positives (negatives get 1 - α); < 0 disables it
 
@@ -125,7 +130,8 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.token_selection": ("singleton", "tubelet", "c+t", "maxpool", "2(c+t)"),
-    "loss.extra_positives": ("none", "centre_cell"),
+    "model.pretrained_format": ("auto", "bmvit", "slowfast", "torchvision"),
+    "loss.extra_positives": ("none", "centre_cell", "centre_region"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.nan_policy": ("stop", "skip"),

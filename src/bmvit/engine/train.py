@@ -50,7 +50,7 @@ from bmvit.engine.sampler import ResumableBatchSampler
 from bmvit.engine.state import CKPT_DIR, list_checkpoints, load_latest, load_path, rng_state, save_checkpoint, set_rng_state
 from bmvit.errors import ConfigError, TrainingError
 from bmvit.losses.criterion import SetCriterion
-from bmvit.losses.matcher import HungarianMatcher, centre_cell_positives
+from bmvit.losses.matcher import HungarianMatcher, centre_cell_positives, centre_region_positives
 from bmvit.models.build import build_detector
 
 
@@ -266,6 +266,8 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
                 matches = matcher(outputs, targets)
                 if cfg.loss.extra_positives == "centre_cell":
                     matches = centre_cell_positives(matches, outputs["cells"], targets)
+                elif cfg.loss.extra_positives == "centre_region":
+                    matches = centre_region_positives(matches, outputs["cells"], targets, cfg.loss.positive_radius)
                 losses = criterion(outputs, targets, matches, norm)
                 bad += [name for name, v in losses.items() if not torch.isfinite(v)]
                 scaler.scale(losses["loss"]).backward()

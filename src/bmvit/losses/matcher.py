@@ -86,3 +86,34 @@ def centre_cell_positives(matches: list[Match], cells: Tensor, targets: list[dic
             extra_c.append(torch.full_like(idx, j))
         out.append((torch.cat([rows, *extra_r]), torch.cat([cols, *extra_c])))
     return out
+
+
+def centre_region_positives(matches: list[Match], cells: Tensor, targets: list[dict], radius: float = 1.0) -> list[Match]:
+    """Add every token whose cell *centre* lies within ``radius`` cells of a GT box centre (per axis,
+    in units of the token's cell size) and inside that box as an extra positive of that GT.
+
+    FCOS-style "centre sampling": with ``radius = 1`` up to a 3×3 block of cells per temporal
+    slice around each actor's centre. The centre cell itself always qualifies. A token claimed
+    by several actors goes to the one whose centre is nearest (in cells). Tokens already
+    assigned by the Hungarian matching keep their assignment.
+    """
+    out = []
+    cells = cells.cpu().float()
+    ctr, size = cells[:, :2], cells[:, 2:]  # (L, 2)
+    lo, hi = ctr - size / 2, ctr + size / 2
+    for (rows, cols), t in zip(matches, targets):
+        if len(t["boxes"]) == 0:
+            out.append((rows, cols))
+            continue
+        gt = t["boxes"].detach().cpu().float()  # (N, 4) cxcywh
+        d = (ctr[:, None] - gt[None, :, :2]).abs() / size[:, None]  # (L, N, 2) distance in cells
+        home = ((gt[None, :, :2] >= lo[:, None]) & (gt[None, :, :2] < hi[:, None])).all(-1)  # (L, N) centre cell
+        inside = ((ctr[:, None] - gt[None, :, :2]).abs() <= gt[None, :, 2:] / 2).all(-1)  # (L, N) cell centre in box
+        ok = home | ((d <= radius).all(-1) & inside)  # (L, N)
+        dist = torch.where(ok, d.pow(2).sum(-1), torch.full_like(d[..., 0], float("inf")))  # (L, N)
+        best, owner = dist.min(dim=1)  # (L,)
+        free = torch.isfinite(best)
+        free[rows] = False
+        idx = torch.nonzero(free).flatten()
+        out.append((torch.cat([rows, idx]), torch.cat([cols, owner[idx]])))
+    return out
