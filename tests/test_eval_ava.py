@@ -77,6 +77,38 @@ def test_equal_iou_takes_first_gt():
     assert ap1(gt, det) == 0.5
 
 
+def test_equal_iou_takes_gt_of_highest_person_id_first():
+    # The original lists a frame's GT by descending person id (the CSV's 8th column): the
+    # midway detection takes b (person 1), so the detection on a is a TP. Checked against the
+    # official script.
+    a, b = (0.0, 0.0, 0.5, 1.0), (0.25, 0.0, 0.75, 1.0)
+    mid = (0.125, 0.0, 0.625, 1.0)
+    gt = rows(("a", 1, a, 1, 0), ("a", 1, b, 1, 1))
+    det = rows(("a", 1, mid, 1, 0.9), ("a", 1, a, 1, 0.8))
+    assert ap1(gt, det) == 1.0
+    gt = rows(("a", 1, a, 1, 1), ("a", 1, b, 1, 0))  # now a is listed first: FP as above
+    assert ap1(gt, det) == 0.5
+
+
+def test_equal_scores_rank_later_frame_first():
+    # One GT on frame 1; equal-score detections: TP on frame 1, FP on frame 2. The original
+    # ranks the frame that appears later in the detection file first (reversed stable sort).
+    gt = rows(("a", 1, FULL, 1, 0))
+    tp, fp = ("a", 1, FULL, 1, 0.5), ("a", 2, FULL, 1, 0.5)
+    assert ap1(gt, rows(tp, fp)) == 0.5  # FP ranked first: precision 1/2 at recall 1
+    assert ap1(gt, rows(fp, tp)) == 1.0
+
+
+def test_equal_scores_in_one_frame_follow_the_heap_listing():
+    # Two equal-score detections claim the same GT. The heap lists the smaller tuple first,
+    # (0.5, 1, y1=0, x1=0, ...) = the exact box, so it is matched first (TP) and the shifted one
+    # is the FP; ranked in reverse listing order, the FP comes first: AP 1/2 either file order.
+    gt = rows(("a", 1, LEFT, 1, 0))
+    shifted, exact = ("a", 1, (0.1, 0.0, 0.6, 1.0), 1, 0.5), ("a", 1, LEFT, 1, 0.5)
+    assert ap1(gt, rows(shifted, exact)) == 0.5
+    assert ap1(gt, rows(exact, shifted)) == 0.5
+
+
 @pytest.mark.parametrize(
     "box,expected",
     [((0.0, 0.0, 0.5, 1.0), 1.0), ((0.0, 0.0, 0.49, 1.0), 0.0), ((0.0, 0.0, 0.51, 1.0), 1.0)],
@@ -233,41 +265,47 @@ def _ref_ap(hits, num_gt):
 
 
 def reference(gt_items, det_items, labels, excluded, cap, thr):
-    gt = defaultdict(list)
-    for vid, ts, box, act, _ in gt_items:
-        if act in labels and frame_key(vid, ts) not in excluded:
-            gt[frame_key(vid, ts)].append((act, box))
-    heaps = defaultdict(list)
-    for i, (vid, ts, (x1, y1, x2, y2), act, score) in enumerate(det_items):
-        if act not in labels:
-            continue
-        heap, item = heaps[frame_key(vid, ts)], (score, act, y1, x1, y2, x2, i)
-        if cap == 0 or len(heap) < cap:
-            heapq.heappush(heap, item)
-        elif score > heap[0][0]:
-            heapq.heapreplace(heap, item)
-    per_class = defaultdict(list)  # action -> [(score, index, hit)]
-    for key, heap in heaps.items():
+    """Loop-based model of the original's data flow: per-frame heaps fed in file order, each
+    listed by a stable sort on descending score (GT: person id), matched per frame in that
+    order, concatenated per class in order of first appearance, ranked by a stable ascending
+    sort reversed (what numpy's sort does for up to 16 scores)."""
+
+    def read(items, capacity):
+        heaps = {}  # insertion order = first appearance of the frame
+        for i, (vid, ts, (x1, y1, x2, y2), act, extra) in enumerate(items):
+            if act not in labels:
+                continue
+            heap, item = heaps.setdefault(frame_key(vid, ts), []), (extra, act, y1, x1, y2, x2, i)
+            if capacity == 0 or len(heap) < capacity:
+                heapq.heappush(heap, item)
+            elif extra > heap[0][0]:
+                heapq.heapreplace(heap, item)
+        return {key: sorted(heap, key=lambda t: -t[0]) for key, heap in heaps.items()}
+
+    gt = {key: listed for key, listed in read(gt_items, 0).items() if key not in excluded}
+    per_class = defaultdict(list)  # action -> [(score, hit)] in concatenation order
+    for key, listed in read(det_items, cap).items():
         if key in excluded:
             continue
         taken = set()
-        for score, act, y1, x1, y2, x2, i in sorted(heap, key=lambda t: (-t[0], t[-1])):
+        for score, act, y1, x1, y2, x2, _ in listed:
             box = (x1, y1, x2, y2)
             if not (x1 < x2 and y1 < y2):
                 continue
             best, best_j = -1.0, None
-            for j, (g_act, g_box) in enumerate(gt.get(key, [])):
-                if g_act == act and _ref_iou(box, g_box) > best:
-                    best, best_j = _ref_iou(box, g_box), j
+            for j, (_, g_act, gy1, gx1, gy2, gx2, _) in enumerate(gt.get(key, [])):
+                if g_act == act and _ref_iou(box, (gx1, gy1, gx2, gy2)) > best:
+                    best, best_j = _ref_iou(box, (gx1, gy1, gx2, gy2)), j
             hit = best_j is not None and best >= thr and best_j not in taken
             if hit:
                 taken.add(best_j)
-            per_class[act].append((score, i, hit))
-    num_gt = {k: sum(a == k for boxes in gt.values() for a, _ in boxes) for k in labels}
+            per_class[act].append((score, hit))
+    num_gt = {k: sum(t[1] == k for listed in gt.values() for t in listed) for k in labels}
     aps = {}
     for k in labels:
-        dets = sorted(per_class[k], key=lambda t: (-t[0], t[1]))
-        aps[k] = _ref_ap([h for _, _, h in dets], num_gt[k]) if num_gt[k] else math.nan
+        dets = per_class[k]
+        order = np.argsort([sc for sc, _ in dets], kind="stable")[::-1]
+        aps[k] = _ref_ap([dets[o][1] for o in order], num_gt[k]) if num_gt[k] else math.nan
     return aps, num_gt
 
 
@@ -279,7 +317,7 @@ def _random_case(rng: random.Random):
         return (xs[0], ys[0], xs[1], ys[1]) if valid else tuple(rng.choice(grid) for _ in range(4))
 
     frames = [(v, t) for v in ("v0", "v1") for t in range(900, 904)]
-    gt = [(*rng.choice(frames), box(True), rng.randint(1, 5), 0) for _ in range(rng.randint(0, 25))]
+    gt = [(*rng.choice(frames), box(True), rng.randint(1, 5), rng.randint(0, 3)) for _ in range(rng.randint(0, 25))]
     det = []
     for _ in range(rng.randint(0, 80)):
         if gt and rng.random() < 0.6:  # near a GT box, maybe in another class
@@ -313,3 +351,50 @@ def test_matches_loop_reference_on_random_data(seed):
         assert (math.isnan(res.mean_ap) and not valid) or res.mean_ap == pytest.approx(
             sum(valid) / len(valid), abs=1e-12
         )
+
+
+# ---- fast CSV reader ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a,0902,0.1,0.2,0.3,0.4,12,0.5\nb,0903,0.0,0.0,1.0,1.0,3,1e-3\n",  # 8 columns
+        "a,0902,0.1,0.2,0.3,0.4,12\nb,903,0.0,0.0,1.0,1.0,3",  # 7 columns, no final newline
+        "a,0902,0.1,0.2,0.3,0.4,12,0.5\nb,0903,0.0,0.0,1.0,1.0,3\n",  # mixed 8 and 7: careful path
+        "a,0902,0.1,0.2,0.3,0.4,12,0.5\r\nb,0903,0.0,0.0,1.0,1.0,3,7\r\n",  # CRLF: careful path
+        "a,0902,0.1,0.2,0.3,0.4,12,0.5\n\nb,0903,0.0,0.0,1.0,1.0,3,7\n",  # blank line: careful path
+        " a ,902.0,0.1,0.2,0.3,0.4,12,0.5\n",  # spaces, float-typed timestamp: careful path
+        "a,0902,-0.1,0.2,0.3,0.4,12,-5\nb,0903,0.0,0.0,1.0,1.0,3,nan\n",
+        "",
+    ],
+)
+def test_fast_reader_equals_the_careful_reader(tmp_path, text):
+    from bmvit.data.ava_format import read_rows
+    from bmvit.evaluation.ava_csv_fast import read_rows_fast
+
+    path = tmp_path / "rows.csv"
+    path.write_text(text)
+    fast, careful = read_rows_fast(path), read_rows(path)
+    assert fast.video_ids == careful.video_ids
+    for name in ("timestamps", "boxes", "actions", "extra"):
+        a, b = getattr(fast, name), getattr(careful, name)
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True), name
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("a,0902,0.1,0.2,0.3,0.4,12,0.5\nb,0903,0.0,0.0,1.0,1.0\n", "rows.csv:2: expected 7 or 8"),
+        ("a,0902,0.1,0.2,0.3,0.4,12,0.5\nb,0903,0.0,zero,1.0,1.0,3,1\n", "rows.csv:2: column 'y1'"),
+        ("a,0902.5,0.1,0.2,0.3,0.4,12,0.5\n", "rows.csv:1: column 'timestamp' must be an integer"),
+    ],
+)
+def test_fast_reader_defers_errors_to_the_careful_reader(tmp_path, text, needle):
+    from bmvit.evaluation.ava_csv_fast import read_rows_fast
+
+    path = tmp_path / "rows.csv"
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        read_rows_fast(path)
+    assert needle in str(err.value)

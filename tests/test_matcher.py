@@ -67,3 +67,36 @@ def test_centre_cell_positives():
     pairs = set(zip(rows.tolist(), cols.tolist()))
     # GT 0 centre (0.3, 0.3) lies in cell (row 1, col 1) = token 5 and 21; GT 1 in cell (3, 3) = 15 and 31.
     assert pairs == {(0, 0), (31, 1), (5, 0), (21, 0), (15, 1)}
+
+
+def test_centre_region_positives_hand_case():
+    from bmvit.losses.matcher import centre_region_positives
+    from bmvit.models.token_selection import grid_cells
+
+    cells = torch.cat([grid_cells(4, 4), grid_cells(4, 4)])  # two temporal slices of a 4x4 grid
+    # GT 0: centre (0.3, 0.4) in cell (row 1, col 1); box x in [0.15, 0.45], y in [0.1, 0.7].
+    # Within 1 cell of the centre *and* with the cell centre inside the box: col 1 only (x = 0.125
+    # is outside), rows 1 and 2 (row 0's centre y = 0.125 is 1.1 cells away) -> tokens 5, 9.
+    # GT 1: a tiny box whose centre cell (row 3, col 3) = 15 qualifies although its centre is outside.
+    t = {"boxes": torch.tensor([[0.3, 0.4, 0.3, 0.6], [0.8, 0.8, 0.1, 0.1]])}
+    matches = [(torch.tensor([0]), torch.tensor([1]))]  # Hungarian matched token 0 to GT 1: kept
+    rows, cols = centre_region_positives(matches, cells, [t], radius=1.0)[0]
+    got = sorted(zip(rows.tolist(), cols.tolist()))
+    assert got == [(0, 1), (5, 0), (9, 0), (15, 1), (21, 0), (25, 0), (31, 1)]
+    # radius 0: only the centre cells
+    rows, cols = centre_region_positives(matches, cells, [t], radius=0.0)[0]
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 1), (5, 0), (15, 1), (21, 0), (31, 1)]
+
+
+def test_centre_region_conflict_goes_to_nearest_centre():
+    from bmvit.losses.matcher import centre_region_positives
+    from bmvit.models.token_selection import grid_cells
+
+    cells = grid_cells(1, 4)  # cells centred at x = 0.125, 0.375, 0.625, 0.875
+    t = {"boxes": torch.tensor([[0.30, 0.5, 0.8, 1.0], [0.50, 0.5, 0.8, 1.0]])}
+    empty = torch.zeros(0, dtype=torch.long)
+    rows, cols = centre_region_positives([(empty, empty)], cells, [t], radius=1.0)[0]
+    owner = dict(zip(rows.tolist(), cols.tolist()))
+    # token 1 (x=0.375) qualifies for both: 0.3 cells from GT 0, 0.5 from GT 1 -> GT 0;
+    # token 3 (x=0.875) is 1.5 cells from GT 1: nobody's
+    assert owner == {0: 0, 1: 0, 2: 1}

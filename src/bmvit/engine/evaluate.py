@@ -1,9 +1,25 @@
-"""Run a detector over a dataset split and score it with AVA frame-mAP@0.5."""
+"""Run a detector over a dataset split and score it with AVA frame-mAP@0.5.
+
+Single process: every key frame is predicted in dataset order, ``eval.batch_size`` at a time.
+
+Distributed (``torch.distributed`` initialized, world size W > 1): the single-process batches
+``0, 1, 2, ...`` are dealt round-robin, batch ``b`` to rank ``b mod W``. So every sample is
+predicted exactly once (no sampler padding, no duplicates; ranks may get one batch more than
+others), each batch has exactly the composition it has in a single process, and rank 0
+reassembles the rows in single-process order. Rows are gathered on rank 0
+(``gather_object``), rank 0 computes mAP with :func:`bmvit.evaluation.ava.evaluate_ava`, and
+the result (without its precision/recall curves) is broadcast so that every rank returns the
+same number. A model wrapped in ``DistributedDataParallel`` is unwrapped first: its forward
+would run collectives, which ranks with different batch counts cannot match.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
+import torch.distributed as tdist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -13,36 +29,100 @@ from bmvit.data.ava_format import AvaRows, read_exclusions, read_rows
 from bmvit.evaluation.ava import AvaEvalResult, evaluate_ava
 from bmvit.inference.postprocess import postprocess
 
+__all__ = ["evaluate_split", "predict_rows", "shard_batches"]
+
+# One batch's rows, column-wise: video ids, timestamps (R,), boxes (R, 4), actions (R,), scores (R,).
+_Block = tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without an initialized process group."""
+    if tdist.is_available() and tdist.is_initialized():
+        return tdist.get_rank(), tdist.get_world_size()
+    return 0, 1
+
+
+def shard_batches(num_samples: int, batch_size: int, rank: int, world_size: int) -> list[tuple[int, list[int]]]:
+    """``(batch number, sample indices)`` of the single-process batches that ``rank`` predicts."""
+    starts = range(0, num_samples, batch_size)
+    return [(b, list(range(s, min(s + batch_size, num_samples))))
+            for b, s in enumerate(starts) if b % world_size == rank]
+
 
 @torch.no_grad()
-def predict_rows(model: torch.nn.Module, dataset: AvaClips, cfg: Config, device: torch.device, progress: bool = True) -> AvaRows:
-    """Detections on every key frame of ``dataset`` as AVA rows (one row per box and class)."""
-    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate, num_workers=cfg.data.num_workers)
+def _predict_blocks(model: torch.nn.Module, dataset: AvaClips, batches: list[tuple[int, list[int]]], cfg: Config,
+                    device: torch.device, progress: bool) -> list[tuple[int, _Block]]:
+    """Detections of the given batches (one row per box and class), one block per batch."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    loader = DataLoader(dataset, batch_sampler=[idx for _, idx in batches], collate_fn=collate,
+                        num_workers=cfg.data.num_workers)
     was_training = model.training
     model.eval()
-    vids, ts, boxes, acts, scores = [], [], [], [], []
     class_ids = np.asarray(dataset.class_ids)
-    for clips, targets in tqdm(loader, desc="eval", disable=not progress, leave=False):
+    blocks: list[tuple[int, _Block]] = []
+    for (b, _), (clips, targets) in zip(batches, tqdm(loader, desc="eval", disable=not progress, leave=False)):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16"):
             outputs = model(clips.to(device))
         dets = postprocess(outputs, cfg.eval.threshold, cfg.eval.nms_iou, cfg.eval.score)
+        vids, ts, boxes, acts, scores = [], [], [], [], []
         for t, d in zip(targets, dets):
             M, K = d.action_scores.shape
             if M == 0:
                 continue
             vids += [t["video_id"]] * (M * K)
-            ts.append(np.full(M * K, t["timestamp"]))
-            boxes.append(np.repeat(d.boxes.numpy().astype(np.float64), K, axis=0))
+            ts.append(np.full(M * K, t["timestamp"], dtype=np.int64))
+            boxes.append(np.repeat(d.boxes.float().cpu().numpy().astype(np.float64), K, axis=0))
             acts.append(np.tile(class_ids, M))
-            scores.append(d.action_scores.numpy().reshape(-1).astype(np.float64))
+            scores.append(d.action_scores.float().cpu().numpy().reshape(-1).astype(np.float64))
+        if vids:
+            blocks.append((b, (vids, np.concatenate(ts), np.concatenate(boxes), np.concatenate(acts),
+                               np.concatenate(scores))))
     model.train(was_training)
-    if not vids:
+    return blocks
+
+
+def _merge(blocks: list[tuple[int, _Block]]) -> AvaRows:
+    """Rows of all blocks in batch order."""
+    if not blocks:
         return AvaRows.empty()
-    return AvaRows(vids, np.concatenate(ts), np.concatenate(boxes), np.concatenate(acts), np.concatenate(scores))
+    blocks = sorted(blocks, key=lambda item: item[0])
+    vids = [v for _, blk in blocks for v in blk[0]]
+    cols = [np.concatenate([blk[i] for _, blk in blocks]) for i in range(1, 5)]
+    return AvaRows(vids, cols[0], cols[1], cols[2], cols[3])
 
 
-def evaluate_split(model: torch.nn.Module, dataset: AvaClips, gt_csv, cfg: Config, device: torch.device, progress: bool = True) -> tuple[AvaEvalResult, AvaRows]:
+def predict_rows(model: torch.nn.Module, dataset: AvaClips, cfg: Config, device: torch.device,
+                 progress: bool = True) -> AvaRows:
+    """Detections on every key frame of ``dataset`` as AVA rows (one row per box and class).
+
+    Distributed: each rank predicts its shard (module docstring); rank 0 returns all rows in
+    single-process order, the other ranks ``AvaRows.empty()``.
+    """
+    rank, world = _world()
+    batches = shard_batches(len(dataset), cfg.eval.batch_size, rank, world)
+    blocks = _predict_blocks(model, dataset, batches, cfg, device, progress and rank == 0)
+    if world == 1:
+        return _merge(blocks)
+    gathered: list | None = [None] * world if rank == 0 else None
+    tdist.gather_object(blocks, gathered, dst=0)
+    if rank != 0:
+        return AvaRows.empty()
+    return _merge([blk for part in gathered for blk in part])
+
+
+def evaluate_split(model: torch.nn.Module, dataset: AvaClips, gt_csv, cfg: Config, device: torch.device,
+                   progress: bool = True) -> tuple[AvaEvalResult, AvaRows]:
+    """AVA frame-mAP of ``model`` on ``dataset``; also the detection rows (all of them on rank 0,
+    none on other ranks). Every rank returns the same result."""
     detections = predict_rows(model, dataset, cfg, device, progress)
-    exclusions = read_exclusions(cfg.data.path(cfg.data.exclusions)) if cfg.data.exclusions else None
-    result = evaluate_ava(read_rows(gt_csv), detections, dataset.labels, exclusions, cfg.eval.max_dets_per_frame)
+    rank, world = _world()
+    result = None
+    if rank == 0:
+        exclusions = read_exclusions(cfg.data.path(cfg.data.exclusions)) if cfg.data.exclusions else None
+        result = evaluate_ava(read_rows(gt_csv), detections, dataset.labels, exclusions, cfg.eval.max_dets_per_frame)
+    if world > 1:
+        box = [dataclasses.replace(result, pr_curves={}) if result is not None else None]
+        tdist.broadcast_object_list(box, src=0)
+        result = box[0] if rank != 0 else result
     return result, detections

@@ -23,23 +23,30 @@ modules it uses). This is an independent, vectorized re-implementation. Rules, i
    non-increasing (VOC all-points). Classes without GT get NaN and are left out of the mean;
    classes with GT but no detections get 0.
 
-Rank order is score descending, ties in detection-file order (a stable sort). The original uses
-``np.argsort(scores)[::-1]`` (an unstable sort) on per-frame concatenations, so its order among
-equal scores depends on the numpy build; such ties change AP only when equal-score detections of
-one class mix true and false positives.
+Equal scores. The original lists a frame's detections by a stable sort on descending score of
+its heap's array, matches them in that order (rule 4), concatenates the frames of a class in
+order of first appearance in the detection file, and ranks with ``np.argsort(scores)[::-1]``.
+We use exactly that per-frame order for matching, and rank equal scores in *reverse*
+concatenation order (later frame first; within a frame, later listed first): this is what the
+original's sort gives whenever numpy sorts the class stably (arrays of at most 16 scores, where
+numpy's quicksort is an insertion sort). For longer arrays the original's order among equal
+scores is whatever numpy's introsort leaves, so no re-implementation can promise it; such ties
+change AP only when equal-score detections of one class mix true and false positives (see
+``docs/evaluation.md`` for the size of that effect on a realistic input).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bmvit.data.ava_format import AvaRows, frame_key, read_exclusions, read_label_map, read_rows
+from bmvit.data.ava_format import AvaRows, read_exclusions, read_label_map
 from bmvit.errors import DataError
+from bmvit.evaluation.ava_csv_fast import read_rows_fast
 
 __all__ = ["AvaEvalResult", "evaluate_ava", "evaluate_ava_files", "format_table"]
 
@@ -54,17 +61,35 @@ class AvaEvalResult:
     num_gt: dict[int, int]  # per class, after label-map filtering and exclusions
     num_frames: int  # frames with GT after exclusions
     iou_threshold: float = 0.5
+    max_dets_per_frame: int | None = None  # the cap used (0 = uncapped)
+    # action_id -> (precision (N,), recall (N,)) in rank order, for classes with GT
+    pr_curves: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def class_keys(self) -> dict[int, str]:
+        """Display key per class: its name, or ``"<id>:<name>"`` where names repeat."""
+        names = list(self.class_names.values())
+        return {k: n if names.count(n) == 1 else f"{k}:{n}" for k, n in self.class_names.items()}
 
     def to_json(self) -> dict:
-        """A JSON-serializable dict; NaN APs become ``None``."""
+        """A JSON-serializable dict; NaN APs become ``None``.
+
+        ``mAP`` and ``per_class`` (class name -> AP) are the headline fields; ``classes`` repeats
+        them with ids and GT counts. ``mean_ap`` is kept for older readers.
+        """
 
         def num(x: float) -> float | None:
             return None if math.isnan(x) else float(x)
 
+        keys = self.class_keys()
         return {
             "metric": f"frame_mAP@{self.iou_threshold:g}IoU",
-            "mean_ap": num(self.mean_ap),
+            "mAP": num(self.mean_ap),
+            "per_class": {keys[k]: num(ap) for k, ap in self.per_class_ap.items()},
+            "iou_threshold": self.iou_threshold,
+            "max_dets_per_frame": self.max_dets_per_frame,
             "num_frames": self.num_frames,
+            "num_classes_with_gt": sum(not math.isnan(a) for a in self.per_class_ap.values()),
+            "mean_ap": num(self.mean_ap),
             "classes": [
                 {"id": k, "name": self.class_names[k], "ap": num(ap), "num_gt": self.num_gt[k]}
                 for k, ap in self.per_class_ap.items()
@@ -104,35 +129,66 @@ def _check_rows(rows: AvaRows, what: str, is_gt: bool) -> None:
         )
 
 
-def _take(rows: AvaRows, idx: np.ndarray) -> AvaRows:
-    """Rows reordered by an index array (``AvaRows.select`` takes a boolean mask)."""
-    vids = [rows.video_ids[i] for i in idx.tolist()]
-    return AvaRows(vids, rows.timestamps[idx], rows.boxes[idx], rows.actions[idx], rows.extra[idx])
+def _stable_argsort_ints(values: np.ndarray) -> np.ndarray:
+    """Stable argsort of non-negative ints; radix sort (numpy's for <= 16-bit types) when they fit."""
+    top = int(values.max(initial=0))
+    small = np.uint8 if top < 256 else np.uint16 if top < 65536 else None
+    return np.argsort(values.astype(small) if small else values, kind="stable")
 
 
-def _frame_indices(rows: AvaRows, index: dict[str, int]) -> np.ndarray:
-    """(R,) int64 frame number of each row; unseen frame keys are appended to ``index``."""
-    keys = (frame_key(v, t) for v, t in zip(rows.video_ids, rows.timestamps.tolist()))
-    return np.array([index.setdefault(k, len(index)) for k in keys], dtype=np.int64)
+def _frame_ids(gt: AvaRows, det: AvaRows, excluded: set[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense frame numbers of GT (G,) and detection (D,) rows, and (F,) bool "frame excluded".
+
+    A frame is ``(video, integer timestamp)``, the identity of ``frame_key``; working on integer
+    codes avoids building a key string per row.
+    """
+    video = {v: i for i, v in enumerate(dict.fromkeys(gt.video_ids + det.video_ids))}
+    gv = np.fromiter(map(video.__getitem__, gt.video_ids), np.int64, len(gt))
+    dv = np.fromiter(map(video.__getitem__, det.video_ids), np.int64, len(det))
+    ts = np.concatenate([gt.timestamps, det.timestamps])
+    t0 = int(ts.min(initial=0))
+    span = int(ts.max(initial=0)) - t0 + 1
+    keys = np.concatenate([gv, dv]) * span + (ts - t0)  # (G + D,)
+    if len(video) * span <= 4 * len(keys) + 1024:  # small key range: use the keys themselves
+        uniq, inverse = np.arange(len(video) * span), keys
+    else:
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    excluded_keys = []
+    for k in excluded:
+        vid, _, stamp = k.rpartition(",")
+        if vid in video and t0 <= int(stamp) < t0 + span:
+            excluded_keys.append(video[vid] * span + int(stamp) - t0)
+    frame_excluded = np.isin(uniq, np.asarray(excluded_keys, dtype=np.int64))  # (F,)
+    return inverse[: len(gt)], inverse[len(gt) :], frame_excluded
 
 
-def _heap_survivors(
-    scores: np.ndarray, actions: np.ndarray, boxes: np.ndarray, cap: int
-) -> list[int]:
-    """Indices kept by the original's bounded min-heap over one frame's rows (in file order)."""
+def _heap_array(scores: np.ndarray, actions: np.ndarray, boxes: np.ndarray, cap: int) -> list[tuple]:
+    """The original's heap array for one frame's rows (file order); ``cap=0`` is unbounded.
+
+    Items are ``(score, action, y1, x1, y2, x2, row)``; the trailing row index only orders
+    exactly equal tuples, which cannot change the outcome.
+    """
     heap: list[tuple] = []
     rows = zip(scores.tolist(), actions.tolist(), boxes.tolist())
     for i, (s, a, (x1, y1, x2, y2)) in enumerate(rows):
-        # The trailing index only orders exactly equal tuples, which cannot change the outcome.
         item = (s, a, y1, x1, y2, x2, i)
-        if len(heap) < cap:
+        if cap <= 0 or len(heap) < cap:
             heapq.heappush(heap, item)
         elif s > heap[0][0]:
             heapq.heapreplace(heap, item)
-    return [item[-1] for item in heap]
+    return heap
 
 
-def _gt_rank(gt: AvaRows, gt_frame: np.ndarray, gt_cls: np.ndarray) -> np.ndarray:
+def _frame_runs(frame: np.ndarray, frames: np.ndarray) -> list[np.ndarray]:
+    """For each frame number in ``frames``, its rows (indices into ``frame``) in file order."""
+    by_frame = np.argsort(frame, kind="stable")
+    lo = np.searchsorted(frame[by_frame], frames)
+    hi = np.searchsorted(frame[by_frame], frames, side="right")
+    return [by_frame[a:b] for a, b in zip(lo.tolist(), hi.tolist())]
+
+
+def _gt_rank(frame: np.ndarray, cls: np.ndarray, pid: np.ndarray, actions: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """(G,) sort key of each GT row inside its frame: the original's order (rule 4).
 
     Within a frame and class the original lists GT by descending person id (a stable sort of its
@@ -140,54 +196,83 @@ def _gt_rank(gt: AvaRows, gt_frame: np.ndarray, gt_cls: np.ndarray) -> np.ndarra
     only frames holding such rows are replayed through a heap; elsewhere such rows are identical
     and their order cannot matter.
     """
-    n = len(gt)
-    order = np.lexsort((np.arange(n), -gt.extra, gt_cls, gt_frame))  # frame, class, pid desc, file
+    n = len(frame)
+    order = np.lexsort((np.arange(n), -pid, cls, frame))  # frame, class, pid desc, file order
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     if n < 2:
         return rank
-    f, c, pid, box = gt_frame[order], gt_cls[order], gt.extra[order], gt.boxes[order]
-    clash = (f[1:] == f[:-1]) & (c[1:] == c[:-1]) & (pid[1:] == pid[:-1])
-    clash &= np.any(box[1:] != box[:-1], axis=1)
-    if not clash.any():
-        return rank
-    by_frame = np.argsort(gt_frame, kind="stable")  # frames contiguous, file order inside
-    bounds = np.searchsorted(gt_frame[by_frame], np.unique(f[1:][clash]))
-    ends = np.searchsorted(gt_frame[by_frame], np.unique(f[1:][clash]), side="right")
-    for lo, hi in zip(bounds.tolist(), ends.tolist()):
-        rows = by_frame[lo:hi]
-        heap: list[tuple] = []
-        for i, (p, a, (x1, y1, x2, y2)) in zip(
-            rows.tolist(), zip(gt.extra[rows].tolist(), gt.actions[rows].tolist(), gt.boxes[rows].tolist())
-        ):
-            heapq.heappush(heap, (p, a, y1, x1, y2, x2, i))
-        listed = sorted(heap, key=lambda item: -item[0])  # stable, like the original
-        rank[[item[-1] for item in listed]] = rank[rows].min() + np.arange(len(listed))
+    f, c, p, b = frame[order], cls[order], pid[order], boxes[order]
+    clash = (f[1:] == f[:-1]) & (c[1:] == c[:-1]) & (p[1:] == p[:-1]) & np.any(b[1:] != b[:-1], axis=1)
+    if clash.any():
+        for rows in _frame_runs(frame, np.unique(f[1:][clash])):
+            listed = sorted(_heap_array(pid[rows], actions[rows], boxes[rows], 0), key=lambda t: -t[0])
+            rank[rows[[t[-1] for t in listed]]] = rank[rows].min() + np.arange(len(listed))
     return rank
 
 
-def _cap_per_frame(frame: np.ndarray, det: AvaRows, cap: int) -> np.ndarray:
-    """(D,) bool: rows surviving the per-frame cap. ``frame``: (D,) int frame index per row."""
+def _cap_and_list(
+    frame: np.ndarray, scores: np.ndarray, actions: np.ndarray, boxes: np.ndarray, cap: int, by_score: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rules 2 and the per-frame listing, for (D,) detection rows in file order.
+
+    Returns ``keep`` (D,) bool (rows surviving the cap), ``tied`` (D,) bool (rows whose frame
+    holds two survivors of equal score and action, or is cut inside a run of equal scores) and
+    ``listed`` (D,) int64: each survivor's position in the original's per-frame list (the heap
+    array sorted stably by descending score). ``listed`` is exact for rows of ``tied`` frames,
+    replayed through the heap; elsewhere file order stands in, which is equivalent because
+    positions are only compared between rows of one frame, action and score. ``by_score`` is
+    the stable argsort of ``-scores``.
+    """
     n = len(frame)
     keep = np.ones(n, dtype=bool)
-    if cap <= 0 or n == 0:
-        return keep
-    counts = np.bincount(frame)  # (F,)
-    if counts.max() <= cap:
-        return keep
-    order = np.lexsort((np.arange(n), -det.extra, frame))  # frame, score desc, file order
+    listed = np.arange(n, dtype=np.int64)
+    if n == 0:
+        return keep, np.zeros(0, dtype=bool), listed
+    order = by_score[_stable_argsort_ints(frame[by_score])]  # frame, score desc, file order
+    counts = np.bincount(frame, minlength=int(frame.max()) + 1)  # (F,)
     starts = np.cumsum(counts) - counts  # (F,) first sorted position of each frame
-    rank = np.arange(n) - starts[frame[order]]
-    keep[order] = rank < cap
-    # Frames cut inside a run of equal scores: which rows survive depends on arrival order.
-    over = np.flatnonzero(counts > cap)
-    sorted_scores = det.extra[order]
-    tied = over[sorted_scores[starts[over] + cap - 1] == sorted_scores[starts[over] + cap]]
-    for f in tied.tolist():
-        rows = np.sort(order[starts[f] : starts[f] + counts[f]])  # this frame, file order
+    s_frame, s_score = frame[order], scores[order]
+    if cap > 0:
+        rank_in_frame = np.arange(n) - starts[s_frame]
+        keep[order] = rank_in_frame < cap
+    # Frames needing the heap: cut inside a run of equal scores, or equal (score, action) among
+    # survivors (equal scores are adjacent in ``order``; check their actions pairwise by run).
+    replay = np.zeros(len(counts), dtype=bool)
+    if cap > 0:
+        over = np.flatnonzero(counts > cap)
+        replay[over[s_score[starts[over] + cap - 1] == s_score[starts[over] + cap]]] = True
+    same = (s_frame[1:] == s_frame[:-1]) & (s_score[1:] == s_score[:-1]) & keep[order][1:] & keep[order][:-1]
+    if same.any():
+        run_id = np.cumsum(np.r_[True, ~same])  # (D,) runs of equal (frame, score) survivors
+        in_run = np.r_[same, False] | np.r_[False, same]
+        idx = np.flatnonzero(in_run)
+        key = np.stack([run_id[idx], actions[order][idx]], axis=1)
+        _, first, cnt = np.unique(key, axis=0, return_index=True, return_counts=True)
+        replay[s_frame[idx[first[cnt > 1]]]] = True
+    for rows in _frame_runs(frame, np.flatnonzero(replay)):
+        heap = _heap_array(scores[rows], actions[rows], boxes[rows], cap)
         keep[rows] = False
-        keep[rows[_heap_survivors(det.extra[rows], det.actions[rows], det.boxes[rows], cap)]] = True
-    return keep
+        keep[rows[[t[-1] for t in heap]]] = True
+        listed[rows[[t[-1] for t in sorted(heap, key=lambda t: -t[0])]]] = np.arange(len(heap))
+    return keep, replay[frame], listed
+
+
+def _rank(scores: np.ndarray, appearance: np.ndarray, listed: np.ndarray, by_score: np.ndarray) -> np.ndarray:
+    """(D,) permutation: score descending, equal scores in reverse concatenation order.
+
+    Starts from ``by_score`` (the stable argsort of ``-scores``) and re-sorts only runs of equal
+    scores by (appearance desc, listing position desc): far cheaper than a three-key sort.
+    """
+    rank = by_score.copy()
+    s = scores[rank]
+    tie = np.flatnonzero(s[1:] == s[:-1])
+    if tie.size:
+        members = np.unique(np.r_[tie, tie + 1])  # positions inside runs of equal scores
+        run = np.cumsum(np.r_[True, (np.diff(members) != 1) | (s[members][1:] != s[members][:-1])])
+        rows = rank[members]
+        rank[members] = rows[np.lexsort((-listed[rows], -appearance[rows], run))]
+    return rank
 
 
 def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -200,13 +285,16 @@ def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area_a + area_b - inter)
 
 
-def _average_precision(tp: np.ndarray, num_gt: int) -> float:
-    """VOC all-points AP of (N,) bool TP flags in rank order, given the class's GT count."""
-    if tp.size == 0:
-        return 0.0
+def _precision_recall(tp: np.ndarray, num_gt: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) precision and (N,) recall after each of (N,) bool TP flags in rank order."""
     cum_tp = np.cumsum(tp)
-    precision = cum_tp / np.arange(1, tp.size + 1)
-    recall = cum_tp / num_gt
+    return cum_tp / np.arange(1, tp.size + 1), cum_tp / num_gt
+
+
+def _average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
+    """VOC all-points AP: area under (N,) precision/recall points with a non-increasing envelope."""
+    if precision.size == 0:
+        return 0.0
     envelope = np.maximum.accumulate(precision[::-1])[::-1]  # non-increasing in rank
     prev = np.concatenate(([0.0], recall[:-1]))
     step = recall != prev
@@ -235,63 +323,77 @@ def evaluate_ava(
     _check_rows(detections, "detections", is_gt=False)
     class_ids = np.array(sorted(label_map), dtype=np.int64)  # (C,)
     num_classes = len(class_ids)
-    excluded = exclusions or set()
 
-    gt = gt.select(np.isin(gt.actions, class_ids))
-    det = detections.select(np.isin(detections.actions, class_ids))
-    frame_index: dict[str, int] = {}
-    gt_frame = _frame_indices(gt, frame_index)  # (G,)
-    det_frame = _frame_indices(det, frame_index)  # (D,)
-    frame_excluded = np.array([k in excluded for k in frame_index], dtype=bool)  # (F,)
+    listed_gt, listed_det = np.isin(gt.actions, class_ids), np.isin(detections.actions, class_ids)
+    gt = gt if listed_gt.all() else gt.select(listed_gt)
+    det = detections if listed_det.all() else detections.select(listed_det)
+    gt_frame, det_frame, frame_excluded = _frame_ids(gt, det, exclusions or set())  # (G,), (D,), (F,)
+    num_frames = len(frame_excluded)
 
     gt_keep = ~frame_excluded[gt_frame]
-    gt, gt_frame = gt.select(gt_keep), gt_frame[gt_keep]
-    det_keep = _cap_per_frame(det_frame, det, max_dets_per_frame)
-    det_keep &= ~frame_excluded[det_frame]
-    det_keep &= (det.boxes[:, 0] < det.boxes[:, 2]) & (det.boxes[:, 1] < det.boxes[:, 3])
-    det, det_frame = det.select(det_keep), det_frame[det_keep]
+    gt_frame, gt_boxes, gt_pid = gt_frame[gt_keep], gt.boxes[gt_keep], gt.extra[gt_keep]
+    gt_actions = gt.actions[gt_keep]
+    gt_cls = np.searchsorted(class_ids, gt_actions)  # (G,)
 
-    # Rank order: score descending, ties in file order.
-    rank = np.argsort(-det.extra, kind="stable")
-    det, det_frame = _take(det, rank), det_frame[rank]
-    gt_cls = np.searchsorted(class_ids, gt.actions)  # (G,)
-    det_cls = np.searchsorted(class_ids, det.actions)  # (D,)
+    det_scores, det_actions, det_boxes = det.extra, det.actions, det.boxes
+    by_score = np.argsort(-det_scores, kind="stable")  # (D,)
+    det_keep, _, listed = _cap_and_list(det_frame, det_scores, det_actions, det_boxes, max_dets_per_frame, by_score)
+    # Frames in order of first appearance among (label-map filtered) detection rows (the first
+    # row index of a frame orders frames exactly as their appearance rank does).
+    appearance = np.full(num_frames, len(det_frame), dtype=np.int64)  # (F,)
+    np.minimum.at(appearance, det_frame, np.arange(len(det_frame)))
+    det_keep &= ~frame_excluded[det_frame]
+    det_keep &= (det_boxes[:, 0] < det_boxes[:, 2]) & (det_boxes[:, 1] < det_boxes[:, 3])
+
+    # Rank order: score descending; ties in reverse concatenation order (module docstring).
+    rank = _rank(det_scores, appearance[det_frame], listed, by_score[det_keep[by_score]])
+    det_frame, det_scores, det_boxes, listed = det_frame[rank], det_scores[rank], det_boxes[rank], listed[rank]
+    det_cls = np.searchsorted(class_ids, det_actions[rank])  # (D,)
 
     # Candidate GT of each detection: same frame and class, as a contiguous run of sorted GT.
     gt_group = gt_frame * num_classes + gt_cls
-    gt_order = np.lexsort((_gt_rank(gt, gt_frame, gt_cls), gt_group))  # original order in a group
+    gt_order = np.lexsort((_gt_rank(gt_frame, gt_cls, gt_pid, gt_actions, gt_boxes), gt_group))
     sorted_group = gt_group[gt_order]
     det_group = det_frame * num_classes + det_cls
-    lo = np.searchsorted(sorted_group, det_group, side="left")  # (D,)
-    cnt = np.searchsorted(sorted_group, det_group, side="right") - lo  # (D,)
+    if num_frames * num_classes <= 8 * (len(gt_group) + len(det_group)) + 4096:  # direct lookup table
+        table_cnt = np.bincount(gt_group, minlength=num_frames * num_classes)
+        table_lo = np.cumsum(table_cnt) - table_cnt
+        lo, cnt = table_lo[det_group], table_cnt[det_group]  # (D,), (D,)
+    else:
+        lo = np.searchsorted(sorted_group, det_group, side="left")  # (D,)
+        cnt = np.searchsorted(sorted_group, det_group, side="right") - lo  # (D,)
 
-    tp = np.zeros(len(det), dtype=bool)  # (D,) in rank order
+    tp = np.zeros(len(det_frame), dtype=bool)  # (D,) in rank order
     has_gt = np.flatnonzero(cnt > 0)
     if has_gt.size:
         c = cnt[has_gt]
         seg_start = np.cumsum(c) - c  # (H,) start of each detection's pairs
         pair_det = np.repeat(has_gt, c)  # (P,)
         pair_gt = gt_order[np.repeat(lo[has_gt] - seg_start, c) + np.arange(c.sum())]  # (P,)
-        iou = _pairwise_iou(det.boxes[pair_det], gt.boxes[pair_gt])  # (P,)
+        iou = _pairwise_iou(det_boxes[pair_det], gt_boxes[pair_gt])  # (P,)
         best_iou = np.maximum.reduceat(iou, seg_start)  # (H,)
         is_best = iou == np.repeat(best_iou, c)
         first = np.minimum.reduceat(np.where(is_best, np.arange(iou.size), iou.size), seg_start)
         best_gt = pair_gt[first]  # (H,) first GT of maximal IoU
         cand = np.flatnonzero(best_iou >= iou_threshold)
-        # In rank order, the first detection claiming a GT box wins it; later claimants are FPs.
+        # In the frame's matching order (score descending, then listing position) the first
+        # detection claiming a GT box wins it; later claimants are FPs.
+        cand = cand[np.lexsort((listed[has_gt[cand]], -det_scores[has_gt[cand]]))]
         _, first_claim = np.unique(best_gt[cand], return_index=True)
         tp[has_gt[cand[first_claim]]] = True
 
     gt_counts = np.bincount(gt_cls, minlength=num_classes)  # (C,)
-    by_class = np.argsort(det_cls, kind="stable")  # keeps rank order inside a class
+    by_class = _stable_argsort_ints(det_cls)  # keeps rank order inside a class
     bounds = np.searchsorted(det_cls[by_class], np.arange(num_classes + 1))
     per_class_ap: dict[int, float] = {}
+    curves: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for ci, k in enumerate(class_ids.tolist()):
         if gt_counts[ci] == 0:
             per_class_ap[k] = math.nan
         else:
             flags = tp[by_class[bounds[ci] : bounds[ci + 1]]]
-            per_class_ap[k] = _average_precision(flags, int(gt_counts[ci]))
+            curves[k] = _precision_recall(flags, int(gt_counts[ci]))
+            per_class_ap[k] = _average_precision(*curves[k])
     valid = [ap for ap in per_class_ap.values() if not math.isnan(ap)]
     return AvaEvalResult(
         mean_ap=float(np.mean(valid)) if valid else math.nan,
@@ -300,6 +402,8 @@ def evaluate_ava(
         num_gt={k: int(n) for k, n in zip(class_ids.tolist(), gt_counts.tolist())},
         num_frames=len(np.unique(gt_frame)),
         iou_threshold=iou_threshold,
+        max_dets_per_frame=max_dets_per_frame,
+        pr_curves=curves,
     )
 
 
@@ -313,7 +417,7 @@ def evaluate_ava_files(
 ) -> AvaEvalResult:
     """:func:`evaluate_ava` on files; errors (``DataError``) name the offending file."""
     label_map = read_label_map(label_map_pbtxt)
-    gt, det = read_rows(gt_csv), read_rows(pred_csv)
+    gt, det = read_rows_fast(gt_csv), read_rows_fast(pred_csv)
     exclusions = read_exclusions(exclusions_csv) if exclusions_csv is not None else None
     _check_rows(gt, str(gt_csv), is_gt=True)
     _check_rows(det, str(pred_csv), is_gt=False)
