@@ -41,7 +41,7 @@ def run(args) -> int:
     set_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     ds = make_dataset(cfg, args.split)
-    model = build_detector(cfg.model, cfg.data, len(ds.labels))
+    model = build_detector(cfg.model, cfg.data, len(ds.labels), load_pretrained=False)  # trained weights follow
     model.load_state_dict(state)
     model.to(device)
     gt_csv = cfg.data.path(cfg.data.val_csv if args.split == "val" else cfg.data.train_csv)

@@ -165,7 +165,7 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
 
     train_ds = make_dataset(cfg, "train", augment=True)
     val_ds = make_dataset(cfg, "val")
-    model = build_detector(cfg.model, cfg.data, len(train_ds.labels)).to(device)
+    model = build_detector(cfg.model, cfg.data, len(train_ds.labels), load_pretrained=resumed is None).to(device)
     sampler = ResumableBatchSampler(len(train_ds), tc.batch_size, tc.seed, info.rank, info.world_size)
     if sampler.batches_per_epoch < tc.accum_steps:
         raise ConfigError(f"'train.batch_size' ({tc.batch_size}) x {info.world_size} process(es) x 'train.accum_steps' "

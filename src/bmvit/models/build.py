@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
 from torch import nn
 
 from bmvit.config import DataConfig, ModelConfig
-from bmvit.errors import ConfigError
+from bmvit.errors import CheckpointError, ConfigError
 from bmvit.models.detector import BMViT
 from bmvit.models.heads import BMViTHeads
 from bmvit.models.mvit import MVIT_SPECS, MViT
@@ -28,6 +30,18 @@ def _mvit(name: str) -> Callable[[ModelConfig, tuple[int, int, int]], nn.Module]
     return build
 
 
+def _load_pretrained(backbone: nn.Module, model: ModelConfig) -> None:
+    """Initialize the backbone from ``model.pretrained`` (rel-pos tables resized to this input size)."""
+    from bmvit.models.convert import load_backbone
+
+    try:
+        report = load_backbone(backbone, model.pretrained, model.pretrained_format)
+    except CheckpointError as e:
+        hint = "" if Path(model.pretrained).is_file() else " (or set model.pretrained=null to start from random weights)"
+        raise CheckpointError(f"'model.pretrained': {e}{hint}") from None
+    print(f"backbone initialized from {model.pretrained}: {report}", file=sys.stderr)
+
+
 BACKBONES: dict[str, Callable[[ModelConfig, tuple[int, int, int]], nn.Module]] = {
     "mvitv2_s": _mvit("mvitv2_s"),
     "mvitv2_b": _mvit("mvitv2_b"),
@@ -35,9 +49,13 @@ BACKBONES: dict[str, Callable[[ModelConfig, tuple[int, int, int]], nn.Module]] =
 }
 
 
-def build_detector(model: ModelConfig, data: DataConfig, num_classes: int) -> BMViT:
+def build_detector(model: ModelConfig, data: DataConfig, num_classes: int, load_pretrained: bool = True) -> BMViT:
+    """Detector for ``data``'s clip size; the backbone starts from ``model.pretrained`` when set and
+    ``load_pretrained`` (pass False when the weights are about to be replaced, e.g. by a trained checkpoint)."""
     if model.backbone not in BACKBONES:
         raise ConfigError(f"'model.backbone': unknown backbone {model.backbone!r}; expected one of {', '.join(BACKBONES)}")
     backbone = BACKBONES[model.backbone](model, (data.num_frames, data.size, data.size))
+    if model.pretrained and load_pretrained:
+        _load_pretrained(backbone, model)
     heads = BMViTHeads(backbone.out_dim, num_classes, model.head_hidden, model.box_layers, model.cls_layers)
     return BMViT(backbone, heads, model.token_selection)

@@ -8,13 +8,20 @@ stride); :func:`block_table` expands it into one :class:`BlockSetting` per block
 Ingredients: conv patch embedding (kernel 3×7×7, stride 2×4×4), pooling attention with depthwise
 conv pooling + LayerNorm on Q/K/V, decomposed relative position embeddings (spatial and temporal,
 linearly interpolated when the table size differs), residual pooling connection, channel
-expansion inside attention (``dim_mul_in_att``), stochastic depth, optional class token, no
-absolute position embedding. Attention runs through ``F.scaled_dot_product_attention`` with the
-relative-position terms passed as an additive bias.
+expansion inside attention (``dim_mul_in_att``), stochastic depth, class token (on in the
+Kinetics-400 checkpoints of MViTv2-S/B), no absolute position embedding, LayerNorm eps 1e-6.
+Attention runs through ``F.scaled_dot_product_attention`` with the relative-position terms passed
+as an additive bias.
+
+Contract (numerically checked against torchvision 0.28 ``mvit_v2_s`` / PySlowFast ``MViT``):
+``mvitv2_s(input_size, remove_last_pool, **overrides).forward_features(x)`` maps a clip
+``(B, 3, T, H, W)`` to ``(B, C, t, h, w)``: the tokens after the final LayerNorm, class token
+removed. ``forward_tokens`` also returns the class token (for a classification head).
 
 ``remove_last_pool`` (BMViT §3.2, Table 1a) drops the query stride of the block that opens the
 last stage, keeping that stage's K/V strides as in the reference table; the output grid doubles
-in h and w (16×16 instead of 8×8 at 256²).
+in h and w (16×16 instead of 8×8 at 256²). Non-square inputs work: the spatial relative-position
+tables are sized per axis (the reference assumes square inputs; both agree when H = W).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
+
+from bmvit.errors import ConfigError
 
 Shape3 = tuple[int, int, int]
 
@@ -47,15 +56,18 @@ class MViTSpec:
     patch_stride: Shape3 = (2, 4, 4)
     patch_padding: Shape3 = (1, 3, 3)
     drop_path: float = 0.2
-    cls_token: bool = False
+    cls_token: bool = True
     rel_pos: bool = True
     residual_pooling: bool = True
     dim_mul_in_att: bool = True
     qkv_bias: bool = True
+    norm_eps: float = 1e-6
 
 
 MVIT_SPECS: dict[str, MViTSpec] = {
+    # PySlowFast configs/Kinetics/MVITv2_S_16x4.yaml (= torchvision mvit_v2_s).
     "mvitv2_s": MViTSpec(),
+    # PySlowFast configs/Kinetics/MVITv2_B_32x3.yaml.
     "mvitv2_b": MViTSpec(
         depth=24,
         dim_mul=((2, 2.0), (5, 2.0), (21, 2.0)),
@@ -63,7 +75,7 @@ MVIT_SPECS: dict[str, MViTSpec] = {
         pool_q_stride=((2, 1, 2, 2), (5, 1, 2, 2), (21, 1, 2, 2)),
         drop_path=0.3,
     ),
-    # CPU-sized model for the synthetic data and tests: 3 stages, width 32 -> 128.
+    # CPU-sized model for the synthetic data and tests: 3 stages, width 32 -> 128, no class token.
     "mvit_tiny": MViTSpec(
         depth=5,
         embed_dim=32,
@@ -73,8 +85,13 @@ MVIT_SPECS: dict[str, MViTSpec] = {
         pool_q_stride=((1, 1, 2, 2), (3, 1, 2, 2)),
         pool_kv_stride_adaptive=(1, 4, 4),
         drop_path=0.0,
+        cls_token=False,
+        norm_eps=1e-5,
     ),
 }
+
+# Input size each named model was pre-trained at (T, H, W); the default of its builder.
+PRETRAIN_INPUT: dict[str, Shape3] = {"mvitv2_s": (16, 224, 224), "mvitv2_b": (32, 224, 224), "mvit_tiny": (8, 96, 96)}
 
 
 @dataclass(frozen=True)
@@ -124,7 +141,7 @@ def block_table(spec: MViTSpec, remove_last_pool: bool = False) -> list[BlockSet
     if remove_last_pool and spec.pool_q_stride:
         last = max(i for i, *_ in spec.pool_q_stride)
         stride_q[last] = (1, 1, 1)  # K/V of the last stage keep the reference strides.
-    dpr = torch.linspace(0, spec.drop_path, depth).tolist()
+    dpr = [spec.drop_path * i / max(depth - 1, 1) for i in range(depth)]  # linear decay rule (no tensors: meta-safe)
     rows: list[BlockSetting] = []
     dim, heads = spec.embed_dim, spec.num_heads
     for i in range(depth):
@@ -149,6 +166,19 @@ def block_table(spec: MViTSpec, remove_last_pool: bool = False) -> list[BlockSet
     return rows
 
 
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def output_grid(spec: MViTSpec, input_size: Shape3, remove_last_pool: bool = False) -> Shape3:
+    """Output token grid ``(t, h, w)`` for a clip ``(T, H, W)`` (conv arithmetic, no tensors)."""
+    thw = tuple(_conv_out(n, k, s, p) for n, k, s, p in zip(input_size, spec.patch_kernel, spec.patch_stride, spec.patch_padding))
+    for row in block_table(spec, remove_last_pool):
+        if math.prod(row.kernel_q) > 1 or math.prod(row.stride_q) > 1:
+            thw = tuple(_conv_out(n, k, s, k // 2) for n, k, s in zip(thw, row.kernel_q, row.stride_q))
+    return thw
+
+
 class DropPath(nn.Module):
     """Stochastic depth per sample."""
 
@@ -163,59 +193,88 @@ class DropPath(nn.Module):
         return x * keep / (1 - self.p)
 
 
-def _rel_pos_table(table: Tensor, length: int) -> Tensor:
-    """Linearly interpolate a ``(L, C)`` relative-position table to ``(length, C)`` if needed."""
+def interpolate_rel_pos(table: Tensor, length: int) -> Tensor:
+    """Resize a relative-position table ``(L, d)`` to ``(length, d)`` by linear interpolation.
+
+    The reference rule (``F.interpolate``, mode ``linear``, ``align_corners=False``); used both at
+    run time and by the checkpoint converter, so a resized checkpoint computes what the reference
+    computes when it interpolates on the fly.
+    """
     if table.shape[0] == length:
         return table
-    out = F.interpolate(table.t().unsqueeze(0), size=length, mode="linear")
+    out = F.interpolate(table.t().unsqueeze(0), size=length, mode="linear")  # (1, d, length)
     return out.squeeze(0).t()
 
 
-def _rel_index(q_len: int, k_len: int, device: torch.device) -> Tensor:
-    """Index into a relative table for query/key grids of different lengths (reference scaling)."""
+def rel_pos_index(q_len: int, k_len: int, device: torch.device | None = None) -> Tensor:
+    """Index ``(q_len, k_len)`` into a ``2·max(q, k) − 1`` table for query/key grids of different lengths."""
     q_ratio, k_ratio = max(k_len / q_len, 1.0), max(q_len / k_len, 1.0)
     dist = torch.arange(q_len, device=device)[:, None] * q_ratio - torch.arange(k_len, device=device)[None, :] * k_ratio
-    return (dist + (k_len - 1) * k_ratio).long()  # (q_len, k_len)
+    return (dist + (k_len - 1) * k_ratio).long()
 
 
-def _rel_pos_bias(q: Tensor, q_shape: Shape3, k_shape: Shape3, rel_t: Tensor, rel_h: Tensor, rel_w: Tensor) -> Tensor:
-    """Decomposed relative position term added to the attention logits.
+def rel_pos_bias(q: Tensor, q_thw: Shape3, k_thw: Shape3, rel_t: Tensor, rel_h: Tensor, rel_w: Tensor, has_cls: bool) -> Tensor:
+    """Decomposed relative-position term added to the attention logits (MViTv2 Eq. 4).
 
-    q: (B, heads, Nq, d) pooled queries without class token; returns (B, heads, Nq, Nk).
+    q: ``(B, heads, [1+]Nq, d)`` pooled queries; returns ``(B, heads, [1+]Nq, [1+]Nk)``, zero in
+    the class-token row and column. The three per-axis terms are contracted with ``q`` first
+    (small tensors) and broadcast-summed once into the full bias.
     """
     B, H, _, d = q.shape
-    (qt, qh, qw), (kt, kh, kw) = q_shape, k_shape
-    Rt = _rel_pos_table(rel_t, 2 * max(qt, kt) - 1)[_rel_index(qt, kt, q.device)]  # (qt, kt, d)
-    Rh = _rel_pos_table(rel_h, 2 * max(qh, kh) - 1)[_rel_index(qh, kh, q.device)]  # (qh, kh, d)
-    Rw = _rel_pos_table(rel_w, 2 * max(qw, kw) - 1)[_rel_index(qw, kw, q.device)]  # (qw, kw, d)
-    r_q = q.reshape(B, H, qt, qh, qw, d)
-    bt = torch.einsum("bnthwc,tkc->bnthwk", r_q, Rt)  # (B, H, qt, qh, qw, kt)
-    bh = torch.einsum("bnthwc,hkc->bnthwk", r_q, Rh)  # (B, H, qt, qh, qw, kh)
-    bw = torch.einsum("bnthwc,wkc->bnthwk", r_q, Rw)  # (B, H, qt, qh, qw, kw)
-    bias = bt[..., :, None, None] + bh[..., None, :, None] + bw[..., None, None, :]
-    return bias.reshape(B, H, qt * qh * qw, kt * kh * kw)
+    c = 1 if has_cls else 0
+    (qt, qh, qw), (kt, kh, kw) = q_thw, k_thw
+    Rt = interpolate_rel_pos(rel_t, 2 * max(qt, kt) - 1)[rel_pos_index(qt, kt, q.device)]  # (qt, kt, d)
+    Rh = interpolate_rel_pos(rel_h, 2 * max(qh, kh) - 1)[rel_pos_index(qh, kh, q.device)]  # (qh, kh, d)
+    Rw = interpolate_rel_pos(rel_w, 2 * max(qw, kw) - 1)[rel_pos_index(qw, kw, q.device)]  # (qw, kw, d)
+    r_q = q[:, :, c:].reshape(B, H, qt, qh, qw, d)
+    bt = torch.einsum("bnthwc,tkc->bnthwk", r_q, Rt.to(q.dtype))  # (B, H, qt, qh, qw, kt)
+    bh = torch.einsum("bnthwc,hkc->bnthwk", r_q, Rh.to(q.dtype))  # (B, H, qt, qh, qw, kh)
+    bw = torch.einsum("bnthwc,wkc->bnthwk", r_q, Rw.to(q.dtype))  # (B, H, qt, qh, qw, kw)
+    bth = (bt[..., :, None] + bh[..., None, :])[..., None]  # (B, H, qt, qh, qw, kt, kh, 1)
+    bw = bw[..., None, None, :]  # (B, H, qt, qh, qw, 1, 1, kw)
+    Nq, Nk = qt * qh * qw, kt * kh * kw
+    if not c:
+        return (bth + bw).reshape(B, H, Nq, Nk)
+    # Write the sum straight into the interior of a (1+Nq, 1+Nk) buffer: one pass over the bias.
+    bias = q.new_empty(B, H, 1 + Nq, 1 + Nk)
+    bias[:, :, 0] = 0
+    bias[:, :, 1:, 0] = 0
+    inner = bias[:, :, 1:, 1:].unflatten(3, (kt, kh, kw)).unflatten(2, (qt, qh, qw))  # (B, H, qt, qh, qw, kt, kh, kw)
+    if torch.is_grad_enabled() and (bth.requires_grad or bw.requires_grad):
+        inner.copy_(bth.expand_as(inner))  # autograd-safe in-place path (training)
+        inner.add_(bw)
+    else:
+        torch.add(bth, bw, out=inner)
+    return bias
 
 
 class PoolNorm(nn.Module):
-    """Depthwise conv pooling of one of Q/K/V followed by LayerNorm (reference ``attention_pool``)."""
+    """Depthwise conv pooling of one of Q/K/V followed by LayerNorm (reference ``attention_pool``).
 
-    def __init__(self, dim: int, kernel: Shape3, stride: Shape3) -> None:
+    One ``(d, 1, k, k, k)`` kernel is shared by all heads, as in the reference; the heads are
+    folded into the channels of a single grouped convolution over a channels-last view of the
+    tokens, which avoids layout copies.
+    """
+
+    def __init__(self, dim: int, kernel: Shape3, stride: Shape3, eps: float) -> None:
         super().__init__()
         self.pool = nn.Conv3d(dim, dim, kernel, stride, [k // 2 for k in kernel], groups=dim, bias=False)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim, eps=eps)
 
-    def forward(self, x: Tensor, thw: Shape3, has_cls: bool) -> tuple[Tensor, Shape3]:
-        # x: (B, heads, N, d) with N = [cls +] t*h*w
+    def forward(self, x: Tensor, thw: Shape3, heads: int, has_cls: bool) -> tuple[Tensor, Shape3]:
+        # x: (B, N, heads*d) with N = [cls +] t*h*w
+        B, _, HD = x.shape
         if has_cls:
-            cls, x = x[:, :, :1], x[:, :, 1:]
-        B, H, _, d = x.shape
-        x = x.reshape(B * H, *thw, d).permute(0, 4, 1, 2, 3)  # (B*heads, d, t, h, w)
-        x = self.pool(x)
+            cls, x = x[:, :1], x[:, 1:]
+        x = x.unflatten(1, thw).permute(0, 4, 1, 2, 3)  # (B, heads*d, t, h, w), channels-last memory
+        weight = self.pool.weight.repeat(heads, 1, 1, 1, 1)  # (heads*d, 1, k, k, k)
+        x = F.conv3d(x, weight, None, self.pool.stride, self.pool.padding, groups=HD)
         new_thw = tuple(x.shape[2:])
-        x = x.reshape(B, H, d, -1).transpose(2, 3)  # (B, heads, N', d)
+        x = x.permute(0, 2, 3, 4, 1).reshape(B, -1, HD)  # (B, N', heads*d)
         if has_cls:
-            x = torch.cat((cls, x), dim=2)
-        return self.norm(x), new_thw
+            x = torch.cat((cls, x), dim=1)
+        x = self.norm(x.unflatten(2, (heads, -1)))  # (B, N', heads, d)
+        return x.transpose(1, 2), new_thw  # (B, heads, N', d)
 
 
 class MultiScaleAttention(nn.Module):
@@ -229,42 +288,47 @@ class MultiScaleAttention(nn.Module):
         self.qkv = nn.Linear(s.dim_in, 3 * att_dim, bias=spec.qkv_bias)
         self.proj = nn.Linear(att_dim, att_dim)
         needs = lambda k, st: math.prod(k) > 1 or math.prod(st) > 1  # noqa: E731
-        self.pool_q = PoolNorm(head_dim, s.kernel_q, s.stride_q) if needs(s.kernel_q, s.stride_q) else None
-        self.pool_k = PoolNorm(head_dim, s.kernel_kv, s.stride_kv) if needs(s.kernel_kv, s.stride_kv) else None
-        self.pool_v = PoolNorm(head_dim, s.kernel_kv, s.stride_kv) if needs(s.kernel_kv, s.stride_kv) else None
+        eps = spec.norm_eps
+        self.pool_q = PoolNorm(head_dim, s.kernel_q, s.stride_q, eps) if needs(s.kernel_q, s.stride_q) else None
+        self.pool_k = PoolNorm(head_dim, s.kernel_kv, s.stride_kv, eps) if needs(s.kernel_kv, s.stride_kv) else None
+        self.pool_v = PoolNorm(head_dim, s.kernel_kv, s.stride_kv, eps) if needs(s.kernel_kv, s.stride_kv) else None
         self.rel_pos = spec.rel_pos
         if spec.rel_pos:
-            t, size = input_thw[0], input_thw[1]
-            q_size, kv_size = size // s.stride_q[1], size // s.stride_kv[1]
-            sp = 2 * max(q_size, kv_size) - 1
-            self.rel_pos_h = nn.Parameter(torch.zeros(sp, head_dim))
-            self.rel_pos_w = nn.Parameter(torch.zeros(sp, head_dim))
+            # Table sizes as in the reference (block input size // stride), per spatial axis.
+            t, h, w = input_thw
+            size_h = 2 * max(h // s.stride_q[1], h // s.stride_kv[1]) - 1
+            size_w = 2 * max(w // s.stride_q[2], w // s.stride_kv[2]) - 1
+            self.rel_pos_h = nn.Parameter(torch.zeros(size_h, head_dim))
+            self.rel_pos_w = nn.Parameter(torch.zeros(size_w, head_dim))
             self.rel_pos_t = nn.Parameter(torch.zeros(2 * t - 1, head_dim))
             for p in (self.rel_pos_h, self.rel_pos_w, self.rel_pos_t):
                 nn.init.trunc_normal_(p, std=0.02)
 
+    def _pool(self, pool: PoolNorm | None, x: Tensor, thw: Shape3) -> tuple[Tensor, Shape3]:
+        if pool is None:
+            return x.unflatten(2, (self.heads, -1)).transpose(1, 2), thw  # (B, heads, N, d)
+        return pool(x, thw, self.heads, self.has_cls)
+
     def forward(self, x: Tensor, thw: Shape3) -> tuple[Tensor, Shape3]:
-        B, N, _ = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (B, heads, N, d)
-        q_thw = k_thw = thw
-        if self.pool_q is not None:
-            q, q_thw = self.pool_q(q, thw, self.has_cls)
-        if self.pool_k is not None:
-            k, k_thw = self.pool_k(k, thw, self.has_cls)
-            v, _ = self.pool_v(v, thw, self.has_cls)
+        B = x.shape[0]
+        # Q, K and V as three products with slices of the fused qkv weight: each comes out dense,
+        # so the pooling convolution reads it in place (no strided reorder).
+        w, b = self.qkv.weight.chunk(3), self.qkv.bias.chunk(3) if self.qkv.bias is not None else (None,) * 3
+        q, k, v = (F.linear(x, wi, bi) for wi, bi in zip(w, b))  # each (B, N, heads*d)
+        q, q_thw = self._pool(self.pool_q, q, thw)  # (B, heads, Nq, d)
+        k, k_thw = self._pool(self.pool_k, k, thw)  # (B, heads, Nk, d)
+        v, _ = self._pool(self.pool_v, v, thw)  # (B, heads, Nk, d)
         bias = None
         if self.rel_pos:
-            c = 1 if self.has_cls else 0
-            rel = _rel_pos_bias(q[:, :, c:], q_thw, k_thw, self.rel_pos_t, self.rel_pos_h, self.rel_pos_w)
-            bias = F.pad(rel, (c, 0, c, 0)) if c else rel  # class token gets no relative term
+            bias = rel_pos_bias(q, q_thw, k_thw, self.rel_pos_t, self.rel_pos_h, self.rel_pos_w, self.has_cls)
             bias = bias.to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, Nq, d)
         if self.residual_pooling:
-            if self.has_cls:
-                out = torch.cat((out[:, :, :1], out[:, :, 1:] + q[:, :, 1:]), dim=2)
-            else:
-                out = out + q
-        out = out.transpose(1, 2).reshape(B, out.shape[2], -1)
+            res = out + q
+            if self.has_cls:  # the class token gets no residual (reference: residual_with_cls_embed=False)
+                res[:, :, 0] = out[:, :, 0]
+            out = res
+        out = out.transpose(1, 2).reshape(B, out.shape[2], -1)  # (B, Nq, heads*d)
         return self.proj(out), q_thw
 
 
@@ -273,10 +337,10 @@ class MultiScaleBlock(nn.Module):
         super().__init__()
         self.s, self.has_cls, self.dim_mul_in_att = s, spec.cls_token, spec.dim_mul_in_att
         att_dim = s.dim_out if spec.dim_mul_in_att else s.dim_in
-        self.norm1 = nn.LayerNorm(s.dim_in)
+        self.norm1 = nn.LayerNorm(s.dim_in, eps=spec.norm_eps)
         self.attn = MultiScaleAttention(s, att_dim, input_thw, spec)
         self.drop_path = DropPath(s.drop_path)
-        self.norm2 = nn.LayerNorm(att_dim)
+        self.norm2 = nn.LayerNorm(att_dim, eps=spec.norm_eps)
         hidden = int(att_dim * spec.mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(att_dim, hidden), nn.GELU(), nn.Linear(hidden, s.dim_out))
         self.proj = nn.Linear(s.dim_in, s.dim_out) if s.dim_in != s.dim_out else None
@@ -292,10 +356,12 @@ class MultiScaleBlock(nn.Module):
         if self.has_cls:
             cls, x = x[:, :1], x[:, 1:]
         B, _, C = x.shape
-        x = self.pool_skip(x.reshape(B, *thw, C).permute(0, 4, 1, 2, 3)).flatten(2).transpose(1, 2)
+        x = self.pool_skip(x.unflatten(1, thw).permute(0, 4, 1, 2, 3))  # (B, C, t', h', w')
+        x = x.permute(0, 2, 3, 4, 1).reshape(B, -1, C)  # (B, N', C)
         return torch.cat((cls, x), dim=1) if self.has_cls else x
 
     def forward(self, x: Tensor, thw: Shape3) -> tuple[Tensor, Shape3]:
+        # x: (B, [1+]t*h*w, C_in)
         x_norm = self.norm1(x)
         x_att, new_thw = self.attn(x_norm, thw)
         if self.dim_mul_in_att and self.proj is not None:
@@ -313,6 +379,7 @@ class MViT(nn.Module):
 
     ``forward_features(x)`` maps a clip ``(B, 3, T, H, W)`` to output tokens ``(B, C, t, h, w)``
     (class token dropped); ``out_dim`` is C and ``grid(T, H, W)`` gives ``(t, h, w)``.
+    ``input_size`` only sizes the relative-position tables (other sizes interpolate them).
     """
 
     def __init__(
@@ -324,6 +391,8 @@ class MViT(nn.Module):
     ) -> None:
         super().__init__()
         self.spec = spec
+        self.input_size = tuple(input_size)
+        self.remove_last_pool = remove_last_pool
         self.table = block_table(spec, remove_last_pool)
         self.grad_checkpointing = grad_checkpointing
         self.patch_embed = nn.Conv3d(3, spec.embed_dim, spec.patch_kernel, spec.patch_stride, spec.patch_padding)
@@ -334,7 +403,7 @@ class MViT(nn.Module):
             self.blocks.append(MultiScaleBlock(s, thw, spec))
             thw = tuple(max(a // b, 1) for a, b in zip(thw, s.stride_q))
         self.out_dim = self.table[-1].dim_out
-        self.norm = nn.LayerNorm(self.out_dim)
+        self.norm = nn.LayerNorm(self.out_dim, eps=spec.norm_eps)
         self.apply(self._init)
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -349,28 +418,58 @@ class MViT(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def grid(self, T: int, H: int, W: int) -> Shape3:
+        """Output token grid ``(t, h, w)`` for an input clip of ``T × H × W``."""
+        return output_grid(self.spec, (T, H, W), self.remove_last_pool)
+
+    def forward_tokens(self, x: Tensor) -> tuple[Tensor, Shape3]:
+        """``(B, 3, T, H, W)`` -> tokens after the final LayerNorm ``(B, [1+]t*h*w, C)`` and ``(t, h, w)``."""
         x = self.patch_embed(x)  # (B, C, t, h, w)
-        B, C = x.shape[:2]
+        B = x.shape[0]
         thw: Shape3 = tuple(x.shape[2:])
         x = x.flatten(2).transpose(1, 2)  # (B, t*h*w, C), tokens in (t, h, w) row-major order
         if self.cls_token is not None:
-            x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
+            x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)  # (B, 1+t*h*w, C)
         for blk in self.blocks:
             if self.grad_checkpointing and self.training:
                 x, thw = checkpoint(blk, x, thw, use_reentrant=False)
             else:
                 x, thw = blk(x, thw)
-        x = self.norm(x)
+        return self.norm(x), thw
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x, thw = self.forward_tokens(x)
         if self.cls_token is not None:
             x = x[:, 1:]
-        return x.transpose(1, 2).reshape(B, self.out_dim, *thw)  # (B, C, t, h, w)
+        return x.transpose(1, 2).reshape(x.shape[0], self.out_dim, *thw)  # (B, C, t, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)
 
 
-def build_mvit(name: str, input_size: Shape3, remove_last_pool: bool = False, **overrides) -> MViT:
-    """Build a named MViT (``mvitv2_s``, ``mvitv2_b``, ``mvit_tiny``); ``overrides`` replace spec fields."""
+def build_mvit(
+    name: str,
+    input_size: Shape3 | None = None,
+    remove_last_pool: bool = False,
+    grad_checkpointing: bool = False,
+    **overrides,
+) -> MViT:
+    """Build a named MViT (``mvitv2_s``, ``mvitv2_b``, ``mvit_tiny``); ``overrides`` replace spec fields.
+
+    ``input_size`` (T, H, W) defaults to the size the model was pre-trained at.
+    """
+    if name not in MVIT_SPECS:
+        raise ConfigError(f"unknown MViT {name!r}; expected one of {', '.join(MVIT_SPECS)}")
     spec = replace(MVIT_SPECS[name], **overrides)
-    return MViT(spec, input_size, remove_last_pool=remove_last_pool)
+    size = tuple(input_size) if input_size is not None else PRETRAIN_INPUT[name]
+    return MViT(spec, size, remove_last_pool=remove_last_pool, grad_checkpointing=grad_checkpointing)
+
+
+def mvitv2_s(input_size: Shape3 = (16, 224, 224), remove_last_pool: bool = False, **overrides) -> MViT:
+    """MViTv2-S 16×4 (Kinetics-400 layout, 34.5 M parameters with the K400 head, 64.22 GMACs at 16×224²)."""
+    return build_mvit("mvitv2_s", input_size, remove_last_pool, **overrides)
+
+
+def mvitv2_b(input_size: Shape3 = (32, 224, 224), remove_last_pool: bool = False, **overrides) -> MViT:
+    """MViTv2-B 32×3 (Kinetics-400 layout)."""
+    return build_mvit("mvitv2_b", input_size, remove_last_pool, **overrides)

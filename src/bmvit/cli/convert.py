@@ -1,0 +1,61 @@
+"""``bmvit convert``: turn a PySlowFast / torchvision MViTv2 checkpoint into a bmvit backbone file.
+
+The output is a ``.safetensors`` file in bmvit's key layout (classification head dropped) that
+``model.pretrained`` accepts. With ``--config`` the weights are also fitted to that config's
+backbone (relative-position tables resized to its input size / pooling) and must cover it.
+The source is read with ``torch.load(weights_only=True)``: files holding arbitrary pickled
+objects are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from bmvit.errors import CheckpointError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("convert", help="convert a PySlowFast/torchvision MViTv2 checkpoint to bmvit safetensors")
+    p.add_argument("src", metavar="SRC", help="checkpoint file (.pyth / .pth / .pt / .safetensors)")
+    p.add_argument("--from", dest="source", required=True, choices=("slowfast", "torchvision"),
+                   help="layout of SRC: PySlowFast (weights under model_state) or torchvision mvit_v2_s")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--config", help="fit the weights to this config's backbone (input size, last-pool removal)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="key=value",
+                   help="config override for the fitted backbone, repeatable (e.g. --set data.size=256)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from safetensors.torch import save_file
+
+    from bmvit.models.convert import convert, read_checkpoint
+
+    sd, fmt = read_checkpoint(args.src, args.source)
+    target = None
+    if args.config or args.overrides:
+        from bmvit.config import load_config
+        from bmvit.models.build import BACKBONES
+
+        cfg = load_config(args.config, args.overrides)
+        target = BACKBONES[cfg.model.backbone](cfg.model, (cfg.data.num_frames, cfg.data.size, cfg.data.size))
+    out = convert(sd, fmt, target)
+    report = out.report
+    if target is not None and report.missing:
+        raise CheckpointError(f"{args.src}: lacks {len(report.missing)} weights of the configured backbone, "
+                              f"e.g. {', '.join(report.missing[:4])}")
+    if not out:
+        raise CheckpointError(f"{args.src}: no MViTv2 weights recognized in the {args.source} layout")
+    dst = Path(args.out)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tensors = {k: v.detach().contiguous().clone() for k, v in out.items()}
+    meta = {"format": "bmvit-mvit-backbone", "source_format": args.source, "source_file": Path(args.src).name,
+            "report": json.dumps(report.to_dict())}
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, dst)
+    print(report)
+    print(f"wrote {dst} ({len(tensors)} tensors)")
+    return 0
