@@ -39,6 +39,21 @@ class DataConfig:
     color_jitter: float = 0.0
     cache_frames: bool = False  # keep decoded, resized frames in memory (small datasets)
     num_workers: int = 0
+    # --- real-dataset readers (bmvit.data.build; docs/datasets.md) ------------------------------
+    format: str = "ava"  # ava: AVA layout (AVA v2.2, own data) | act: UCF101-24 / JHMDB51-21 (ACT pkl)
+    source: str = "frames"  # frames: image files | video: decode <video_dir>/<id>.<ext> with PyAV
+    video_dir: str = "videos"  # source=video: folder of video files, relative to root
+    video_offset: float = 0.0  # source=video: second of each file where frame 1 is (AVA full movies: 900)
+    annotations: str = "UCF101v2-GT.pkl"  # act: the ground-truth pickle, relative to root
+    split: int = 1  # act: split number (UCF101-24: 1; JHMDB51-21: 1, 2, 3)
+    frame_template: str = "{video}/{frame:05d}.jpg"  # act, source=frames: frame file under frames_dir
+    keyframe_step: int = 1  # act: every n-th frame is a key frame (1: all)
+    keyframe_range: list[int] | None = None  # ava: allowed timestamps [first, last] (AVA v2.2: [902, 1798])
+    on_error: str = "error"  # error | skip: bad rows, missing videos/frames, corrupt data (skips logged + counted)
+    unknown_actions: str = "error"  # ava: action ids outside the label map: error | ignore (counted)
+    box_jitter: float = 0.0  # training: GT boxes jittered by up to this fraction of their size (paper §4)
+    resize: str = "square"  # square: size x size (paper §4) | keep_aspect: random short side (Table 1c)
+    short_side: list[int] = field(default_factory=lambda: [240, 340])  # keep_aspect, training: short-side range
 
     def path(self, rel: str) -> Path:
         return Path(self.root) / rel
@@ -136,6 +151,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.amp": ("none", "bf16", "fp16"),
     "train.nan_policy": ("stop", "skip"),
     "eval.score": ("action", "actor*action"),
+    # real-dataset readers
+    "data.format": ("ava", "act"),
+    "data.source": ("frames", "video"),
+    "data.on_error": ("error", "skip"),
+    "data.unknown_actions": ("error", "ignore"),
+    "data.resize": ("square", "keep_aspect"),
 }
 
 

@@ -16,13 +16,13 @@ from bmvit.errors import BmvitError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bmvit.cli import benchmark, convert, flops
-    from bmvit.cli import eval as eval_cmd, eval_ava, eval_frame, eval_video, synth, train
+    from bmvit.cli import benchmark, convert, detect, export, flops, show
+    from bmvit.cli import eval as eval_cmd, eval_ava, eval_frame, eval_video, prepare, synth, train
 
     parser = argparse.ArgumentParser(prog="bmvit", description="Single-stage spatio-temporal action localization (BMViT).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (synth, train, eval_cmd, eval_ava, eval_frame, eval_video, convert, flops, benchmark):
+    for module in (synth, train, eval_cmd, eval_ava, eval_frame, eval_video, convert, flops, benchmark, detect, export, show, prepare):
         module.add_parser(sub)
     args = parser.parse_args(argv)
     try:

@@ -82,14 +82,17 @@ class AvaClips(Dataset):
         fps: int = 30,
         first_second: int = 900,
         cache_frames: bool = False,
+        rows: AvaRows | None = None,
     ) -> None:
+        """``rows``: the CSV's rows already read (e.g. checked by :mod:`bmvit.data.ava_checks`);
+        default: read ``csv_path``."""
         self.frames_root = Path(frames_root)
         if not self.frames_root.is_dir():
             raise DataError(f"{self.frames_root}: frames folder not found (expected <root>/<video_id>/<video_id>_%06d.jpg)")
         self.labels = read_label_map(label_map)
         self.class_ids = list(self.labels)
         self.class_index = {c: i for i, c in enumerate(self.class_ids)}
-        self.keyframes = group_keyframes(read_rows(csv_path), self.class_index)
+        self.keyframes = group_keyframes(read_rows(csv_path) if rows is None else rows, self.class_index)
         self.csv_path = Path(csv_path)
         self.num_frames, self.stride, self.fps, self.first_second = num_frames, stride, fps, first_second
         self.transform = transform

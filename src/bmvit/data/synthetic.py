@@ -46,7 +46,7 @@ from bmvit.data.ava_format import AvaRows, write_label_map, write_rows
 ACTIONS: dict[int, str] = {1: "walk left", 2: "walk right", 3: "wave", 4: "raise arm", 5: "lower arm", 6: "jump"}
 FPS = 30
 FIRST_SECOND = 900  # AVA convention: frame 1 is at second 900.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: no rows with empty boxes (figure fully outside the frame)
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,9 @@ def _render_video(args: tuple[str, int, SynthSpec, str]) -> list[tuple]:
                     continue
                 x1, y1, x2, y2 = _bounds(*_pose(p, f, xs[i, f]))
                 box = np.clip([x1 / spec.width, y1 / spec.height, x2 / spec.width, y2 / spec.height], 0, 1)
+                written = np.round(box, 3)  # the CSV keeps 3 decimals
+                if written[2] <= written[0] or written[3] <= written[1]:
+                    continue  # the figure is outside the frame: nothing to annotate (an empty box is invalid)
                 for a in labels:
                     rows.append((vid, FIRST_SECOND + s, *box, a, i))
     return rows

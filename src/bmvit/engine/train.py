@@ -76,12 +76,17 @@ def set_threads(n: int) -> None:
 
 
 def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torch.Generator | None = None) -> AvaClips:
-    """The ``train`` or ``val`` split of ``cfg.data``; ``augment`` switches on training augmentation."""
+    """The ``train`` or ``val`` split of ``cfg.data``; ``augment`` switches on training augmentation.
+
+    ``data.format`` / ``data.source`` pick the reader (:mod:`bmvit.data.build`): AVA layout
+    (default) or ACT pkl (UCF101-24 / JHMDB51-21), from frame files or video files."""
+    from bmvit.data.build import build_dataset
+
     d = cfg.data
     transform = ClipTransform(size=d.size, train=augment, hflip_prob=d.hflip_prob, color_jitter=d.color_jitter,
-                              generator=generator)
-    ds = AvaClips(d.path(d.frames_dir), d.path(d.train_csv if split == "train" else d.val_csv), d.path(d.label_map),
-                  d.num_frames, d.stride, transform, d.fps, d.first_second, d.cache_frames)
+                              generator=generator, box_jitter=d.box_jitter, resize=d.resize,
+                              short_side=(d.short_side[0], d.short_side[1]) if len(d.short_side) == 2 else (0, 0))
+    ds = build_dataset(d, split, transform)
     index = ds.class_index
     for pair in d.hflip_swap:
         if len(pair) != 2 or any(a not in index for a in pair):

@@ -226,7 +226,7 @@ def rel_pos_bias(q: Tensor, q_thw: Shape3, k_thw: Shape3, rel_t: Tensor, rel_h: 
     Rt = interpolate_rel_pos(rel_t, 2 * max(qt, kt) - 1)[rel_pos_index(qt, kt, q.device)]  # (qt, kt, d)
     Rh = interpolate_rel_pos(rel_h, 2 * max(qh, kh) - 1)[rel_pos_index(qh, kh, q.device)]  # (qh, kh, d)
     Rw = interpolate_rel_pos(rel_w, 2 * max(qw, kw) - 1)[rel_pos_index(qw, kw, q.device)]  # (qw, kw, d)
-    r_q = q[:, :, c:].reshape(B, H, qt, qh, qw, d)
+    r_q = q[:, :, c:].unflatten(2, (qt, qh, qw))  # (B, H, qt, qh, qw, d); no batch size baked into an export
     bt = torch.einsum("bnthwc,tkc->bnthwk", r_q, Rt.to(q.dtype))  # (B, H, qt, qh, qw, kt)
     bh = torch.einsum("bnthwc,hkc->bnthwk", r_q, Rh.to(q.dtype))  # (B, H, qt, qh, qw, kh)
     bw = torch.einsum("bnthwc,wkc->bnthwk", r_q, Rw.to(q.dtype))  # (B, H, qt, qh, qw, kw)
@@ -234,7 +234,11 @@ def rel_pos_bias(q: Tensor, q_thw: Shape3, k_thw: Shape3, rel_t: Tensor, rel_h: 
     bw = bw[..., None, None, :]  # (B, H, qt, qh, qw, 1, 1, kw)
     Nq, Nk = qt * qh * qw, kt * kh * kw
     if not c:
-        return (bth + bw).reshape(B, H, Nq, Nk)
+        return (bth + bw).flatten(5).flatten(2, 4)  # (B, H, Nq, Nk)
+    if torch.jit.is_tracing():
+        # Export path (ONNX tracing): the same values, zero class-token row/column by padding
+        # instead of writes into a buffer whose batch size the trace would freeze.
+        return F.pad((bth + bw).flatten(5).flatten(2, 4), (1, 0, 1, 0))  # (B, H, 1+Nq, 1+Nk)
     # Write the sum straight into the interior of a (1+Nq, 1+Nk) buffer: one pass over the bias.
     bias = q.new_empty(B, H, 1 + Nq, 1 + Nk)
     bias[:, :, 0] = 0
@@ -325,7 +329,9 @@ class MultiScaleAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, Nq, d)
         if self.residual_pooling:
             res = out + q
-            if self.has_cls:  # the class token gets no residual (reference: residual_with_cls_embed=False)
+            if self.has_cls and torch.jit.is_tracing():  # export path: same values, no in-place write
+                res = torch.cat((out[:, :, :1], res[:, :, 1:]), dim=2)
+            elif self.has_cls:  # the class token gets no residual (reference: residual_with_cls_embed=False)
                 res[:, :, 0] = out[:, :, 0]
             out = res
         out = out.transpose(1, 2).reshape(B, out.shape[2], -1)  # (B, Nq, heads*d)

@@ -1,0 +1,99 @@
+"""Which reader a config asks for: ``data.format`` x ``data.source``.
+
+Contract: :func:`build_dataset` returns the ``train`` or ``val`` split of ``cfg`` (a
+:class:`~bmvit.config.DataConfig`) as a dataset yielding ``(clip (3, T, S, S), target)`` with the
+shared target contract (``boxes (N, 4)`` normalized cxcywh, ``labels (N, K)``, ``video_id``,
+``timestamp``, ``orig_size``), and attributes ``labels`` ({class id: name}), ``class_ids``,
+``class_index``, ``keyframes``, ``transform``:
+
+=========  ========  ==========================================================================
+format     source    reader
+=========  ========  ==========================================================================
+ava        frames    :class:`bmvit.data.ava.AvaClips` over ``<root>/<frames_dir>/<vid>/<vid>_%06d.jpg``
+ava        video     :class:`bmvit.data.clips.KeyFrameClips` + :class:`bmvit.data.video.VideoFrames`
+act        frames    :class:`bmvit.data.act.ActClips` + :class:`bmvit.data.frames.FrameFolder`
+act        video     :class:`bmvit.data.act.ActClips` + :class:`bmvit.data.video.VideoFrames`
+=========  ========  ==========================================================================
+
+AVA CSVs go through :func:`bmvit.data.ava_checks.read_checked_rows` (every row checked) and
+videos absent on disk are found before training starts. Under ``data.on_error=skip`` the
+dataset is wrapped in :class:`bmvit.data.skips.SkipBadSamples` (bad frames at read time).
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from bmvit.config import DataConfig
+from bmvit.data.act import ActClips
+from bmvit.data.ava import AvaClips, group_keyframes
+from bmvit.data.ava_checks import check_videos, read_checked_rows
+from bmvit.data.ava_format import read_label_map
+from bmvit.data.clips import KeyFrameClips
+from bmvit.data.frames import FrameFolder
+from bmvit.data.keyframes import KeyFrameTable
+from bmvit.data.skips import SkipBadSamples
+from bmvit.data.transforms import ClipTransform
+from bmvit.data.video import VideoFrames
+from bmvit.errors import ConfigError, DataError
+
+__all__ = ["build_dataset"]
+
+
+def _check(d: DataConfig) -> None:
+    if d.num_frames < 1 or d.stride < 1:
+        raise ConfigError(f"'data.num_frames' and 'data.stride' must be at least 1, got {d.num_frames}, {d.stride}")
+    if d.keyframe_range is not None and (len(d.keyframe_range) != 2 or d.keyframe_range[0] > d.keyframe_range[1]):
+        raise ConfigError(f"'data.keyframe_range': expected [first, last], got {d.keyframe_range}")
+    if len(d.short_side) != 2 or not 0 < d.short_side[0] <= d.short_side[1]:
+        raise ConfigError(f"'data.short_side': expected [lo, hi] with 0 < lo <= hi, got {d.short_side}")
+    if d.keyframe_step < 1:
+        raise ConfigError(f"'data.keyframe_step' must be at least 1, got {d.keyframe_step}")
+    if not 0 <= d.box_jitter < 1:
+        raise ConfigError(f"'data.box_jitter' must be in [0, 1), got {d.box_jitter}")
+
+
+def _video_source(d: DataConfig) -> VideoFrames:
+    root = d.path(d.video_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: videos folder not found (data.video_dir; expected <root>/{d.video_dir}/<video_id>.mp4)")
+    return VideoFrames(root, fps=d.fps, offset=d.video_offset)
+
+
+def build_dataset(d: DataConfig, split: str, transform: ClipTransform) -> Dataset:
+    """The ``split`` ("train" | "val") of ``d`` (module docstring); ``transform`` decides augmentation."""
+    _check(d)
+    train = split == "train"
+    if d.format == "act":
+        if d.source == "video":
+            source = _video_source(d)
+        else:
+            root = d.path(d.frames_dir)
+            if not root.is_dir():
+                raise DataError(f"{root}: frames folder not found (expected <root>/{d.frames_dir}/{d.frame_template})")
+            source = FrameFolder(root, d.frame_template)
+        ds: Dataset = ActClips(d.path(d.annotations), source, d.split, train, d.num_frames, d.stride, transform,
+                               d.keyframe_step, d.on_error)
+    else:
+        frames_root = d.path(d.frames_dir)
+        if d.source == "frames" and not frames_root.is_dir():  # the first thing a wrong data.root shows
+            raise DataError(f"{frames_root}: frames folder not found (expected <root>/<video_id>/<video_id>_%06d.jpg)")
+        csv_path = d.path(d.train_csv if train else d.val_csv)
+        labels = read_label_map(d.path(d.label_map))
+        kr = tuple(d.keyframe_range) if d.keyframe_range is not None else None
+        rows, lines = read_checked_rows(csv_path, list(labels), d.on_error, d.unknown_actions, kr)
+        if d.source == "video":
+            source = _video_source(d)
+            rows, lines = check_videos(rows, lines, csv_path, source.has_video,
+                                       lambda v: f"{source.root / v}.{{{','.join(source.extensions)}}}", d.on_error)
+            class_index = {c: i for i, c in enumerate(labels)}
+            table = KeyFrameTable.from_keyframes(group_keyframes(rows, class_index), len(labels))
+            ds = KeyFrameClips(table, labels, source, d.num_frames, d.stride, transform, d.first_second, d.fps)
+        else:
+            rows, lines = check_videos(rows, lines, csv_path, lambda v: (frames_root / v).is_dir(),
+                                       lambda v: str(frames_root / v), d.on_error)
+            ds = AvaClips(frames_root, csv_path, d.path(d.label_map), d.num_frames, d.stride, transform, d.fps,
+                          d.first_second, d.cache_frames, rows=rows)
+    if d.on_error == "skip":
+        ds = SkipBadSamples(ds, substitute=train)
+    return ds

@@ -1,0 +1,242 @@
+"""Frames read straight from video files with PyAV, on a fixed frame-rate grid.
+
+Contract: :class:`VideoFrames` is a frame source (see :mod:`bmvit.data.clips`) for
+``<root>/<video_id>.<ext>``. Frame number ``i`` (1-based) is the picture on screen at time
+``t_i = offset + (i - 1) / fps`` seconds after the stream's start: the decoded frame with the
+largest presentation time ``<= t_i`` (the first frame for a ``t_i`` before it). This is a pure
+function of the file, whatever its own frame rate (25, 29.97, 60 fps or variable) — and it is
+the rule :mod:`bmvit.data.prepare` extracts frames with, so the video reader and the frames
+folder written by ``bmvit prepare frames`` return the same pixels for the same frame numbers
+(identical with ``--ext png``; JPEG adds its compression error).
+
+A video has ``ceil((E - offset) * fps)`` frames, ``E`` the stream's end (last frame time + its
+duration) from the container's metadata. Reading seeks to the key frame before the first
+needed frame and decodes forward to the last one. Errors name the file: missing video, no video
+stream, undecodable data, and a *truncated* file (the data ends before the needed time that
+the metadata promises).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from bmvit.errors import DataError
+
+__all__ = ["VIDEO_EXTENSIONS", "VideoFrames", "frame_count", "frame_time", "grid_frames", "iter_grid_frames"]
+
+VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")
+
+Resize = Callable[[Image.Image], Image.Image]
+
+
+def _fraction(x: float | str | Fraction) -> Fraction:
+    return x if isinstance(x, Fraction) else Fraction(str(x))
+
+
+def frame_time(i: int, fps: int | Fraction, offset: float | Fraction = 0) -> Fraction:
+    """Time in seconds after the stream start of 1-based grid frame ``i``."""
+    return _fraction(offset) + Fraction(i - 1) / _fraction(fps)
+
+
+def frame_count(end: Fraction, fps: int | Fraction, offset: float | Fraction = 0,
+                stop: float | Fraction | None = None) -> int:
+    """Number of grid frames with ``t_i < end`` (and ``t_i < stop`` when given)."""
+    limit = end if stop is None else min(end, _fraction(stop))
+    return max(0, math.ceil((limit - _fraction(offset)) * _fraction(fps)))
+
+
+class _Stream:
+    """An open video stream with exact times (seconds as Fractions after the stream start)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        self.path = path
+        try:
+            self.container = av.open(str(path))
+        except FileNotFoundError:
+            raise DataError(f"{path}: video not found") from None
+        except av.FFmpegError as e:
+            raise DataError(f"{path}: cannot open video ({e})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise DataError(f"{path}: no video stream")
+        s = self.stream = self.container.streams.video[0]
+        s.thread_type = "AUTO" if threads != 1 else "SLICE"
+        s.codec_context.thread_count = threads
+        self.decode_error = ""
+        self.tb = Fraction(s.time_base.numerator, s.time_base.denominator) if s.time_base else Fraction(1, 1_000_000)
+        self.start = s.start_time if s.start_time is not None else 0
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        self.frame_dur = Fraction(rate.denominator, rate.numerator) if rate else Fraction(1, 30)
+
+    def __enter__(self) -> _Stream:  # noqa: PYI034 (Python 3.10 has no typing.Self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.container.close()
+
+    def time(self, frame: av.VideoFrame) -> Fraction:
+        return (frame.pts - self.start) * self.tb
+
+    def duration_of(self, frame: av.VideoFrame) -> Fraction:
+        d = getattr(frame, "duration", None)
+        return d * self.tb if d else self.frame_dur
+
+    def metadata_end(self) -> Fraction | None:
+        s = self.stream
+        if s.duration:
+            return s.duration * self.tb
+        if self.container.duration:
+            return Fraction(self.container.duration, 1_000_000) - self.start * self.tb
+        return None
+
+    def size(self) -> tuple[int, int]:
+        cc = self.stream.codec_context
+        return cc.height, cc.width
+
+    def seek(self, t: Fraction) -> None:
+        target = math.floor(self.start + t / self.tb)
+        try:
+            self.container.seek(max(target, self.start), stream=self.stream, backward=True, any_frame=False)
+        except av.FFmpegError as e:
+            raise DataError(f"{self.path}: cannot seek to {float(t):.3f} s ({e})") from None
+
+    def frames(self) -> Iterator[av.VideoFrame]:
+        """Decoded frames in presentation order; undecodable data ends the stream (``decode_error``
+        keeps why), so that a cut file reads as truncated at the last good frame."""
+        self.decode_error = ""
+        try:
+            for frame in self.container.decode(self.stream):
+                if frame.pts is not None:
+                    yield frame
+        except av.FFmpegError as e:
+            self.decode_error = str(e)
+
+
+def iter_grid_frames(stream: _Stream, times: list[Fraction], truncated_at: Fraction | None = None
+                     ) -> Iterator[tuple[int, av.VideoFrame]]:
+    """``(k, frame)`` for each of the increasing ``times``: the frame on screen at ``times[k]``.
+
+    Decodes from wherever the stream is positioned. Times past the last decoded frame's end
+    raise a truncation DataError when ``truncated_at`` (the end the metadata promises) is
+    later than them, and are otherwise not yielded.
+    """
+    k, prev, end = 0, None, None
+    for frame in stream.frames():
+        t = stream.time(frame)
+        while k < len(times) and times[k] < t:
+            yield k, prev if prev is not None else frame
+            k += 1
+        if k == len(times):
+            return
+        prev, end = frame, t + stream.duration_of(frame)
+    while k < len(times) and prev is not None and times[k] < end:
+        yield k, prev
+        k += 1
+    if k < len(times) and truncated_at is not None and times[k] < truncated_at:
+        ends = f"data ends at {float(end):.3f} s" if end is not None else "no decodable data after the seek point"
+        why = f"; decoder: {stream.decode_error}" if stream.decode_error else ""
+        raise DataError(f"{stream.path}: truncated video: {ends}, the metadata says {float(truncated_at):.3f} s "
+                        f"(frame at {float(times[k]):.3f} s missing{why})")
+
+
+def grid_frames(stream: _Stream, times: list[Fraction], truncated_at: Fraction | None = None
+                ) -> Iterator[tuple[int, av.VideoFrame]]:
+    """:func:`iter_grid_frames` after seeking to the key frame before ``times[0]``.
+
+    If the first frame decoded after the seek lies after ``times[0]`` (a seek that landed late),
+    seeks 1, 4, 16, ... seconds earlier, down to the stream start.
+    """
+    back = Fraction(0)
+    while True:
+        seek_to = max(Fraction(0), times[0] - back)
+        stream.seek(seek_to)
+        it = iter_grid_frames(stream, times, truncated_at)
+        first = next(it, None)
+        if first is None:
+            return
+        if seek_to > 0 and stream.time(first[1]) > times[0]:
+            back = max(Fraction(1), back * 4)
+            continue
+        yield first
+        yield from it
+        return
+
+
+class VideoFrames:
+    """Frame source over video files (module docstring)."""
+
+    def __init__(self, root: str | Path, fps: int = 30, offset: float = 0.0,
+                 extensions: tuple[str, ...] = VIDEO_EXTENSIONS, threads: int = 1) -> None:
+        self.root = Path(root)
+        self.fps, self.offset = fps, _fraction(offset)
+        self.extensions = extensions
+        self.threads = threads
+        self._info: dict[str, tuple[int, tuple[int, int], Fraction]] = {}
+
+    def path(self, video: str) -> Path | None:
+        for ext in self.extensions:
+            p = self.root / f"{video}.{ext}"
+            if p.is_file():
+                return p
+        return None
+
+    def has_video(self, video: str) -> bool:
+        return self.path(video) is not None
+
+    def _open(self, video: str) -> _Stream:
+        p = self.path(video)
+        if p is None:
+            raise DataError(f"{self.root / video}.{{{','.join(self.extensions)}}}: video '{video}' not found")
+        return _Stream(p, self.threads)
+
+    def info(self, video: str) -> tuple[int, tuple[int, int], Fraction]:
+        """``(grid frames, (H, W), end in seconds)`` from the metadata (cached)."""
+        got = self._info.get(video)
+        if got is None:
+            with self._open(video) as s:
+                end = s.metadata_end()
+                if end is None:  # no duration in the container: decode once to find the end
+                    end = Fraction(0)
+                    for frame in s.frames():
+                        end = s.time(frame) + s.duration_of(frame)
+                n = frame_count(end, self.fps, self.offset)
+                if n < 1:
+                    raise DataError(f"{s.path}: no frame at or after {float(self.offset):.3f} s "
+                                    f"(video ends at {float(end):.3f} s)")
+                got = self._info[video] = (n, s.size(), end)
+        return got
+
+    def num_frames(self, video: str) -> int:
+        return self.info(video)[0]
+
+    def frame_size(self, video: str) -> tuple[int, int]:
+        return self.info(video)[1]
+
+    def read(self, video: str, frames: np.ndarray, resize: Resize, draft: tuple[int, int] | None = None,
+             expect_size: tuple[int, int] | None = None) -> np.ndarray:
+        """``frames (T,)`` 1-based grid numbers -> ``(T, h, w, 3)`` uint8, each frame through ``resize``."""
+        n, size, end = self.info(video)
+        if expect_size is not None and tuple(size) != tuple(expect_size):
+            raise DataError(f"{self.path(video)}: video is {size[1]}x{size[0]} (WxH) but the annotations "
+                            f"give {expect_size[1]}x{expect_size[0]}")
+        need = sorted({int(f) for f in frames.tolist()})
+        bad = [f for f in need if not 1 <= f <= n]
+        if bad:
+            raise DataError(f"video '{video}': frame {bad[0]} outside 1..{n}")
+        times = [frame_time(f, self.fps, self.offset) for f in need]
+        decoded: dict[int, np.ndarray] = {}
+        with self._open(video) as s:
+            for k, frame in grid_frames(s, times, truncated_at=end):
+                decoded[need[k]] = np.asarray(resize(frame.to_image()))
+        missing = [f for f in need if f not in decoded]
+        if missing:
+            raise DataError(f"{s.path}: truncated video: no data for frame {missing[0]} "
+                            f"({float(frame_time(missing[0], self.fps, self.offset)):.3f} s)")
+        return np.stack([decoded[int(f)] for f in frames.tolist()])  # (T, h, w, 3)

@@ -1,0 +1,337 @@
+"""The Python inference API: a trained checkpoint applied to a whole video.
+
+Example (the README's, run by ``tests/test_api.py``)::
+
+    from bmvit import Detector
+
+    det = Detector.from_checkpoint("runs/demo/model.safetensors")
+    result = det.predict("video.mp4")            # or a frames folder, or an (N, H, W, 3) uint8 array
+    for kf in result.keyframes:                  # one entry per key frame (default: one per second)
+        for actor in kf.actors:
+            print(kf.time, actor.box, actor.actor_score, [(a.name, a.score) for a in actor.actions])
+    result.to_dict()                             # the detections.json of `bmvit detect`
+
+Contract:
+
+* Key frames are ``floor(j · fps / keyframes_per_second + 1/2)``; each is the centre (input index
+  ``T // 2``) of a clip of ``T`` frames at stride ``τ`` taken from the checkpoint's config, clamped
+  at the video edges (:mod:`bmvit.inference.windows`, the arithmetic of ``data/ava.py``).
+* Preprocessing is the evaluation pipeline's: every frame resized to ``S × S`` (Pillow bilinear,
+  no crop) and normalized by :class:`~bmvit.data.transforms.ClipTransform` (Kinetics mean/std).
+* Post-processing is :func:`~bmvit.inference.postprocess.postprocess` with the checkpoint's
+  ``eval.threshold`` / ``eval.nms_iou`` / ``eval.score`` unless overridden.
+* Boxes come back as normalized ``(x1, y1, x2, y2)`` of the key frame and as pixels of the
+  original frame; ``actions`` holds the ``topk`` classes by score, ``action_scores`` all ``K``
+  scores in label-map order.
+* Memory: a ring buffer of ``(T-1)·τ + 1`` resized frames plus one batch of clips, whatever the
+  video length.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from bmvit.config import Config
+from bmvit.data.transforms import ClipTransform
+from bmvit.errors import CheckpointError, ConfigError, DataError
+from bmvit.inference.postprocess import Detections, postprocess
+from bmvit.inference.tracking import IoUTracker
+from bmvit.inference.video_source import VideoInfo, VideoSource, open_source
+from bmvit.inference.windows import SlidingClips, keyframe_schedule
+
+__all__ = ["Action", "Actor", "KeyFrameResult", "VideoResult", "Detector", "FROM_CHECKPOINT", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+FROM_CHECKPOINT: Any = "checkpoint"  # default of the post-processing options: the checkpoint's eval.* value
+
+
+@dataclass
+class Action:
+    id: int  # label-map id (the AVA CSV's action_id)
+    name: str
+    score: float
+
+
+@dataclass
+class Actor:
+    """One detected actor in a key frame."""
+
+    box: list[float]  # x1, y1, x2, y2 in pixels of the original frame
+    box_normalized: list[float]  # x1, y1, x2, y2 in [0, 1]
+    actor_score: float  # p(actor)
+    actions: list[Action]  # top-k by score, best first
+    track_id: int  # stable across key frames (IoU association; for colours, not evaluated)
+    token: int  # index of the output token that produced it
+    action_scores: list[float] = field(repr=False, default_factory=list)  # all K scores, label-map order
+
+    def to_dict(self) -> dict:
+        """JSON form: pixels rounded to 0.01, normalized coordinates and scores to 1e-6."""
+        return {"box": [round(v, 2) for v in self.box], "box_normalized": [round(v, 6) for v in self.box_normalized],
+                "actor_score": round(self.actor_score, 6), "track_id": self.track_id, "token": self.token,
+                "actions": [{"id": a.id, "name": a.name, "score": round(a.score, 6)} for a in self.actions]}
+
+
+@dataclass
+class KeyFrameResult:
+    """Detections of one key frame; ``outputs`` holds the raw per-token outputs when asked for."""
+
+    frame_index: int  # 0-based index in the video
+    time: float  # seconds: frame_index / fps
+    actors: list[Actor]
+    outputs: dict[str, Any] | None = field(default=None, repr=False)  # boxes (L, 4) cxcywh, actor_probs (L,), cells, grid
+
+    def to_dict(self) -> dict:
+        return {"frame_index": self.frame_index, "time": round(self.time, 6), "actors": [a.to_dict() for a in self.actors]}
+
+
+@dataclass
+class VideoResult:
+    """Everything :meth:`Detector.predict` found in one video."""
+
+    video: VideoInfo
+    keyframes: list[KeyFrameResult]
+    labels: dict[int, str]
+    settings: dict[str, Any]  # model and post-processing settings used
+
+    def to_dict(self) -> dict:
+        """The ``detections.json`` document (schema in docs/inference.md)."""
+        v = self.video
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "video": {"source": v.name, "kind": v.kind, "fps": v.fps, "width": v.width, "height": v.height,
+                      "num_frames": v.num_frames},
+            "settings": self.settings,
+            "labels": {str(k): n for k, n in self.labels.items()},
+            "keyframes": [kf.to_dict() for kf in self.keyframes],
+        }
+
+
+def _num_classes(state: dict[str, Tensor], path: Path) -> int:
+    layers = [k for k in state if k.startswith("heads.action.") and k.endswith(".weight")]
+    if not layers:
+        raise CheckpointError(f"{path}: no action head ('heads.action.*.weight') in the checkpoint; is it a bmvit detector?")
+    last = max(layers, key=lambda k: int(k.split(".")[2]))
+    return int(state[last].shape[0])
+
+
+def resolve_labels(labels: str | Path | dict[int, str] | None, cfg: Config, meta: dict, num_classes: int) -> dict[int, str]:
+    """Class names, in the order of the action logits: ``labels`` (a dict or a label-map file), else
+    the checkpoint's metadata, else the label map of its config (``data.root``/``data.label_map``,
+    when present and of the right size), else ``class 1 .. class K``."""
+    from bmvit.data.ava_format import read_label_map
+
+    if isinstance(labels, (str, Path)):
+        labels = read_label_map(labels)
+        if len(labels) != num_classes:
+            raise DataError(f"label map has {len(labels)} classes, the checkpoint's action head {num_classes}")
+        return labels
+    if isinstance(labels, dict):
+        if len(labels) != num_classes:
+            raise ConfigError(f"labels: {len(labels)} names given, the checkpoint's action head has {num_classes} classes")
+        return {int(k): str(v) for k, v in labels.items()}
+    if isinstance(meta.get("labels"), dict) and len(meta["labels"]) == num_classes:
+        return {int(k): str(v) for k, v in sorted(meta["labels"].items(), key=lambda kv: int(kv[0]))}
+    path = cfg.data.path(cfg.data.label_map)
+    if path.is_file():
+        try:
+            found = read_label_map(path)
+        except DataError:
+            found = {}
+        if len(found) == num_classes:
+            return found
+    return {i + 1: f"class {i + 1}" for i in range(num_classes)}
+
+
+def eval_transform(cfg: Config) -> ClipTransform:
+    """The evaluation reader's transform for ``cfg.data`` (``make_dataset(cfg, split)`` without
+    augmentation): resize (``size``², or short side ``size`` with ``data.resize=keep_aspect``) and
+    Kinetics normalization."""
+    kwargs = {"resize": cfg.data.resize} if hasattr(cfg.data, "resize") else {}
+    return ClipTransform(size=cfg.data.size, train=False, **kwargs)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda: no CUDA device available (use --device cpu)")
+    return dev
+
+
+class Detector:
+    """A BMViT model plus the preprocessing and post-processing of its checkpoint (module docstring)."""
+
+    def __init__(self, model: nn.Module, cfg: Config, labels: dict[int, str], device: str | torch.device = "cpu",
+                 threshold: float | None = FROM_CHECKPOINT, nms_iou: float | None = FROM_CHECKPOINT,
+                 score: str = FROM_CHECKPOINT, batch_size: int = 8, topk: int = 5) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.labels = dict(labels)
+        self.class_ids = list(self.labels)
+        self.threshold = cfg.eval.threshold if threshold is FROM_CHECKPOINT else float(threshold)
+        self.nms_iou = cfg.eval.nms_iou if nms_iou is FROM_CHECKPOINT else nms_iou
+        self.score = cfg.eval.score if score is FROM_CHECKPOINT else score
+        if self.score not in ("action", "actor*action"):
+            raise ConfigError(f"score: {self.score!r} is not one of action, actor*action")
+        if batch_size < 1 or topk < 1:
+            raise ConfigError(f"batch size and topk must be at least 1, got {batch_size} and {topk}")
+        self.batch_size, self.topk = batch_size, topk
+        self.transform = eval_transform(cfg)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
+                        labels: str | Path | dict[int, str] | None = None, **kwargs: Any) -> "Detector":
+        """Load ``model.safetensors`` written by ``bmvit train`` (the config is embedded in it).
+
+        ``labels``: class names (dict or label-map file; default: see :func:`resolve_labels`);
+        ``kwargs``: ``threshold``, ``nms_iou``, ``score``, ``batch_size``, ``topk``.
+        """
+        from bmvit.engine.checkpoint import load_weights
+        from bmvit.models.build import build_detector
+
+        path = Path(path)
+        state, cfg, meta = load_weights(path)
+        k = _num_classes(state, path)
+        model = build_detector(cfg.model, cfg.data, k, load_pretrained=False)  # trained weights follow
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()
+            raise CheckpointError(f"{path}: weights do not fit the model of its embedded config ({first[1].strip() if len(first) > 1 else first[0]})") from None
+        return cls(model, cfg, resolve_labels(labels, cfg, meta, k), device, **kwargs)
+
+    # -- clip geometry ---------------------------------------------------------------------------
+    @property
+    def num_frames(self) -> int:
+        return self.cfg.data.num_frames
+
+    @property
+    def stride(self) -> int:
+        return self.cfg.data.stride
+
+    @property
+    def size(self) -> int:
+        return self.cfg.data.size
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def settings(self) -> dict[str, Any]:
+        m = self.cfg.model
+        return {"backbone": m.backbone, "token_selection": m.token_selection, "num_frames": self.num_frames,
+                "stride": self.stride, "size": self.size, "threshold": self.threshold, "nms_iou": self.nms_iou,
+                "score": self.score, "topk": self.topk}
+
+    # -- the steps -------------------------------------------------------------------------------
+    def resize(self, frame: np.ndarray) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB -> ``(S, S, 3)`` uint8 (keep-aspect configs: short side ``S``):
+        the evaluation reader's resize."""
+        return np.asarray(self.transform.decode_resize(Image.fromarray(frame)))
+
+    def to_tensor(self, clips: np.ndarray) -> Tensor:
+        """``(B, T, S, S, 3)`` uint8 resized frames -> ``(B, 3, T, S, S)`` float normalized."""
+        empty = torch.zeros(0, 4)
+        return torch.stack([self.transform(torch.from_numpy(np.ascontiguousarray(c)), empty, empty)[0] for c in clips])
+
+    @torch.inference_mode()
+    def forward(self, clips: Tensor) -> dict[str, Tensor]:
+        """Raw model outputs for ``clips (B, 3, T, S, S)``: ``boxes (B, L, 4)``, ``actor_logits (B, L)``,
+        ``action_logits (B, L, K)`` (on the CPU), ``cells (L, 4)``, ``grid (t, h, w)``."""
+        out = self.model(clips.to(self.device))
+        return {k: v.float().cpu() if isinstance(v, Tensor) else v for k, v in out.items()}
+
+    def detect(self, outputs: dict[str, Tensor]) -> list[Detections]:
+        """Post-processing with this detector's threshold / NMS / score mode."""
+        return postprocess(outputs, self.threshold, self.nms_iou, self.score)
+
+    def actors(self, d: Detections, width: int, height: int) -> list[Actor]:
+        """The detections of one clip as :class:`Actor` s (pixel boxes for a ``width × height`` frame), best first."""
+        actors = []
+        scale = np.array([width, height, width, height], dtype=np.float64)
+        for m in range(len(d.tokens)):
+            scores = d.action_scores[m].tolist()  # (K,)
+            order = np.argsort(-np.asarray(scores), kind="stable")[: self.topk]
+            norm = [float(v) for v in d.boxes[m].tolist()]
+            actors.append(Actor(
+                box=[float(v) for v in np.asarray(norm) * scale],
+                box_normalized=norm,
+                actor_score=float(d.actor_scores[m]),
+                actions=[Action(self.class_ids[i], self.labels[self.class_ids[i]], float(scores[i])) for i in order],
+                track_id=-1,
+                token=int(d.tokens[m]),
+                action_scores=[float(s) for s in scores],
+            ))
+        actors.sort(key=lambda a: -a.actor_score)
+        return actors
+
+    def _run_batch(self, batch: list[tuple[int, np.ndarray]], info: VideoInfo, with_outputs: bool) -> list[KeyFrameResult]:
+        keys = [k for k, _ in batch]
+        outputs = self.forward(self.to_tensor(np.stack([c for _, c in batch])))
+        results = []
+        for b, (k, d) in enumerate(zip(keys, self.detect(outputs))):
+            raw = None
+            if with_outputs:
+                raw = {"boxes": outputs["boxes"][b], "actor_probs": outputs["actor_logits"][b].sigmoid(),
+                       "cells": outputs["cells"], "grid": tuple(outputs["grid"])}
+            results.append(KeyFrameResult(k, k / info.fps, self.actors(d, info.width, info.height), raw))
+        return results
+
+    def iter_keyframes(self, source: VideoSource, keyframes_per_second: float = 1.0,
+                       with_outputs: bool = False, progress: bool = False) -> Iterator[KeyFrameResult]:
+        """Key-frame results of ``source`` in time order, ``batch_size`` clips per forward pass
+        (no tracking: ``track_id`` stays -1; :meth:`predict` assigns it)."""
+        info = source.info
+        window = SlidingClips(self.num_frames, self.stride, keyframe_schedule(info.fps, keyframes_per_second))
+        pending: list[tuple[int, np.ndarray]] = []
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=info.num_frames, unit="frame", desc="detect", file=sys.stderr, dynamic_ncols=True)
+        try:
+            for frame in source:
+                pending += window.push(self.resize(frame))  # (k, (T, S, S, 3)) clips that are complete
+                if bar is not None:
+                    bar.update(1)
+                while len(pending) >= self.batch_size:
+                    batch, pending = pending[: self.batch_size], pending[self.batch_size:]
+                    yield from self._run_batch(batch, info, with_outputs)
+            pending += window.flush()
+            while pending:
+                batch, pending = pending[: self.batch_size], pending[self.batch_size:]
+                yield from self._run_batch(batch, info, with_outputs)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def predict(self, video: str | Path | np.ndarray | Sequence[np.ndarray] | VideoSource,
+                keyframes_per_second: float = 1.0, fps: float | None = None, with_outputs: bool = False,
+                progress: bool = False) -> VideoResult:
+        """Detect actors and actions in every key frame of ``video`` (a video file, a folder of
+        frames, a stream URL, an ``(N, H, W, 3)`` uint8 array or a list of frames).
+
+        ``fps`` overrides the video's frame rate (folders and arrays default to 30).
+        ``with_outputs`` keeps each key frame's raw per-token outputs (for :mod:`~bmvit.inference.explain`).
+        Raises :class:`~bmvit.errors.DataError` naming the input if it cannot be read.
+        """
+        source = open_source(video, fps)
+        tracker = IoUTracker()
+        keyframes = []
+        for kf in self.iter_keyframes(source, keyframes_per_second, with_outputs, progress):
+            ids = tracker.assign(np.array([a.box_normalized for a in kf.actors]).reshape(-1, 4),
+                                 np.array([a.actor_score for a in kf.actors]))
+            for a, i in zip(kf.actors, ids):
+                a.track_id = i
+            keyframes.append(kf)
+        settings = {**self.settings(), "keyframes_per_second": keyframes_per_second}
+        return VideoResult(source.info, keyframes, self.labels, settings)

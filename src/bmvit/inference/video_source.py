@@ -1,0 +1,229 @@
+"""Frame sources for inference: a video file, a folder of frames, a stream URL or camera, or an array.
+
+:func:`open_source` picks the kind from its argument and returns a :class:`VideoSource`: iterating
+it yields the frames in order as ``(H, W, 3)`` uint8 RGB numpy arrays, and ``info`` says what is
+known up front (frame rate, size, frame count when the container records it). Decoding uses PyAV.
+A source can be iterated once (streams cannot rewind); :meth:`VideoSource.reopen` gives a fresh
+iterator for files, folders and arrays (used to render after predicting).
+
+Every failure a user can cause — missing, empty, unreadable or corrupt input, no video stream, no
+decodable frame — raises :class:`~bmvit.errors.DataError` with a one-line message naming the input.
+Time is ``frame index / fps`` (a constant frame rate is assumed; variable-rate videos are read in
+decoding order at their average rate).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bmvit.errors import DataError
+
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+DEFAULT_FPS = 30.0
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+@dataclass
+class VideoInfo:
+    """What is known about a source before decoding it."""
+
+    name: str  # what the user passed (path, URL or device), for messages and outputs
+    kind: str  # "file" | "frames" | "stream" | "array"
+    fps: float
+    width: int
+    height: int
+    num_frames: int | None  # None when unknown (streams, some containers)
+
+
+def is_stream(source: str) -> bool:
+    """True for URLs (``rtsp://``, ``http://``, ...), camera devices (``/dev/video0``) and camera
+    numbers (``0``, unless a file of that name exists); a ``file://`` URL is a file."""
+    s = str(source)
+    if s.startswith("file://"):
+        return False
+    return bool(_URL.match(s)) or s.startswith("/dev/video") or (s.isdigit() and not Path(s).exists())
+
+
+class VideoSource:
+    """Base class: iterate for frames; ``info`` describes the source."""
+
+    info: VideoInfo
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def reopen(self) -> "VideoSource":
+        """A fresh source over the same input (files, folders, arrays); streams raise DataError."""
+        raise DataError(f"{self.info.name}: a live stream cannot be read twice")
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "VideoSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PyAVSource(VideoSource):
+    """A video file, stream URL or camera device decoded with PyAV."""
+
+    def __init__(self, name: str, kind: str = "file", fps: float | None = None) -> None:
+        import av
+
+        self._name, self._kind, self._fps_override = name, kind, fps
+        target, options, fmt = name, {}, None
+        if kind == "file":
+            path = Path(name[len("file://"):] if name.startswith("file://") else name)
+            if not path.exists():
+                raise DataError(f"{path}: video not found")
+            if path.is_file() and path.stat().st_size == 0:
+                raise DataError(f"{path}: empty file (0 bytes), not a video")
+            target = str(path)
+        elif name.isdigit():  # camera number -> V4L2 device
+            target, fmt = f"/dev/video{name}", "v4l2"
+        elif name.startswith("/dev/video"):
+            fmt = "v4l2"
+        if kind == "stream" and name.startswith("rtsp://"):
+            options = {"rtsp_transport": "tcp"}
+        try:
+            self._container = av.open(target, format=fmt, options=options, timeout=20.0 if kind == "stream" else None)
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            what = "stream" if kind == "stream" else "video"
+            raise DataError(f"{name}: cannot open {what} ({_short(e)})") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise DataError(f"{name}: no video stream in the file (is it an audio file, or an mp4 with no frames?)")
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = fps or stream.average_rate or stream.guessed_rate or stream.base_rate
+        frames = int(stream.frames) if stream.frames else None
+        width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+        self.info = VideoInfo(name, kind, float(rate) if rate else DEFAULT_FPS, width, height, frames)
+        self._stream = stream
+        self._used = False
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import av
+
+        if self._used:
+            raise DataError(f"{self._name}: source already read; use reopen()")
+        self._used = True
+        n = 0
+        try:
+            for frame in self._container.decode(self._stream):
+                arr = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+                if n == 0 and (self.info.width, self.info.height) != (arr.shape[1], arr.shape[0]):
+                    self.info.width, self.info.height = arr.shape[1], arr.shape[0]
+                n += 1
+                yield arr
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            at = f"after {n} frames" if n else "before the first frame"
+            raise DataError(f"{self._name}: video is corrupt or unreadable: decoding failed {at} ({_short(e)})") from None
+        finally:
+            self.close()
+        if n == 0:
+            raise DataError(f"{self._name}: no decodable video frames (empty or corrupt video)")
+        self.info.num_frames = n
+
+    def reopen(self) -> VideoSource:
+        if self._kind == "stream":
+            return super().reopen()
+        return PyAVSource(self._name, self._kind, self._fps_override)
+
+    def close(self) -> None:
+        try:
+            self._container.close()
+        except Exception:  # closing twice or after a decoder error
+            pass
+
+
+class FrameFolder(VideoSource):
+    """Image files in a folder (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``), in file-name order: the
+    AVA layout ``<vid>/<vid>_000001.jpg ...`` reads as one video."""
+
+    def __init__(self, folder: str | Path, fps: float | None = None) -> None:
+        from PIL import Image
+
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise DataError(f"{self.folder}: frames folder not found")
+        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and p.is_file())
+        if not self.files:
+            raise DataError(f"{self.folder}: no frames ({', '.join(FRAME_EXTENSIONS)} files) in the folder")
+        self._fps = fps
+        try:
+            with Image.open(self.files[0]) as im:
+                width, height = im.size
+        except OSError as e:
+            raise DataError(f"{self.files[0]}: cannot read frame ({_short(e)})") from None
+        self.info = VideoInfo(str(self.folder), "frames", float(fps or DEFAULT_FPS), width, height, len(self.files))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from PIL import Image
+
+        for path in self.files:
+            try:
+                with Image.open(path) as im:
+                    arr = np.asarray(im.convert("RGB"))
+            except OSError as e:
+                raise DataError(f"{path}: cannot decode frame ({_short(e)})") from None
+            if arr.shape[:2] != (self.info.height, self.info.width):
+                raise DataError(f"{path}: frame is {arr.shape[1]}×{arr.shape[0]}, the first frame of "
+                                f"{self.folder} is {self.info.width}×{self.info.height}")
+            yield arr
+
+    def reopen(self) -> VideoSource:
+        return FrameFolder(self.folder, self._fps)
+
+
+class ArraySource(VideoSource):
+    """Frames already in memory: an ``(N, H, W, 3)`` uint8 array or a sequence of ``(H, W, 3)`` arrays."""
+
+    def __init__(self, frames: np.ndarray | Sequence[np.ndarray], fps: float | None = None, name: str = "<frames>") -> None:
+        if len(frames) == 0:
+            raise DataError(f"{name}: no frames")
+        first = np.asarray(frames[0])
+        if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
+            raise DataError(f"{name}: frames must be (H, W, 3) uint8 RGB arrays, got {first.shape} {first.dtype}")
+        self.frames = frames
+        self.info = VideoInfo(name, "array", float(fps or DEFAULT_FPS), first.shape[1], first.shape[0], len(frames))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i, f in enumerate(self.frames):
+            f = np.asarray(f)
+            if f.shape != (self.info.height, self.info.width, 3) or f.dtype != np.uint8:
+                raise DataError(f"{self.info.name}: frame {i} is {f.shape} {f.dtype}, expected "
+                                f"{(self.info.height, self.info.width, 3)} uint8")
+            yield f
+
+    def reopen(self) -> VideoSource:
+        return self
+
+
+def open_source(source: str | Path | np.ndarray | Sequence[np.ndarray], fps: float | None = None) -> VideoSource:
+    """Open ``source``: a video file, a folder of frames, a stream URL / camera (see :func:`is_stream`),
+    or frames in memory. ``fps`` overrides the container's rate (folders and arrays: default 30)."""
+    if isinstance(source, VideoSource):
+        return source
+    if isinstance(source, (np.ndarray, list, tuple)):
+        return ArraySource(source, fps)
+    name = str(source)
+    if is_stream(name):
+        return PyAVSource(name, "stream", fps)
+    path = Path(name)
+    if path.is_dir():
+        return FrameFolder(path, fps)
+    return PyAVSource(name, "file", fps)
+
+
+def _short(e: BaseException) -> str:
+    """An exception's message on one line, without PyAV's errno prefix."""
+    text = " ".join(str(e).split())
+    return re.sub(r"^\[Errno -?\d+\]\s*", "", text) or type(e).__name__

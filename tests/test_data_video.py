@@ -1,0 +1,134 @@
+"""Video-file reader (PyAV): same clips as the frames-folder reader, frame-rate grid, truncation."""
+
+import numpy as np
+import pytest
+import torch
+from data_fixtures import (
+    AVA_LABEL_MAP,
+    decode_frame_numbers,
+    frame_image,
+    write_mp4,
+)
+
+from bmvit.config import load_config
+from bmvit.data.clips import KeyFrameClips
+from bmvit.data.frames import FrameFolder
+from bmvit.data.keyframes import KeyFrameTable
+from bmvit.data.prepare import Recipe, prepare_frames
+from bmvit.data.transforms import ClipTransform
+from bmvit.data.video import VideoFrames
+from bmvit.engine.train import make_dataset
+from bmvit.errors import DataError
+
+N = 75  # frames of the 30 fps video: 2.5 s, key frames at 900, 901, 902 s
+
+
+@pytest.fixture(scope="module")
+def ava_video(tmp_path_factory):
+    """``videos/vidA.mp4`` (30 fps), ``videos/vid25.mp4`` (25 fps), AVA CSV, frames from `prepare`."""
+    root = tmp_path_factory.mktemp("avavid")
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 60, (48, 64, 3)).astype(np.int16)
+    frames = [np.clip(frame_image(f) + texture, 0, 255).astype(np.uint8) for f in range(1, N + 1)]
+    write_mp4(root / "videos" / "vidA.mp4", frames, fps=30)
+    write_mp4(root / "videos" / "vid25.mp4", [frame_image(f) for f in range(1, 51)], fps=25)  # 2 s
+    (root / "annotations").mkdir()
+    rows = ["vidA,0900,0.1,0.2,0.4,0.9,1,0", "vidA,0901,0.1,0.2,0.4,0.9,3,0", "vidA,0901,0.5,0.1,0.9,0.8,7,1",
+            "vidA,0902,0.2,0.2,0.6,0.9,1,0", "vid25,0901,0.3,0.3,0.7,0.7,3,0"]
+    (root / "annotations" / "train.csv").write_text("\n".join(rows) + "\n")
+    (root / "annotations" / "val.csv").write_text("\n".join(rows) + "\n")
+    (root / "annotations" / "label_map.pbtxt").write_text(AVA_LABEL_MAP)
+    prepare_frames(root / "videos", root / "frames", Recipe(ext="jpg", quality=95), log=lambda *_: None)
+    prepare_frames(root / "videos", root / "frames_png", Recipe(ext="png"), log=lambda *_: None)
+    return root
+
+
+def _cfg(root, **kw):
+    over = [f"data.root={root}", "data.num_frames=8", "data.stride=4", "data.size=32"] + [f"{k}={v}" for k, v in kw.items()]
+    return load_config(None, over)
+
+
+def test_video_reader_equals_png_frames_exactly(ava_video):
+    t = ClipTransform(size=32)
+    table = make_dataset(_cfg(ava_video, **{"data.source": "video"}), "train").keyframes
+    labels = {1: "stand", 3: "talk", 7: "wave"}
+    from_video = KeyFrameClips(table, labels, VideoFrames(ava_video / "videos"), 8, 4, t)
+    from_png = KeyFrameClips(table, labels, FrameFolder(ava_video / "frames_png", "{video}/{video}_{frame:06d}.png"),
+                             8, 4, t)
+    assert len(from_video) == 4
+    for i in range(len(from_video)):
+        (cv, tv), (cp, tp) = from_video[i], from_png[i]
+        assert torch.equal(cv, cp)
+        assert torch.equal(tv["boxes"], tp["boxes"]) and tv["orig_size"] == tp["orig_size"] == (48, 64)
+
+
+def test_video_reader_matches_jpeg_frames_reader(ava_video):
+    """The AVA frames reader on `prepare`'s JPEGs and the video reader give the same clips (JPEG error aside)."""
+    frames_ds = make_dataset(_cfg(ava_video), "train")
+    video_ds = make_dataset(_cfg(ava_video, **{"data.source": "video"}), "train")
+    assert [(k.video_id, k.timestamp) for k in frames_ds.keyframes] == [(k.video_id, k.timestamp) for k in video_ds.keyframes]
+    for i in range(len(frames_ds)):
+        (cf, tf), (cv, tv) = frames_ds[i], video_ds[i]
+        assert (cf - cv).abs().mean() < 0.03  # normalized units: < 2 grey levels on average
+        assert torch.equal(tf["labels"], tv["labels"]) and torch.allclose(tf["boxes"], tv["boxes"])
+        key = video_ds.key_frame(tv["timestamp"])
+        want = np.clip(key + (np.arange(8) - 4) * 4, 1, video_ds.num_video_frames(tv["video_id"]))
+        assert list(frames_ds.frame_indices(tf["video_id"], tf["timestamp"])) == list(want)
+
+
+def test_frame_rate_grid_and_counts(ava_video):
+    vf = VideoFrames(ava_video / "videos", fps=30)
+    assert vf.num_frames("vidA") == N and vf.num_frames("vid25") == 60  # 2 s at 30 fps
+    idx = np.arange(1, 61)
+    got = decode_frame_numbers(vf.read("vid25", idx, lambda im: im))
+    # frame i of the 30 fps grid is the 25 fps picture on screen at (i - 1) / 30 s
+    assert list(got) == [int(np.floor((i - 1) * 25 / 30)) + 1 for i in idx]
+    # offset: frame 1 = 1 s into the file
+    late = VideoFrames(ava_video / "videos", fps=30, offset=1.0)
+    assert late.num_frames("vidA") == N - 30
+    assert list(decode_frame_numbers(late.read("vid25", np.array([1, 2]), lambda im: im))) == [26, 26]
+    # decoding the same frames twice, from different seek points, gives the same pixels
+    a = vf.read("vidA", np.array([70, 71, 3]), lambda im: im)
+    b = np.concatenate([vf.read("vidA", np.array([70, 71]), lambda im: im), vf.read("vidA", np.array([3]), lambda im: im)])
+    assert np.array_equal(a, b)
+
+
+def test_truncated_and_missing_video(tmp_path, ava_video):
+    rng = np.random.default_rng(1)  # noisy frames: the media data, not the index, makes up the file
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(60)]
+    p = write_mp4(tmp_path / "v" / "cut.mp4", frames, faststart=True)  # index first: the metadata survives the cut
+    data = p.read_bytes()
+    p.write_bytes(data[: int(len(data) * 0.6)])
+    vf = VideoFrames(tmp_path / "v")
+    assert vf.num_frames("cut") == 60  # what the metadata promises
+    vf.read("cut", np.array([1, 5]), lambda im: im)  # the start is intact
+    with pytest.raises(DataError, match=r"cut\.mp4: truncated video"):
+        vf.read("cut", np.array([55, 59]), lambda im: im)
+    with pytest.raises(DataError, match=r"video 'nope' not found"):
+        vf.num_frames("nope")
+    (tmp_path / "v" / "junk.mp4").write_bytes(b"not a video at all")
+    with pytest.raises(DataError, match=r"junk\.mp4: cannot open video"):
+        vf.num_frames("junk")
+
+
+def test_csv_video_absent_on_disk(tmp_path, ava_video):
+    root = tmp_path / "r"
+    (root / "annotations").mkdir(parents=True)
+    (root / "videos").symlink_to(ava_video / "videos")
+    (root / "annotations" / "label_map.pbtxt").write_text(AVA_LABEL_MAP)
+    (root / "annotations" / "train.csv").write_text("vidA,0901,0.1,0.2,0.4,0.9,1,0\nghost,0901,0.1,0.2,0.4,0.9,1,0\n")
+    with pytest.raises(DataError, match=r"train\.csv:2: video 'ghost' is listed but absent on disk"):
+        make_dataset(_cfg(root, **{"data.source": "video"}), "train")
+    ds = make_dataset(_cfg(root, **{"data.source": "video", "data.on_error": "skip"}), "train")
+    assert [k.video_id for k in ds.keyframes] == ["vidA"]
+
+
+def test_keyframe_table_round_trip():
+    from bmvit.data.ava import KeyFrame
+
+    kfs = [KeyFrame("b", 3, np.array([[0.1, 0.2, 0.3, 0.4]], np.float32), np.array([[1, 0]], np.float32)),
+           KeyFrame("a", 1, np.zeros((0, 4), np.float32), np.zeros((0, 2), np.float32))]
+    t = KeyFrameTable.from_keyframes(kfs, 2)
+    assert len(t) == 2 and [k.video_id for k in t] == ["b", "a"]
+    np.testing.assert_array_equal(t[0].boxes, kfs[0].boxes)
+    assert t[1].boxes.shape == (0, 4) and t[-1].timestamp == 1

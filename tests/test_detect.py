@@ -1,0 +1,222 @@
+"""`bmvit detect`: outputs (JSON schema, AVA CSV, mp4), equality with the model called directly on
+the same clips, the clip arithmetic of the evaluation reader, clear errors, --explain, `bmvit show`."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+import torch
+from inference_fixtures import LABELS, decode, make_checkpoint, tiny_config, tiny_model, write_dataset, write_video
+from PIL import Image
+
+from bmvit.cli.main import main as bmvit
+from bmvit.data.transforms import ClipTransform
+from bmvit.inference.postprocess import postprocess
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("video") / "clip.mp4", n=40, fps=10)
+
+
+@pytest.fixture(scope="module")
+def detected(ckpt, video, tmp_path_factory):
+    out = tmp_path_factory.mktemp("detect")
+    assert bmvit(["detect", str(video), "--checkpoint", str(ckpt), "--out", str(out), "--batch", "3",
+                  "--no-progress", "--topk", "2"]) == 0
+    return out
+
+
+def _check_schema(doc: dict) -> None:
+    """The detections.json schema of docs/inference.md."""
+    assert doc["schema_version"] == 1
+    assert set(doc) >= {"video", "settings", "labels", "keyframes", "checkpoint", "input"}
+    v = doc["video"]
+    assert isinstance(v["fps"], float) and v["fps"] > 0 and isinstance(v["width"], int) and isinstance(v["height"], int)
+    assert isinstance(v["num_frames"], int) and v["kind"] in ("file", "frames", "stream", "array")
+    for key in ("backbone", "num_frames", "stride", "size", "threshold", "nms_iou", "score", "topk", "keyframes_per_second"):
+        assert key in doc["settings"]
+    assert all(k.isdigit() and isinstance(n, str) for k, n in doc["labels"].items())
+    previous = -1
+    for kf in doc["keyframes"]:
+        assert set(kf) == {"frame_index", "time", "actors"}
+        assert isinstance(kf["frame_index"], int) and kf["frame_index"] > previous and kf["time"] >= 0
+        previous = kf["frame_index"]
+        for a in kf["actors"]:
+            assert set(a) == {"box", "box_normalized", "actor_score", "track_id", "token", "actions"}
+            x1, y1, x2, y2 = a["box_normalized"]
+            assert 0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1
+            assert a["box"] == pytest.approx([x1 * v["width"], y1 * v["height"], x2 * v["width"], y2 * v["height"]], abs=0.01)
+            assert doc["settings"]["threshold"] < a["actor_score"] <= 1
+            assert isinstance(a["track_id"], int) and a["track_id"] >= 0 and isinstance(a["token"], int)
+            assert 1 <= len(a["actions"]) <= doc["settings"]["topk"]
+            scores = [x["score"] for x in a["actions"]]
+            assert scores == sorted(scores, reverse=True)
+            assert all(doc["labels"][str(x["id"])] == x["name"] and 0 <= x["score"] <= 1 for x in a["actions"])
+
+
+def test_detect_writes_json_csv_and_mp4(detected, video):
+    doc = json.loads((detected / "detections.json").read_text())
+    _check_schema(doc)
+    assert doc["video"]["num_frames"] == 40 and (doc["video"]["width"], doc["video"]["height"]) == (80, 60)
+    assert [kf["frame_index"] for kf in doc["keyframes"]] == [0, 10, 20, 30]  # one per second at 10 fps
+    assert [kf["time"] for kf in doc["keyframes"]] == [0.0, 1.0, 2.0, 3.0]
+    assert doc["labels"] == {"1": "class 1", "2": "class 2", "3": "class 3"}  # no label map next to the config
+    n = sum(len(kf["actors"]) for kf in doc["keyframes"])
+    assert n > 0
+    rows = (detected / "detections.csv").read_text().splitlines()
+    assert len(rows) == n * 3  # every class of every actor
+    assert rows[0].startswith("clip,0000,") and len(rows[0].split(",")) == 8
+    with av.open(str(detected / "annotated.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 40 and frames[0].shape == (360, 480, 3)  # 80×60 scaled up to 480 wide
+
+
+def test_detect_equals_model_on_the_same_clips(detected, video, ckpt):
+    """Decode independently, build every key frame's clip with the reader's arithmetic, run the
+    model clip by clip, post-process: the same detections as `bmvit detect` (batched by 3)."""
+    from bmvit.engine.checkpoint import load_weights
+
+    state, cfg, _ = load_weights(ckpt)
+    model = tiny_model(cfg)
+    model.load_state_dict(state)
+    frames = decode(video)  # (H, W, 3) uint8 each
+    S, T, tau = cfg.data.size, cfg.data.num_frames, cfg.data.stride
+    small = [np.asarray(Image.fromarray(f).resize((S, S), Image.BILINEAR)) for f in frames]
+    doc = json.loads((detected / "detections.json").read_text())
+    for kf in doc["keyframes"]:
+        k = kf["frame_index"]
+        idx = np.clip(k + (np.arange(T) - T // 2) * tau, 0, len(frames) - 1)
+        clip, _, _ = ClipTransform(size=S)(torch.from_numpy(np.stack([small[i] for i in idx])), torch.zeros(0, 4), torch.zeros(0, 3))
+        with torch.no_grad():
+            out = model(clip[None])
+        d = postprocess(out, cfg.eval.threshold, cfg.eval.nms_iou, cfg.eval.score)[0]
+        order = torch.argsort(d.actor_scores, descending=True)
+        got = kf["actors"]
+        assert [a["token"] for a in got] == d.tokens[order].tolist()
+        assert np.allclose([a["box_normalized"] for a in got], d.boxes[order].numpy().reshape(-1, 4), atol=2e-6)
+        assert np.allclose([a["actor_score"] for a in got], d.actor_scores[order].numpy(), atol=2e-6)
+        for a, scores in zip(got, d.action_scores[order]):
+            best = torch.argsort(scores, descending=True)[:2]
+            assert [x["id"] for x in a["actions"]] == [list(LABELS)[i] for i in best.tolist()]
+            assert np.allclose([x["score"] for x in a["actions"]], scores[best].numpy(), atol=2e-6)
+
+
+def test_video_shorter_than_a_clip_is_padded(tmp_path, ckpt):
+    short = write_video(tmp_path / "short.mp4", n=5, fps=10)
+    out = tmp_path / "out"
+    assert bmvit(["detect", str(short), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress",
+                  "--fps-keyframes", "5"]) == 0
+    doc = json.loads((out / "detections.json").read_text())
+    assert [kf["frame_index"] for kf in doc["keyframes"]] == [0, 2, 4]  # j · 10 / 5
+    ts = {r.split(",")[1] for r in (out / "detections.csv").read_text().splitlines()}
+    assert ts <= {"0000", "0.200", "0.400"}  # fractional seconds with more than one key frame per second
+    with av.open(str(out / "annotated.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 5
+
+
+def test_clip_arithmetic_matches_the_evaluation_reader(tmp_path):
+    """Frames folder in the AVA layout: the clip tensors of the detector are those of AvaClips."""
+    from bmvit.data.ava import AvaClips
+    from bmvit.inference.detector import Detector
+    from bmvit.inference.video_source import open_source
+    from bmvit.inference.windows import SlidingClips
+
+    root = write_dataset(tmp_path / "ds")
+    cfg = tiny_config(root)
+    det = Detector(tiny_model(cfg), cfg, LABELS)
+    ds = AvaClips(root / "frames", root / "annotations/val.csv", root / "annotations/label_map.pbtxt",
+                  cfg.data.num_frames, cfg.data.stride, ClipTransform(size=cfg.data.size), fps=10, first_second=900)
+    keys = [(kf.timestamp - 900) * 10 for kf in ds.keyframes]  # 0-based key-frame index of each timestamp
+    window = SlidingClips(det.num_frames, det.stride, iter(keys))
+    clips = []
+    for frame in open_source(root / "frames" / "vid0"):
+        clips += window.push(det.resize(frame))
+    clips += window.flush()
+    assert [k for k, _ in clips] == keys
+    for (_, c), i in zip(clips, range(len(ds))):
+        assert torch.equal(det.to_tensor(c[None])[0], ds[i][0])
+
+
+@pytest.mark.parametrize("kind", ["garbage", "empty", "no_video_stream", "missing", "empty_folder"])
+def test_unreadable_input_gives_one_clear_error(tmp_path, ckpt, capsys, kind):
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "garbage":
+        path.write_bytes(b"\x00\x01 this is not a video " * 50)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "no_video_stream":  # a valid mp4 header, no frames (PyAV writes no stream without packets)
+        with av.open(str(path), "w") as c:
+            s = c.add_stream("libx264", rate=10)
+            s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+            c.start_encoding()
+    elif kind == "empty_folder":
+        path = tmp_path / "frames"
+        path.mkdir()
+    assert bmvit(["detect", str(path), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and str(path) in err[0], err
+    expected = {"garbage": "cannot open video", "empty": "empty file", "no_video_stream": "no video stream",
+                "missing": "not found", "empty_folder": "no frames"}[kind]
+    assert expected in err[0]
+    assert not (tmp_path / "o" / "detections.json").exists()
+
+
+def test_truncated_video_is_an_error_or_fewer_frames(tmp_path, ckpt, video, capsys):
+    """A file cut in half: either decoding stops early (fewer frames, no crash) or one clear error."""
+    cut = tmp_path / "cut.mp4"
+    data = video.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    rc = bmvit(["detect", str(cut), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--no-progress", "--no-video"])
+    err = capsys.readouterr().err
+    if rc == 2:
+        assert err.startswith("error: ") and str(cut) in err and len(err.strip().splitlines()) == 1
+    else:
+        assert rc == 0 and json.loads((tmp_path / "o" / "detections.json").read_text())["video"]["num_frames"] <= 40
+
+
+def test_explain_writes_fig3_panels(tmp_path, ckpt, video):
+    out = tmp_path / "out"
+    assert bmvit(["detect", str(video), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress",
+                  "--explain", "--no-video", "--fps-keyframes", "0.5"]) == 0
+    pngs = sorted((out / "explain").glob("*.png"))
+    assert [p.name for p in pngs] == ["frame_000000.png", "frame_000020.png"]
+    im = np.asarray(Image.open(pngs[0]))
+    assert im.shape == (240, 640, 3)  # two 320-wide panels of the 80×60 frame scaled up
+    assert not (out / "annotated.mp4").exists()
+
+
+def test_explain_image_highlights_confident_tokens():
+    from bmvit.inference.explain import YELLOW, explain_image, pick_slice
+
+    h = w = 4
+    probs = np.full(2 * h * w, 0.05)
+    probs[h * w + 5] = 0.9  # slice 2, row 1, col 1
+    cells = torch.rand(2 * h * w, 4) * 0.2 + 0.3
+    img = explain_image(np.zeros((40, 40, 3), np.uint8), {"boxes": cells, "actor_probs": torch.tensor(probs),
+                                                           "grid": (4, h, w)}, threshold=0.5, min_width=80)
+    assert pick_slice(probs, h * w, 0.5) == 1 and img.shape == (80, 160, 3)
+    assert (img[:, :80] == YELLOW).all(-1)[20:40, 20:40].any()  # outlined cell in the heat map
+    assert (img[:, 80:] == YELLOW).all(-1).any()  # its box in the right panel
+
+
+def test_show_renders_gt_next_to_predictions(tmp_path, capsys):
+    root = write_dataset(tmp_path / "ds")
+    ck = make_checkpoint(tmp_path / "model.safetensors", root=root)
+    out = tmp_path / "show"
+    assert bmvit(["show", "--checkpoint", str(ck), "--out", str(out), "--num", "1"]) == 0
+    (png,) = out.glob("*.png")
+    assert png.name == "vid0_0901.png"
+    im = np.asarray(Image.open(png))
+    assert im.shape == (270, 2 * 360 + 4, 3)  # two panels 360 wide (80×60 scaled) and a 4-px gap
+    assert "2 ground-truth actors" in capsys.readouterr().out
