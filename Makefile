@@ -18,7 +18,7 @@ install: $(STAMP)
 
 # Install if needed -> synthetic data -> train the tiny model -> evaluate (frame-mAP) -> render a clip.
 demo: install
-	$(BMVIT) synth --out $(DEMO_DATA)
+	$(BMVIT) synth --out $(DEMO_DATA) --videos 320   # 320 train + 40 val videos, ~30 s
 	$(BMVIT) train --config configs/synthetic/tiny.yaml --overwrite data.root=$(DEMO_DATA) train.out_dir=$(DEMO_RUN)
 	$(BMVIT) eval --run $(DEMO_RUN) --split val --render 1
 
