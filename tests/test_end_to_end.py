@@ -74,6 +74,7 @@ def test_overfits_a_handful_of_clips(small_synth):
     """Four clips, 150 steps: the loss must collapse and the clips' own frame-mAP approach 1."""
     from bmvit.data.ava import collate
     from bmvit.data.ava_format import read_rows
+    from bmvit.data.keyframes import KeyFrameTable
     from bmvit.engine.evaluate import predict_rows
     from bmvit.evaluation.ava import evaluate_ava
     from bmvit.losses.criterion import SetCriterion
@@ -83,7 +84,7 @@ def test_overfits_a_handful_of_clips(small_synth):
                                           "eval.score": "action", "loss.extra_positives": "none"})
     torch.manual_seed(0)
     ds = make_dataset(cfg, "train")
-    ds.keyframes = [k for k in ds.keyframes if len(k.boxes)][:4]
+    ds.table = KeyFrameTable.from_keyframes([k for k in ds.keyframes if len(k.boxes)][:4], len(ds.labels))
     clips, targets = collate([ds[i] for i in range(4)])
     model = build_detector(cfg.model, cfg.data, 6)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -84,10 +84,10 @@ def render_video(ds, dets, vid: str, path: Path, min_score: float = 0.3) -> Path
 
     def frames():
         for f in range(1, n + 1):
-            with Image.open(ds.frames_root / vid / f"{vid}_{f:06d}.jpg") as im:
+            with Image.open(ds.source.path(vid, f)) as im:
                 frame = np.asarray(im.convert("RGB"))
             H, W = frame.shape[:2]
-            ts = ds.first_second + int(round((f - 1) / ds.fps))
+            ts = ds.first_timestamp + int(round((f - 1) / ds.rate))
             scale = np.array([W, H, W, H])
             boxes, labels, colors, style = [], [], [], []
             if ts in gt:
@@ -105,4 +105,4 @@ def render_video(ds, dets, vid: str, path: Path, min_score: float = 0.3) -> Path
             fb = FrameBoxes(np.array(boxes, dtype=np.float64).reshape(-1, 4), labels, colors, style)
             yield draw_frame(frame, fb, scale=max(1.0, 480 / W))
 
-    return write_mp4(path, frames(), fps=ds.fps)
+    return write_mp4(path, frames(), fps=ds.rate)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bmvit.data.frames import FrameFolder
 from bmvit.errors import ConfigError, DataError
 
 
@@ -39,14 +40,14 @@ def _pick(ds, video: str | None, num: int) -> list[int]:
 
 
 def _key_frame_image(ds, i: int, clip, target) -> np.ndarray:
-    """The key-frame image of sample ``i``: the original file for AVA-layout frame folders, else the
+    """The key-frame image of sample ``i``: the original file for frame-folder datasets, else the
     model's input key frame (de-normalized) resized to the original frame size."""
     from PIL import Image
 
     kf = ds.keyframes[i]
-    if hasattr(ds, "frames_root") and hasattr(ds, "frame_indices"):
+    if isinstance(getattr(ds, "source", None), FrameFolder):
         idx = ds.frame_indices(kf.video_id, kf.timestamp)
-        path = ds.frames_root / kf.video_id / f"{kf.video_id}_{int(idx[len(idx) // 2]):06d}.jpg"
+        path = ds.source.path(kf.video_id, int(idx[len(idx) // 2]))
         if path.is_file():
             try:
                 with Image.open(path) as im:

@@ -51,11 +51,13 @@ def _check_template(template: str) -> None:
 class FrameFolder:
     """Per-frame image files under ``root`` named by ``template`` (module docstring)."""
 
-    def __init__(self, root: str | Path, template: str = AVA_TEMPLATE) -> None:
+    def __init__(self, root: str | Path, template: str = AVA_TEMPLATE, cache: bool = False) -> None:
+        """``cache``: keep every decoded, resized frame in memory (small datasets; one resize per folder)."""
         _check_template(template)
         self.root = Path(root)
         self.template = template
         self._counts: dict[str, int] = {}
+        self._cache: dict[tuple[str, int], np.ndarray] | None = {} if cache else None
 
     def path(self, video: str, frame: int) -> Path:
         return self.root / self.template.format(video=video, frame=int(frame))
@@ -105,7 +107,11 @@ class FrameFolder:
             if f in done:
                 out[k] = out[done[f]]
                 continue
-            arr = self._decode(self.path(video, f), resize, draft, expect_size)
+            arr = self._cache.get((video, f)) if self._cache is not None else None
+            if arr is None:
+                arr = self._decode(self.path(video, f), resize, draft, expect_size)
+                if self._cache is not None:
+                    self._cache[(video, f)] = arr
             if out is None:
                 out = np.empty((len(frames),) + arr.shape, np.uint8)
             elif arr.shape != out.shape[1:]:

@@ -4,18 +4,27 @@ Contract: :class:`KeyFrameTable` holds ``S`` key frames — ``(video, timestamp)
 (normalized ``x1, y1, x2, y2``) with multi-hot labels of every actor in them — in a few flat
 numpy arrays, so that UCF101-24's ~600k training frames cost tens of MB, not hundreds, and
 forked data-loader workers share them without copying. Indexing (``table[i]``, iteration)
-yields :class:`bmvit.data.ava.KeyFrame` views, the record the AVA reader uses.
+yields :class:`KeyFrame` records.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from bmvit.data.ava import KeyFrame
+__all__ = ["KeyFrame", "KeyFrameTable"]
 
-__all__ = ["KeyFrameTable"]
+
+@dataclass
+class KeyFrame:
+    """One annotated key frame: boxes ``(N, 4)`` normalized xyxy and multi-hot labels per box."""
+
+    video_id: str
+    timestamp: int
+    boxes: np.ndarray  # (N, 4) normalized x1, y1, x2, y2
+    labels: np.ndarray  # (N, K) multi-hot float32
 
 
 class KeyFrameTable(Sequence):

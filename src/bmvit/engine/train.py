@@ -259,7 +259,7 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
         norm = max(dist.all_reduce_sum(n_local, device), 1.0) / info.world_size  # DDP averages gradients
         set_lr(opt, tc.lr, lr_factor(step, total, tc.warmup_steps, tc.min_lr_ratio))
         opt.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # detached loss terms summed over micro-batches (no host sync)
         bad: list[str] = []
         for k, (clips, targets) in enumerate(micro):
             clips = clips.to(device, non_blocking=True)
@@ -274,10 +274,11 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
                 elif cfg.loss.extra_positives == "centre_region":
                     matches = centre_region_positives(matches, outputs["cells"], targets, cfg.loss.positive_radius)
                 losses = criterion(outputs, targets, matches, norm)
-                bad += [name for name, v in losses.items() if not torch.isfinite(v)]
+                if not torch.isfinite(losses["loss"]):  # one host sync per micro-batch; terms only on failure
+                    bad += [name for name, v in losses.items() if name != "loss" and not torch.isfinite(v)] or ["loss"]
                 scaler.scale(losses["loss"]).backward()
             for name, v in losses.items():
-                sums[name] = sums.get(name, 0.0) + v.item()
+                sums[name] = sums.get(name, 0.0) + v.detach()
         if dist.broadcast_flag(bool(bad), device):
             what = f"non-finite loss at step {step + 1} (terms: {', '.join(sorted(set(bad))) or 'on another rank'})"
             if tc.nan_policy == "stop":
@@ -297,10 +298,11 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
         step += 1
         bar.update(1)
         if step % tc.log_every == 0 or step == total:
+            terms = {k: v.item() for k, v in sums.items()}
             if info.enabled:  # the loss of the global batch: mean over processes of their (scaled) terms
-                sums = {k: dist.all_reduce_sum(v, device) / info.world_size for k, v in sums.items()}
+                terms = {k: dist.all_reduce_sum(v, device) / info.world_size for k, v in terms.items()}
             rec = {"step": step, "epoch": stream.epoch, "lr": tc.lr * lr_factor(step - 1, total, tc.warmup_steps, tc.min_lr_ratio),
-                   "time_s": round(train_s + clock(), 2), **{k: round(v, 5) for k, v in sums.items()}}
+                   "time_s": round(train_s + clock(), 2), **{k: round(v, 5) for k, v in terms.items()}}
             log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", actor=f"{rec['actor']:.3f}", action=f"{rec['action']:.3f}",
                             l1=f"{rec['l1']:.3f}", lr=f"{rec['lr']:.1e}")
