@@ -72,7 +72,7 @@ def test_train_then_eval_learns(medium_synth, tmp_path):
 
 def test_overfits_a_handful_of_clips(small_synth):
     """Four clips, 150 steps: the loss must collapse and the clips' own frame-mAP approach 1."""
-    from bmvit.data.ava import collate
+    from bmvit.data.collate import collate_square as collate
     from bmvit.data.ava_format import read_rows
     from bmvit.data.keyframes import KeyFrameTable
     from bmvit.engine.evaluate import predict_rows

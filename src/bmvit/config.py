@@ -63,7 +63,7 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "mvitv2_s"  # key of bmvit.models.build.BACKBONES
     remove_last_pool: bool = True  # paper §3.2: 8×16×16 output at 16×256²
-    token_selection: str = "2(c+t)"  # singleton | tubelet | c+t | maxpool | 2(c+t)
+    token_selection: str = "2(c+t)"  # singleton | tubelet | c+t | maxpool | 2(c+t) | central (§6.1 ViT)
     head_hidden: int = 256
     box_layers: int = 3
     cls_layers: int = 2
@@ -71,10 +71,16 @@ class ModelConfig:
     rel_pos: bool = True
     kv_stride: list[int] | None = None  # initial adaptive K/V stride; None: the spec's value
     grad_checkpointing: bool = False
+    # Action head (§6.1): mlp | cross_attention (action tokens attend to all backbone tokens first)
+    action_head: str = "mlp"
+    cross_attn_heads: int = 8  # heads of that cross-attention layer (must divide the backbone width)
+    # ViT: position table for inputs other than the pre-training size (bmvit.models.vit):
+    # interpolate (EVAD: bicubic from the 224² table) | regenerate (VideoMAE: a new 1-D table)
+    pos_embed: str = "interpolate"
     # Backbone initialization (e.g. the Kinetics-400 MViTv2-S checkpoint; paper §4): a file in
     # bmvit (.safetensors from `bmvit convert`), PySlowFast (.pyth) or torchvision layout.
     pretrained: str | None = None
-    pretrained_format: str = "auto"  # auto | bmvit | slowfast | torchvision
+    pretrained_format: str = "auto"  # auto | bmvit | slowfast | torchvision | videomae (ViT: VideoMAE / V2) | hiera (official Hiera .pth)
 
 
 @dataclass
@@ -144,8 +150,10 @@ class Config:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.token_selection": ("singleton", "tubelet", "c+t", "maxpool", "2(c+t)"),
-    "model.pretrained_format": ("auto", "bmvit", "slowfast", "torchvision"),
+    "model.token_selection": ("singleton", "tubelet", "c+t", "maxpool", "2(c+t)", "central"),
+    "model.pretrained_format": ("auto", "bmvit", "slowfast", "torchvision", "hiera", "videomae"),
+    "model.action_head": ("mlp", "cross_attention"),
+    "model.pos_embed": ("interpolate", "regenerate"),
     "loss.extra_positives": ("none", "centre_cell", "centre_region"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.amp": ("none", "bf16", "fp16"),
@@ -226,17 +234,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a YAML config (or the defaults), then apply ``section.key=value`` overrides."""
     cfg = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: invalid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of sections (data, model, loss, train, eval)")
-        _apply(cfg, data, "", f"{path}: ")
+        _apply_file(cfg, Path(path), [])
     return apply_overrides(cfg, overrides or [])
+
+
+def _apply_file(cfg: Config, path: Path, chain: list[Path]) -> None:
+    """Apply one YAML file to ``cfg``; a top-level ``base: other.yaml`` (relative to this file)
+    is applied first, so a config states only what differs from its base (e.g. one Table 1 row)."""
+    if not path.is_file():
+        via = f" (the 'base' of {chain[-1]})" if chain else ""
+        raise ConfigError(f"{path}: config file not found{via}")
+    if path.resolve() in [p.resolve() for p in chain]:
+        raise ConfigError(f"{path}: 'base' chain loops: {' -> '.join(map(str, chain + [path]))}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, loss, train, eval)")
+    base = data.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: 'base': expected a path to another YAML config, got {base!r}")
+        _apply_file(cfg, path.parent / base, chain + [path])
+    _apply(cfg, data, "", f"{path}: ")
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:

@@ -16,7 +16,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bmvit.data.ava_format import AvaRows, read_label_map, read_rows
 from bmvit.data.clips import KeyFrameClips
@@ -25,7 +24,7 @@ from bmvit.data.keyframes import KeyFrame, KeyFrameTable
 from bmvit.data.transforms import ClipTransform
 from bmvit.errors import DataError
 
-__all__ = ["AvaClips", "KeyFrame", "collate", "group_keyframes"]
+__all__ = ["AvaClips", "KeyFrame", "group_keyframes"]
 
 
 def group_keyframes(rows: AvaRows, class_index: dict[int, int]) -> list[KeyFrame]:
@@ -87,9 +86,3 @@ class AvaClips(KeyFrameClips):
         super().__init__(KeyFrameTable.from_keyframes(keyframes, len(labels)), labels,
                          FrameFolder(self.frames_root, AVA_TEMPLATE, cache=cache_frames), num_frames, stride,
                          transform, first_timestamp=first_second, rate=fps)
-
-
-def collate(batch):
-    """Stack clips ``(B, 3, T, S, S)``; keep targets as a list of dicts."""
-    clips, targets = zip(*batch)
-    return torch.stack(clips), list(targets)

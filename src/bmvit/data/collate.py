@@ -1,19 +1,37 @@
-"""Batching clips of different sizes (``data.resize=keep_aspect``, Table 1c).
+"""Batching clips, and the padding contract for clips of different sizes (Table 1c).
 
-Contract: :func:`pad_collate` takes ``[(clip (3, T, h_i, w_i), target_i), ...]`` and returns
-``clips (B, 3, T, H, W)`` with ``H, W`` the largest sizes of the batch rounded up to
-``multiple``, each clip at the top-left and zeros (the normalized mean colour) elsewhere, and
-the targets with ``boxes`` re-normalized to the padded canvas plus ``image_size (h_i, w_i)``, the
-valid region. For clips that all have one size it is :func:`bmvit.data.ava.collate` with
-``image_size`` added.
+With ``data.resize=square`` (the paper) every clip is ``(3, T, S, S)`` and :func:`collate_square`
+stacks them. With ``data.resize=keep_aspect`` clips differ in size and :func:`pad_collate`:
+
+* returns ``clips (B, 3, T, H, W)`` with ``H, W`` the largest sizes of the batch rounded up to
+  ``multiple`` (32: a multiple of every backbone's total stride, so token cells tile the canvas),
+  each clip at the top-left and zeros (the normalized mean colour) elsewhere;
+* re-normalizes each target's ``boxes`` to the padded canvas and adds ``image_size (h_i, w_i)``
+  (the valid region) and ``canvas_size (H, W)``.
+
+The model then sees a canvas whose tokens partly cover padding. A token is *valid* when its cell
+centre lies inside its clip's valid region (:func:`valid_tokens`); the matcher never assigns an
+invalid token, the loss ignores them (they are neither positives nor negatives), and evaluation
+drops their detections and maps boxes back to image-normalized coordinates
+(:func:`unpad_boxes`).
 """
 
 from __future__ import annotations
 
-__all__ = ["pad_collate"]
+import torch
+from torch import Tensor
+
+__all__ = ["collate_fn", "collate_square", "pad_collate", "unpad_boxes", "valid_tokens"]
+
+
+def collate_square(batch):
+    """Stack same-size clips ``(B, 3, T, S, S)``; targets stay a list of dicts."""
+    clips, targets = zip(*batch)
+    return torch.stack(clips), list(targets)
 
 
 def pad_collate(batch, multiple: int = 32):
+    """Pad clips of different sizes onto one canvas (module docstring)."""
     clips, targets = zip(*batch)
     H = max(c.shape[-2] for c in clips)
     W = max(c.shape[-1] for c in clips)
@@ -24,7 +42,33 @@ def pad_collate(batch, multiple: int = 32):
         h, w = c.shape[-2:]
         out[i, :, :, :h, :w] = c
         t = dict(t)
-        t["boxes"] = t["boxes"] * t["boxes"].new_tensor([w / W, h / H, w / W, h / H])  # cxcywh scales per axis
+        t["boxes"] = t["boxes"] * t["boxes"].new_tensor([w / W, h / H, w / W, h / H])  # cxcywh/xyxy: per axis
         t["image_size"] = (h, w)
+        t["canvas_size"] = (H, W)
         new_targets.append(t)
     return out, new_targets
+
+
+def collate_fn(resize: str):
+    """The collate function for ``data.resize``."""
+    return pad_collate if resize == "keep_aspect" else collate_square
+
+
+def valid_tokens(cells: Tensor, targets: list[dict]) -> Tensor | None:
+    """``(B, L)`` bool: token ``l`` of clip ``b`` has its cell centre inside the clip's valid region.
+
+    ``cells (L, 4)`` are canvas-normalized cxcywh. ``None`` when no target carries
+    ``image_size``/``canvas_size`` (unpadded batches: every token is valid)."""
+    if not any("canvas_size" in t for t in targets):
+        return None
+    frac = torch.tensor([[t["image_size"][1] / t["canvas_size"][1], t["image_size"][0] / t["canvas_size"][0]]
+                         if "canvas_size" in t else [1.0, 1.0] for t in targets], device=cells.device)  # (B, 2) x, y
+    return (cells[None, :, :2] < frac[:, None, :]).all(-1)  # (B, L)
+
+
+def unpad_boxes(boxes: Tensor, target: dict) -> Tensor:
+    """Canvas-normalized boxes ``(M, 4)`` (xyxy or cxcywh) of one clip -> normalized to its image, clamped."""
+    if "canvas_size" not in target:
+        return boxes
+    (h, w), (H, W) = target["image_size"], target["canvas_size"]
+    return (boxes / boxes.new_tensor([w / W, h / H, w / W, h / H])).clamp(0, 1)

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bmvit.config import Config
-from bmvit.data.ava import AvaClips, collate
+from bmvit.data.ava import AvaClips
+from bmvit.data.collate import collate_fn, unpad_boxes, valid_tokens
 from bmvit.data.ava_format import AvaRows, read_exclusions, read_rows
 from bmvit.evaluation.ava import AvaEvalResult, evaluate_ava
 from bmvit.inference.postprocess import postprocess
@@ -55,7 +56,7 @@ def _predict_blocks(model: torch.nn.Module, dataset: AvaClips, batches: list[tup
     """Detections of the given batches (one row per box and class), one block per batch."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
-    loader = DataLoader(dataset, batch_sampler=[idx for _, idx in batches], collate_fn=collate,
+    loader = DataLoader(dataset, batch_sampler=[idx for _, idx in batches], collate_fn=collate_fn(cfg.data.resize),
                         num_workers=cfg.data.num_workers)
     was_training = model.training
     model.eval()
@@ -64,7 +65,8 @@ def _predict_blocks(model: torch.nn.Module, dataset: AvaClips, batches: list[tup
     for (b, _), (clips, targets) in zip(batches, tqdm(loader, desc="eval", disable=not progress, leave=False)):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16"):
             outputs = model(clips.to(device))
-        dets = postprocess(outputs, cfg.eval.threshold, cfg.eval.nms_iou, cfg.eval.score)
+        valid = valid_tokens(outputs["cells"], targets)  # (B, L) padded batches (keep_aspect), else None
+        dets = postprocess(outputs, cfg.eval.threshold, cfg.eval.nms_iou, cfg.eval.score, valid)
         vids, ts, boxes, acts, scores = [], [], [], [], []
         for t, d in zip(targets, dets):
             M, K = d.action_scores.shape
@@ -72,7 +74,8 @@ def _predict_blocks(model: torch.nn.Module, dataset: AvaClips, batches: list[tup
                 continue
             vids += [t["video_id"]] * (M * K)
             ts.append(np.full(M * K, t["timestamp"], dtype=np.int64))
-            boxes.append(np.repeat(d.boxes.float().cpu().numpy().astype(np.float64), K, axis=0))
+            xyxy = unpad_boxes(d.boxes.float(), t)  # (M, 4) normalized to the key frame
+            boxes.append(np.repeat(xyxy.cpu().numpy().astype(np.float64), K, axis=0))
             acts.append(np.tile(class_ids, M))
             scores.append(d.action_scores.float().cpu().numpy().reshape(-1).astype(np.float64))
         if vids:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import shutil
@@ -39,7 +38,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bmvit.config import Config, save_config
-from bmvit.data.ava import AvaClips, collate
+from bmvit.data.ava import AvaClips
+from bmvit.data.collate import collate_fn, valid_tokens
 from bmvit.data.transforms import ClipTransform
 from bmvit.engine import distributed as dist
 from bmvit.engine.checkpoint import save_weights
@@ -175,7 +175,7 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
     if sampler.batches_per_epoch < tc.accum_steps:
         raise ConfigError(f"'train.batch_size' ({tc.batch_size}) x {info.world_size} process(es) x 'train.accum_steps' "
                           f"({tc.accum_steps}) exceeds the {len(train_ds)} training key frames")
-    loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
+    loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate_fn(cfg.data.resize), num_workers=cfg.data.num_workers,
                         generator=torch.Generator().manual_seed(tc.seed))  # leaves the global RNG alone
     steps_per_epoch = sampler.batches_per_epoch / tc.accum_steps
     total = tc.max_steps or max(1, int(round(tc.epochs * steps_per_epoch)))
@@ -268,12 +268,14 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
             with sync:
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                     outputs = net(clips)
-                matches = matcher(outputs, targets)
+                valid = valid_tokens(outputs["cells"], targets)  # (B, L) padded batches (keep_aspect), else None
+                matches = matcher(outputs, targets, valid)
                 if cfg.loss.extra_positives == "centre_cell":
-                    matches = centre_cell_positives(matches, outputs["cells"], targets)
+                    matches = centre_cell_positives(matches, outputs["cells"], targets, valid)
                 elif cfg.loss.extra_positives == "centre_region":
-                    matches = centre_region_positives(matches, outputs["cells"], targets, cfg.loss.positive_radius)
-                losses = criterion(outputs, targets, matches, norm)
+                    matches = centre_region_positives(matches, outputs["cells"], targets, cfg.loss.positive_radius,
+                                                      valid)
+                losses = criterion(outputs, targets, matches, norm, valid)
                 if not torch.isfinite(losses["loss"]):  # one host sync per micro-batch; terms only on failure
                     bad += [name for name, v in losses.items() if name != "loss" and not torch.isfinite(v)] or ["loss"]
                 scaler.scale(losses["loss"]).backward()

@@ -27,7 +27,9 @@ class Detections:
 
 
 @torch.no_grad()
-def postprocess(outputs: dict[str, Tensor], threshold: float = 0.2, nms_iou: float | None = None, score: str = "action") -> list[Detections]:
+def postprocess(outputs: dict[str, Tensor], threshold: float = 0.2, nms_iou: float | None = None, score: str = "action",
+                valid: Tensor | None = None) -> list[Detections]:
+    """Detections per clip; ``valid (B, L)`` bool (padded batches) excludes tokens over padding."""
     boxes = cxcywh_to_xyxy(outputs["boxes"].float()).clamp(0, 1)  # (B, L, 4)
     actor = outputs["actor_logits"].float().sigmoid()  # (B, L)
     action = outputs["action_logits"].float().sigmoid()  # (B, L, K)
@@ -37,7 +39,10 @@ def postprocess(outputs: dict[str, Tensor], threshold: float = 0.2, nms_iou: flo
         raise ValueError(f"unknown score mode {score!r}; expected 'action' or 'actor*action'")
     out = []
     for b in range(boxes.shape[0]):
-        keep = torch.nonzero(actor[b] > threshold).flatten()
+        kept = actor[b] > threshold
+        if valid is not None:
+            kept &= valid[b]
+        keep = torch.nonzero(kept).flatten()
         if nms_iou is not None and len(keep):
             keep = keep[nms(boxes[b, keep], actor[b, keep], nms_iou)]
         out.append(Detections(boxes[b, keep].cpu(), actor[b, keep].cpu(), action[b, keep].cpu(), keep.cpu()))

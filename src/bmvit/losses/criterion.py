@@ -44,17 +44,25 @@ class SetCriterion(nn.Module):
         self.weights = {"actor": w_actor, "action": w_action, "l1": w_l1, "giou": w_giou}
         self.focal_gamma, self.focal_alpha = focal_gamma, focal_alpha
 
-    def _bce_sum(self, logits: Tensor, targets: Tensor) -> Tensor:
+    def _bce_sum(self, logits: Tensor, targets: Tensor, valid: Tensor | None) -> Tensor:
         if self.focal_gamma > 0:
-            return sigmoid_focal_loss(logits, targets, self.focal_gamma, self.focal_alpha).sum()
-        return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
+            loss = sigmoid_focal_loss(logits, targets, self.focal_gamma, self.focal_alpha)
+        elif valid is None:
+            return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
+        else:
+            loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        if valid is not None:  # (B, L) -> broadcast over the class axis of action terms
+            loss = loss * (valid if loss.ndim == 2 else valid[..., None]).to(loss.dtype)
+        return loss.sum()
 
-    def forward(self, outputs: dict[str, Tensor], targets: list[dict], matches: list[Match], num_actors: float) -> dict[str, Tensor]:
+    def forward(self, outputs: dict[str, Tensor], targets: list[dict], matches: list[Match], num_actors: float,
+                valid: Tensor | None = None) -> dict[str, Tensor]:
         """Returns the weighted ``loss`` and its unweighted terms ``actor, action, l1, giou``.
 
         ``num_actors`` is the normalizer: the number of GT actors in the global batch (training
         passes that count divided by the number of processes, since DDP averages gradients);
-        0 (a batch without actors) counts as 1."""
+        0 (a batch without actors) counts as 1. ``valid (B, L)`` bool (padded batches): tokens
+        outside it are neither positives nor negatives — their actor/action terms are dropped."""
         actor_logits = outputs["actor_logits"].float()  # (B, L)
         action_logits = outputs["action_logits"].float()  # (B, L, K)
         B, L, K = action_logits.shape
@@ -70,8 +78,8 @@ class SetCriterion(nn.Module):
         action_t[b_idx, p_idx] = gt_labels
         norm = float(num_actors) if num_actors > 0 else 1.0
         terms = {
-            "actor": self._bce_sum(actor_logits, actor_t) / norm,
-            "action": self._bce_sum(action_logits, action_t) / norm,
+            "actor": self._bce_sum(actor_logits, actor_t, valid) / norm,
+            "action": self._bce_sum(action_logits, action_t, valid) / norm,
         }
         pred = outputs["boxes"][b_idx, p_idx].float()  # (M, 4)
         terms["l1"] = (pred - gt_boxes).abs().sum() / norm

@@ -44,39 +44,50 @@ class HungarianMatcher:
         return self.w_l1 * c_l1 + self.w_giou * c_giou + self.w_actor * c_actor + self.w_action * c_action
 
     @torch.no_grad()
-    def __call__(self, outputs: dict[str, Tensor], targets: list[dict]) -> list[Match]:
-        """One optimal assignment per clip; clips with no actors get empty matches."""
+    def __call__(self, outputs: dict[str, Tensor], targets: list[dict], valid: Tensor | None = None) -> list[Match]:
+        """One optimal assignment per clip; clips with no actors get empty matches.
+
+        ``valid (B, L)`` bool (padded batches, :func:`bmvit.data.collate.valid_tokens`): only
+        valid tokens are candidates; ``None`` means all are. A clip with more actors than valid
+        tokens leaves the surplus actors unmatched."""
         matches = []
         for b, t in enumerate(targets):
             n = len(t["boxes"])
-            if n == 0:
+            rows_ok = None if valid is None else torch.nonzero(valid[b]).flatten()  # (L_b,) candidate tokens
+            if n == 0 or (rows_ok is not None and len(rows_ok) == 0):
                 empty = torch.zeros(0, dtype=torch.long)
                 matches.append((empty, empty))
                 continue
-            cost = self.cost_matrix(
-                outputs["boxes"][b], outputs["actor_logits"][b], outputs["action_logits"][b], t["boxes"], t["labels"]
-            )
+            boxes, actor, action = outputs["boxes"][b], outputs["actor_logits"][b], outputs["action_logits"][b]
+            if rows_ok is not None:
+                boxes, actor, action = boxes[rows_ok], actor[rows_ok], action[rows_ok]
+            cost = self.cost_matrix(boxes, actor, action, t["boxes"], t["labels"])  # (L_b, N)
             rows, cols = linear_sum_assignment(cost.cpu().numpy())
-            matches.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
+            rows = torch.as_tensor(rows, dtype=torch.long)
+            if rows_ok is not None:
+                rows = rows_ok.cpu()[rows]
+            matches.append((rows, torch.as_tensor(cols, dtype=torch.long)))
         return matches
 
 
-def centre_cell_positives(matches: list[Match], cells: Tensor, targets: list[dict]) -> list[Match]:
+def centre_cell_positives(matches: list[Match], cells: Tensor, targets: list[dict],
+                          valid: Tensor | None = None) -> list[Match]:
     """Add every token whose cell contains a GT box centre as an extra positive of that GT.
 
     ``cells (L, 4)`` cxcywh of each token's cell. Tokens already assigned keep their assignment;
-    when several GT centres share a cell, the first GT takes it.
+    when several GT centres share a cell, the first GT takes it. Tokens outside ``valid (B, L)``
+    (padding) are never added.
     """
     out = []
     cells = cells.cpu()
     lo, hi = cells[:, :2] - cells[:, 2:] / 2, cells[:, :2] + cells[:, 2:] / 2  # (L, 2)
-    for (rows, cols), t in zip(matches, targets):
+    for b, ((rows, cols), t) in enumerate(zip(matches, targets)):
         if len(t["boxes"]) == 0:
             out.append((rows, cols))
             continue
         centres = t["boxes"][:, :2].detach().cpu().float()  # (N, 2)
         inside = ((centres[None] >= lo[:, None]) & (centres[None] < hi[:, None])).all(-1)  # (L, N)
-        taken = torch.zeros(len(cells), dtype=torch.bool)
+        taken = torch.zeros(len(cells), dtype=torch.bool) if valid is None else ~valid[b].cpu()
         taken[rows] = True
         extra_r, extra_c = [], []
         for j in range(inside.shape[1]):
@@ -88,20 +99,22 @@ def centre_cell_positives(matches: list[Match], cells: Tensor, targets: list[dic
     return out
 
 
-def centre_region_positives(matches: list[Match], cells: Tensor, targets: list[dict], radius: float = 1.0) -> list[Match]:
+def centre_region_positives(matches: list[Match], cells: Tensor, targets: list[dict], radius: float = 1.0,
+                            valid: Tensor | None = None) -> list[Match]:
     """Add every token whose cell *centre* lies within ``radius`` cells of a GT box centre (per axis,
     in units of the token's cell size) and inside that box as an extra positive of that GT.
 
     FCOS-style "centre sampling": with ``radius = 1`` up to a 3×3 block of cells per temporal
     slice around each actor's centre. The centre cell itself always qualifies. A token claimed
     by several actors goes to the one whose centre is nearest (in cells). Tokens already
-    assigned by the Hungarian matching keep their assignment.
+    assigned by the Hungarian matching keep their assignment; tokens outside ``valid (B, L)``
+    (padding) are never added.
     """
     out = []
     cells = cells.cpu().float()
     ctr, size = cells[:, :2], cells[:, 2:]  # (L, 2)
     lo, hi = ctr - size / 2, ctr + size / 2
-    for (rows, cols), t in zip(matches, targets):
+    for b, ((rows, cols), t) in enumerate(zip(matches, targets)):
         if len(t["boxes"]) == 0:
             out.append((rows, cols))
             continue
@@ -113,6 +126,8 @@ def centre_region_positives(matches: list[Match], cells: Tensor, targets: list[d
         dist = torch.where(ok, d.pow(2).sum(-1), torch.full_like(d[..., 0], float("inf")))  # (L, N)
         best, owner = dist.min(dim=1)  # (L,)
         free = torch.isfinite(best)
+        if valid is not None:
+            free &= valid[b].cpu()
         free[rows] = False
         idx = torch.nonzero(free).flatten()
         out.append((torch.cat([rows, idx]), torch.cat([cols, owner[idx]])))
