@@ -193,3 +193,58 @@ def test_frame_errors_at_read_time(tmp_path):
     assert t.get("skipped") is True and t["timestamp"] == 2 and float(clip.abs().sum()) == 0.0
     assert val[0][1].get("skipped") is None  # frame 1's clip does not
     assert read_act_pkl(root / "GT.pkl").labels == ACT_LABELS
+
+
+def test_in_training_evaluation_is_act_frame_map(act_root, tmp_path):
+    """``data.format=act``: evaluate_split's metric is eval-frame's (ACT) frame-mAP on the pickle's boxes."""
+    from bmvit.data.act_export import write_act_gt
+    from bmvit.data.ava_format import AvaRows
+    from bmvit.engine.evaluate import act_frame_map
+    from bmvit.evaluation.frame_map import evaluate_frame_map_files
+
+    ds = make_dataset(_cfg(act_root, **{"data.split": 3}), "val")  # two videos, both classes
+    vids, ts, boxes, acts = [], [], [], []
+    for kf in ds.keyframes:  # oracle: every GT box with its classes, score 1
+        for b, lab in zip(kf.boxes, kf.labels):
+            for k in np.flatnonzero(lab):
+                vids.append(kf.video_id)
+                ts.append(kf.timestamp)
+                boxes.append(b)
+                acts.append(ds.class_ids[k])
+    oracle = AvaRows(vids, np.asarray(ts), np.asarray(boxes, np.float64), np.asarray(acts), np.ones(len(vids)))
+    assert act_frame_map(ds, oracle).mean_ap == pytest.approx(1.0)
+    # noisy detections: same number as eval-frame on the files `bmvit prepare act-gt` writes
+    rng = np.random.default_rng(0)
+    n = len(vids)
+    noisy = AvaRows(vids + vids, np.r_[ts, ts], np.r_[np.clip(np.asarray(boxes) + rng.normal(0, 0.05, (n, 4)), 0, 1),
+                                                       rng.uniform(0, 1, (n, 4)).cumsum(1).clip(0, 1)],
+                    np.r_[acts, rng.integers(1, 3, n)], rng.uniform(0, 1, 2 * n))
+    ours = act_frame_map(ds, noisy)
+    paths = write_act_gt(ds.annotations, 3, tmp_path, "t")
+    with open(tmp_path / "det.csv", "w") as f:
+        for v, t, b, a, s in zip(noisy.video_ids, noisy.timestamps, noisy.boxes, noisy.actions, noisy.extra):
+            x1, y1, x2, y2 = b * np.array([W, H, W, H])
+            f.write(f"{v},{t},{ACT_LABELS[a - 1]},{float(s)!r},{float(x1)!r},{float(y1)!r},{float(x2)!r},{float(y2)!r}\n")
+    ref = evaluate_frame_map_files(paths["classes"], paths["tubes"], tmp_path / "det.csv")
+    assert 0.05 < ours.mean_ap < 0.95
+    assert ours.per_class_ap == pytest.approx(ref.per_class_ap, abs=1e-12)
+
+
+def test_training_reports_skipped_samples_per_epoch_and_evaluates_with_act_rules(tmp_path):
+    import json
+
+    from bmvit.engine.train import train
+
+    root = write_act(tmp_path / "act")
+    (root / "rgb-images" / "Run" / "v_run_1" / "00007.png").write_bytes(b"not a png")
+    over = {"data.on_error": "skip", "model.backbone": "mvit_tiny", "model.head_hidden": 16,
+            "model.kv_stride": "[1,4,4]", "train.out_dir": tmp_path / "run", "train.batch_size": 8,
+            "train.epochs": 2, "train.threads": 1, "train.log_every": 100, "eval.threshold": 0.0}
+    cfg = _cfg(root, **over)
+    train(cfg, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    skipped = [r for r in records if "skipped_samples" in r]
+    # frame 7 lies in the clips of many key frames of that video: some of them are drawn in each epoch
+    assert [r["epoch"] for r in skipped] == [0, 1] and all(r["skipped_samples"] >= 1 for r in skipped)
+    final = records[-1]
+    assert final["final"] and 0.0 <= final["val_frame_map"] <= 1.0

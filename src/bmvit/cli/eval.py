@@ -30,6 +30,8 @@ def run(args) -> int:
     from bmvit.engine.evaluate import evaluate_split
     from bmvit.engine.train import make_dataset, resolve_device, set_threads
     from bmvit.evaluation.ava import format_table
+    from bmvit.evaluation.frame_map import FrameMapResult
+    from bmvit.evaluation.report import markdown_table
     from bmvit.models.build import build_detector
 
     if not args.run and not args.checkpoint:
@@ -51,7 +53,11 @@ def run(args) -> int:
     write_rows(out / f"detections_{args.split}.csv", dets)
     (out / f"metrics_{args.split}.json").write_text(json.dumps({"checkpoint": str(ckpt), "split": args.split,
                                                                 **result.to_json()}, indent=2))
-    print(format_table(result))
+    if isinstance(result, FrameMapResult):  # data.format=act: ACT frame-mAP, as eval-frame prints it
+        classes = list(result.per_class_ap)
+        print(markdown_table(classes, {"AP@0.5": result.per_class_ap}, result.num_gt, result.num_det))
+    else:
+        print(format_table(result))
     for vid in _videos_to_render(ds, args.render):
         path = render_video(ds, dets, vid, out / f"render_{vid}.mp4")
         print(f"rendered {path}")

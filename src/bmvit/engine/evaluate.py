@@ -1,4 +1,10 @@
-"""Run a detector over a dataset split and score it with AVA frame-mAP@0.5.
+"""Run a detector over a dataset split and score it with frame-mAP@0.5.
+
+The metric follows the dataset: AVA layout (``data.format=ava``) is scored by the official AVA
+evaluator's rules (:mod:`bmvit.evaluation.ava`) against ``data.val_csv``; UCF101-24 / JHMDB51-21
+(``data.format=act``) by ACT's frame-mAP (:mod:`bmvit.evaluation.frame_map`, what
+``bmvit eval-frame`` computes) against the boxes of the ACT pickle, in pixels of each video's
+resolution, on the frames the dataset evaluates (every frame, or every ``data.keyframe_step``-th).
 
 Single process: every key frame is predicted in dataset order, ``eval.batch_size`` at a time.
 
@@ -28,9 +34,11 @@ from bmvit.data.ava import AvaClips
 from bmvit.data.collate import collate_fn, unpad_boxes, valid_tokens
 from bmvit.data.ava_format import AvaRows, read_exclusions, read_rows
 from bmvit.evaluation.ava import AvaEvalResult, evaluate_ava
+from bmvit.evaluation.frame_csv import FrameRows
+from bmvit.evaluation.frame_map import FrameMapResult, evaluate_frame_map
 from bmvit.inference.postprocess import postprocess
 
-__all__ = ["evaluate_split", "predict_rows", "shard_batches"]
+__all__ = ["act_frame_map", "evaluate_split", "predict_rows", "shard_batches"]
 
 # One batch's rows, column-wise: video ids, timestamps (R,), boxes (R, 4), actions (R,), scores (R,).
 _Block = tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -114,14 +122,51 @@ def predict_rows(model: torch.nn.Module, dataset: AvaClips, cfg: Config, device:
     return _merge([blk for part in gathered for blk in part])
 
 
+def act_frame_map(dataset, detections: AvaRows, iou_threshold: float = 0.5) -> FrameMapResult:
+    """ACT frame-mAP of AVA-style ``detections`` (normalized boxes, class ids 1..K) on an
+    :class:`~bmvit.data.act.ActClips` split: GT = every annotated box of the split's videos on
+    the frames the dataset holds, boxes scaled to pixels by each video's resolution."""
+    ann = dataset.annotations
+    classes = list(ann.labels)
+    table = dataset.keyframes
+    kept = {(table.videos[vi], int(f)) for vi, f in zip(table.video_index, table.timestamps)}
+    g_vid, g_frame, g_label, g_box = [], [], [], []
+    for v in table.videos:
+        H, W = ann.resolution[v]
+        for tube in ann.tubes[v]:
+            for f, b in zip(tube.frames.tolist(), tube.boxes.tolist()):
+                if (v, f) in kept:
+                    g_vid.append(v)
+                    g_frame.append(f)
+                    g_label.append(tube.label)
+                    g_box.append(b)
+    res = {v: ann.resolution[v] for v in table.videos}
+    scale = np.array([[res[v][1], res[v][0], res[v][1], res[v][0]] for v in detections.video_ids], np.float64)
+    gt = _frame_rows("ground truth", g_vid, g_frame, g_label, np.asarray(g_box, np.float64).reshape(-1, 4))
+    det = _frame_rows("detections", detections.video_ids, detections.timestamps, detections.actions - 1,
+                      detections.boxes * scale.reshape(-1, 4), detections.extra)
+    return evaluate_frame_map(gt, det, classes, iou_threshold)
+
+
+def _frame_rows(what, videos, frames, labels, boxes, scores=None) -> FrameRows:
+    n = len(videos)
+    return FrameRows(what, np.asarray(videos, dtype=object).astype(str) if n else np.zeros(0, str),
+                     np.asarray(frames, np.int64), np.asarray(labels, np.int64), boxes,
+                     np.ones(n) if scores is None else np.asarray(scores, np.float64), np.full(n, ""),
+                     np.arange(1, n + 1))
+
+
 def evaluate_split(model: torch.nn.Module, dataset: AvaClips, gt_csv, cfg: Config, device: torch.device,
-                   progress: bool = True) -> tuple[AvaEvalResult, AvaRows]:
-    """AVA frame-mAP of ``model`` on ``dataset``; also the detection rows (all of them on rank 0,
-    none on other ranks). Every rank returns the same result."""
+                   progress: bool = True) -> tuple[AvaEvalResult | FrameMapResult, AvaRows]:
+    """Frame-mAP@0.5 of ``model`` on ``dataset`` (module docstring: AVA rules, or ACT's for
+    ``data.format=act``, where ``gt_csv`` is not used); also the detection rows (all of them on
+    rank 0, none on other ranks). Every rank returns the same result."""
     detections = predict_rows(model, dataset, cfg, device, progress)
     rank, world = _world()
     result = None
-    if rank == 0:
+    if rank == 0 and cfg.data.format == "act":
+        result = act_frame_map(dataset, detections)
+    elif rank == 0:
         exclusions = read_exclusions(cfg.data.path(cfg.data.exclusions)) if cfg.data.exclusions else None
         result = evaluate_ava(read_rows(gt_csv), detections, dataset.labels, exclusions, cfg.eval.max_dets_per_frame)
     if world > 1:

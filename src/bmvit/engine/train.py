@@ -308,6 +308,12 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
             log(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", actor=f"{rec['actor']:.3f}", action=f"{rec['action']:.3f}",
                             l1=f"{rec['l1']:.3f}", lr=f"{rec['lr']:.1e}")
+        if stream.epoch != epoch_before and hasattr(train_ds, "take_count"):  # data.on_error=skip totals
+            skipped = int(dist.all_reduce_sum(train_ds.take_count(), device))
+            if skipped and info.is_main:
+                bar.write(f"epoch {epoch_before}: data.on_error=skip replaced {skipped} unreadable training "
+                          f"sample(s) by the next ones (each one logged as a warning)")
+                log({"step": step, "epoch": epoch_before, "skipped_samples": skipped})
         minutes = (train_s + clock()) / 60
         due = bool(eval_minutes) and dist.broadcast_flag(minutes >= eval_minutes[0], device)
         if due or (tc.eval_every and step % tc.eval_every == 0 and step < total):
