@@ -49,7 +49,7 @@ def test_class_token_and_grad_checkpointing_run():
 def test_token_selection_shapes_and_key_slices():
     B, C, t, h, w = 2, 5, 4, 3, 2
     f = torch.randn(B, C, t, h, w)
-    L = {"singleton": t * h * w, "tubelet": h * w, "c+t": h * w, "maxpool": h * w, "2(c+t)": 2 * h * w}
+    L = {"singleton": t * h * w, "tubelet": h * w, "c+t": h * w, "maxpool": h * w, "2(c+t)": 2 * h * w, "central": h * w}
     for s in STRATEGIES:
         tok = select_tokens(f, s)
         assert tok.det.shape == (B, L[s], C) and tok.cells.shape == (L[s], 4)

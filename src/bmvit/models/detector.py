@@ -4,6 +4,10 @@
 ``boxes (B, L, 4)`` normalized cxcywh, ``actor_logits (B, L)``, ``action_logits (B, L, K)`` —
 plus ``cells (L, 4)`` (each token's grid cell) and ``grid (t, h, w)`` for analysis and
 assignment aids.
+
+Heads that read more than the selected tokens (the cross-attention action head, §6.1) say so with
+``needs_context``; they then also get every backbone token, ``(B, t·h·w, C)`` in ``(t, h, w)``
+row-major order. Nothing here depends on the backbone: any ``forward_features`` works.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ class BMViT(nn.Module):
     def forward(self, clip: Tensor) -> dict[str, Tensor]:
         features = self.backbone.forward_features(clip)  # (B, C, t, h, w)
         tokens = select_tokens(features, self.token_selection)
-        out = self.heads(tokens)
+        if getattr(self.heads, "needs_context", False):
+            out = self.heads(tokens, context=features.flatten(2).transpose(1, 2))  # (B, t*h*w, C)
+        else:
+            out = self.heads(tokens)
         out["cells"] = tokens.cells
         out["grid"] = tuple(features.shape[2:])
         return out

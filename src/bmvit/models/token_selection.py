@@ -13,7 +13,18 @@ tubelet    temporal mean                              temporal mean             
 c+t        key slice t/2                              temporal mean over all slices              h·w
 maxpool    key slice t/2                              all t slices; logits max-pooled over time  h·w
 2(c+t)     slices t/2−1 then t/2                      mean over [0, t/2) then over [t/2, t)      2·h·w
+central    key slice t/2                              key slice t/2 (the same tokens)            h·w
 =========  =========================================  ==========================================  =====
+
+``central`` is the setting of the ViT-B experiment (§6.1 "Generalization": "only the central
+tokens for both actor detection and action classification", L = 18×18 = 324 at 16×288²); there
+the temporal context reaches the action tokens through the cross-attention action head
+(``model.action_head: cross_attention``, :mod:`bmvit.models.heads`). For the ViT's 2×16×16
+tubelets, slice ``t // 2`` covers input frames ``T/2`` and ``T/2 + 1``, i.e. it contains the key
+frame ``T/2``.
+
+Every strategy works with every action head: with ``cross_attention`` the action tokens above are
+the queries and all ``t·h·w`` backbone tokens are the keys/values.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-STRATEGIES = ("singleton", "tubelet", "c+t", "maxpool", "2(c+t)")
+STRATEGIES = ("singleton", "tubelet", "c+t", "maxpool", "2(c+t)", "central")
 
 
 class Tokens(NamedTuple):
@@ -66,4 +77,7 @@ def select_tokens(features: Tensor, strategy: str = "2(c+t)") -> Tokens:
         det = torch.cat((_flat(features[:, :, k - 1]), _flat(features[:, :, k])), dim=1)  # (B, 2hw, C)
         act = torch.cat((_flat(features[:, :, :k].mean(2)), _flat(features[:, :, k:].mean(2))), dim=1)
         return Tokens(det, act, cells.repeat(2, 1))
+    if strategy == "central":
+        x = _flat(features[:, :, k])  # (B, h*w, C)
+        return Tokens(x, x, cells)
     raise ValueError(f"unknown token selection {strategy!r}; expected one of {', '.join(STRATEGIES)}")
