@@ -41,3 +41,22 @@ def test_shipped_configs_load():
 
     for p in sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml")):
         load_config(p)
+
+
+def test_base_chain_and_normalization_keys(tmp_path):
+    from bmvit.engine.train import normalization
+    from bmvit.inference.detector import eval_transform
+
+    (tmp_path / "a.yaml").write_text("data:\n  size: 64\n  mean: [0.485, 0.456, 0.406]\nmodel:\n  head_hidden: 8\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ndata:\n  size: 32\n")
+    cfg = load_config(tmp_path / "b.yaml")
+    assert cfg.data.size == 32 and cfg.model.head_hidden == 8  # the file wins over its base
+    assert eval_transform(cfg).mean == (0.485, 0.456, 0.406) and eval_transform(cfg).std == (0.225,) * 3
+    (tmp_path / "c.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ConfigError, match="'base' chain loops"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"missing\.yaml: config file not found \(the 'base' of .*d\.yaml\)"):
+        load_config(tmp_path / "d.yaml")
+    with pytest.raises(ConfigError, match=r"'data.std': expected 3 per-channel \(RGB\) values > 0"):
+        normalization(load_config(None, ["data.std=[0.2, 0.0, 0.2]"]).data)

@@ -54,6 +54,10 @@ class DataConfig:
     box_jitter: float = 0.0  # training: GT boxes jittered by up to this fraction of their size (paper §4)
     resize: str = "square"  # square: size x size (paper §4) | keep_aspect: random short side (Table 1c)
     short_side: list[int] = field(default_factory=lambda: [240, 340])  # keep_aspect, training: short-side range
+    # Per-channel (RGB) normalization of [0, 1] pixels; must match the backbone's pre-training:
+    # PySlowFast/MViTv2 Kinetics checkpoints 0.45/0.225 (default); VideoMAE/Hiera ImageNet's values.
+    mean: list[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
+    std: list[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
 
     def path(self, rel: str) -> Path:
         return Path(self.root) / rel

@@ -75,6 +75,16 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def normalization(d) -> dict:
+    """``mean``/``std`` keyword arguments of :class:`ClipTransform` from ``data.mean``/``data.std``."""
+    for key in ("mean", "std"):
+        v = getattr(d, key)
+        if len(v) != 3 or (key == "std" and min(v) <= 0):
+            raise ConfigError(f"'data.{key}': expected 3 per-channel (RGB) values{' > 0' if key == 'std' else ''}, "
+                              f"got {v}")
+    return {"mean": tuple(d.mean), "std": tuple(d.std)}
+
+
 def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torch.Generator | None = None) -> AvaClips:
     """The ``train`` or ``val`` split of ``cfg.data``; ``augment`` switches on training augmentation.
 
@@ -85,7 +95,8 @@ def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torc
     d = cfg.data
     transform = ClipTransform(size=d.size, train=augment, hflip_prob=d.hflip_prob, color_jitter=d.color_jitter,
                               generator=generator, box_jitter=d.box_jitter, resize=d.resize,
-                              short_side=(d.short_side[0], d.short_side[1]) if len(d.short_side) == 2 else (0, 0))
+                              short_side=(d.short_side[0], d.short_side[1]) if len(d.short_side) == 2 else (0, 0),
+                              **normalization(d))
     ds = build_dataset(d, split, transform)
     index = ds.class_index
     for pair in d.hflip_swap:

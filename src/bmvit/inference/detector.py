@@ -154,9 +154,10 @@ def resolve_labels(labels: str | Path | dict[int, str] | None, cfg: Config, meta
 def eval_transform(cfg: Config) -> ClipTransform:
     """The evaluation reader's transform for ``cfg.data`` (``make_dataset(cfg, split)`` without
     augmentation): resize (``size``², or short side ``size`` with ``data.resize=keep_aspect``) and
-    Kinetics normalization."""
-    kwargs = {"resize": cfg.data.resize} if hasattr(cfg.data, "resize") else {}
-    return ClipTransform(size=cfg.data.size, train=False, **kwargs)
+    ``data.mean``/``data.std`` normalization."""
+    from bmvit.engine.train import normalization
+
+    return ClipTransform(size=cfg.data.size, train=False, resize=cfg.data.resize, **normalization(cfg.data))
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -1,7 +1,7 @@
 """ONNX export of the whole detector: backbone + token selection + heads + box decoding.
 
 The exported graph maps ``clip (B, 3, T, S, S)`` float32 — frames resized to ``S × S`` and
-normalized with the Kinetics mean/std, as :class:`~bmvit.data.transforms.ClipTransform` does — to
+normalized with the checkpoint's ``data.mean``/``data.std`` (Kinetics 0.45/0.225 by default), as :class:`~bmvit.data.transforms.ClipTransform` does — to
 
 * ``boxes (B, L, 4)``: normalized ``(x1, y1, x2, y2)`` of the key frame, clipped to [0, 1];
 * ``actor_scores (B, L)``: ``p(actor)``;
