@@ -1,11 +1,12 @@
 """Optimizer and learning-rate schedule.
 
 AdamW (paper: lr 1e-4, weight decay 1e-4). Parameters without weight decay, as in the MViTv2
-reference: every 1-D tensor (norms, biases), relative-position tables and the class token.
+reference: every 1-D tensor (norms, biases), relative-position tables, the class token and
+absolute position embeddings (``pos_embed*``; Hiera's ``no_weight_decay``).
 
 Layer-wise lr decay (``train.layer_decay < 1``, off by default — not in the paper): backbone
-block ``i`` of ``D`` gets ``lr * decay^(D - i)``, the patch embedding / class token
-``lr * decay^(D + 1)``; the final backbone norm and the heads keep ``lr``.
+block ``i`` of ``D`` gets ``lr * decay^(D - i)``, the patch embedding / class token / position
+embeddings ``lr * decay^(D + 1)``; the final backbone norm and the heads keep ``lr``.
 
 Schedule: linear warm-up over ``warmup_steps`` optimizer steps, then cosine decay to
 ``lr * min_lr_ratio`` at the last step.
@@ -20,10 +21,11 @@ import torch
 from torch import nn
 
 _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
+_STEM = ("patch_embed", "cls_token", "pos_embed")  # backbone parameters before the first block (layer 0)
 
 
 def _no_decay(name: str, p: torch.Tensor) -> bool:
-    return p.ndim <= 1 or "rel_pos" in name or "cls_token" in name
+    return p.ndim <= 1 or "rel_pos" in name or "cls_token" in name or "pos_embed" in name
 
 
 def _layer_id(name: str, depth: int) -> int:
@@ -33,7 +35,7 @@ def _layer_id(name: str, depth: int) -> int:
     m = _BLOCK.search(name)
     if m:
         return int(m.group(1)) + 1
-    return 0 if ("patch_embed" in name or "cls_token" in name) else depth + 1
+    return 0 if any(s in name for s in _STEM) else depth + 1
 
 
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:

@@ -13,7 +13,9 @@ from bmvit.config import DataConfig, ModelConfig
 from bmvit.errors import CheckpointError, ConfigError
 from bmvit.models.detector import BMViT
 from bmvit.models.heads import BMViTHeads
+from bmvit.models.hiera import hiera_builder
 from bmvit.models.mvit import MVIT_SPECS, MViT
+from bmvit.models.vit import vit_builder
 
 
 def _mvit(name: str) -> Callable[[ModelConfig, tuple[int, int, int]], nn.Module]:
@@ -31,11 +33,20 @@ def _mvit(name: str) -> Callable[[ModelConfig, tuple[int, int, int]], nn.Module]
 
 
 def _load_pretrained(backbone: nn.Module, model: ModelConfig) -> None:
-    """Initialize the backbone from ``model.pretrained`` (rel-pos tables resized to this input size)."""
+    """Initialize the backbone from ``model.pretrained``.
+
+    A backbone class that knows its own checkpoint layouts defines
+    ``load_checkpoint(path, fmt) -> report``; MViT goes through :mod:`bmvit.models.convert`
+    (rel-pos tables resized to this input size).
+    """
     from bmvit.models.convert import load_backbone
 
+    loader = getattr(backbone, "load_checkpoint", None)
     try:
-        report = load_backbone(backbone, model.pretrained, model.pretrained_format)
+        if loader is not None:
+            report = loader(model.pretrained, model.pretrained_format)
+        else:
+            report = load_backbone(backbone, model.pretrained, model.pretrained_format)
     except CheckpointError as e:
         hint = "" if Path(model.pretrained).is_file() else " (or set model.pretrained=null to start from random weights)"
         raise CheckpointError(f"'model.pretrained': {e}{hint}") from None
@@ -46,6 +57,13 @@ BACKBONES: dict[str, Callable[[ModelConfig, tuple[int, int, int]], nn.Module]] =
     "mvitv2_s": _mvit("mvitv2_s"),
     "mvitv2_b": _mvit("mvitv2_b"),
     "mvit_tiny": _mvit("mvit_tiny"),
+    # Hiera video models (BMViT §6.1; bmvit.models.hiera): model.remove_last_pool drops the last Q-pooling stage.
+    "hiera_b_16x224": hiera_builder("hiera_b_16x224"),
+    "hiera_l_16x224": hiera_builder("hiera_l_16x224"),
+    "hiera_tiny": hiera_builder("hiera_tiny"),
+    # VideoMAE-layout ViTs (BMViT §6.1, Tables 2-3; bmvit.models.vit): model.pos_embed picks the table rule.
+    "vit_b": vit_builder("vit_b"),
+    "vit_tiny": vit_builder("vit_tiny"),
 }
 
 
@@ -57,5 +75,6 @@ def build_detector(model: ModelConfig, data: DataConfig, num_classes: int, load_
     backbone = BACKBONES[model.backbone](model, (data.num_frames, data.size, data.size))
     if model.pretrained and load_pretrained:
         _load_pretrained(backbone, model)
-    heads = BMViTHeads(backbone.out_dim, num_classes, model.head_hidden, model.box_layers, model.cls_layers)
+    heads = BMViTHeads(backbone.out_dim, num_classes, model.head_hidden, model.box_layers, model.cls_layers,
+                       action_head=model.action_head, cross_attn_heads=model.cross_attn_heads)
     return BMViT(backbone, heads, model.token_selection)

@@ -83,9 +83,11 @@ def num_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def detector_cost(cfg: Config, num_classes: int) -> Cost:
-    """Count the detector of ``cfg`` for one clip (batch 1) at ``data.num_frames × data.size²``."""
-    size = (cfg.data.num_frames, cfg.data.size, cfg.data.size)
+def detector_cost(cfg: Config, num_classes: int, frame_hw: tuple[int, int] | None = None) -> Cost:
+    """Count the detector of ``cfg`` for one clip (batch 1) at ``data.num_frames × data.size²``, or at
+    ``frame_hw = (H, W)`` (e.g. a keep-aspect 16:9 frame, 256×455)."""
+    H, W = frame_hw or (cfg.data.size, cfg.data.size)
+    size = (cfg.data.num_frames, H, W)
     with torch.device("meta"):
         model = build_detector(cfg.model, cfg.data, num_classes, load_pretrained=False).eval()
         clip = torch.empty(1, 3, *size)

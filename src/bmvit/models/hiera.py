@@ -1,0 +1,636 @@
+"""Hiera video backbone (Ryali et al., "Hiera", ICML 2023), written from the reference semantics.
+
+BMViT §6.1 ("Scaling up to large backbones") trains a Hiera-L end-to-end from the public Kinetics-400
+checkpoint (MAE pre-trained). This module holds the video Hiera models in one file, architecture as
+data: :class:`HieraSpec` mirrors the arguments of the reference ``Hiera`` constructor,
+:func:`block_table` expands it into one :class:`HieraBlockSetting` per block, and :class:`Hiera`
+builds every block from that table.
+
+Ingredients (all as in the reference ``hiera_base_16x224`` / ``hiera_large_16x224``):
+
+* patch embedding: one ``Conv3d``, kernel 3×7×7, stride 2×4×4, padding 1×3×3;
+* separate position embeddings (``sep_pos_embed``): a spatial table ``(1, h·w, C)`` shared by all
+  time slices plus a temporal table ``(1, t, C)`` shared by all positions, added before the blocks.
+  A clip whose token grid differs from the table grid gets them interpolated (spatial: bicubic,
+  temporal: linear, ``align_corners=False``) — at load time for the configured input size (the
+  parameters are sized to it), and on the fly for any other clip size;
+* the *unrolled* token order: tokens are permuted once, after the embedding, so that every 2×2
+  query pooling is a max over the outermost chunk of the sequence and every mask unit (1×8×8
+  tokens at 16×224²) is a contiguous set of positions (:func:`unroll` / :func:`reroll`);
+* mask-unit attention (attention within each mask unit) in the first two stages, global attention
+  afterwards — lagged by one block as in the reference: the block that opens a stage still uses the
+  previous stage's kind;
+* query pooling (max over 2×2 spatial neighbours, ``q_stride`` 1×2×2) in the block that opens each
+  of the first ``q_pool`` stages after the first, applied to Q and to the (projected) residual;
+  K and V are never pooled; channels and heads double at every stage;
+* stochastic depth (linear rule), LayerNorm eps 1e-6, attention through
+  ``F.scaled_dot_product_attention`` (4-D inputs, so GPU fused kernels apply; counted by
+  :mod:`bmvit.models.flops`).
+
+Output contract (as :class:`~bmvit.models.mvit.MViT`): ``forward_features(clip (B, 3, T, H, W))``
+returns ``(B, C, t, h, w)`` on the spatial grid in row-major ``(t, h, w)`` order (the unrolling is
+undone), ``out_dim`` is C, ``grid(T, H, W)`` gives ``(t, h, w)`` without tensors, blocks are
+``blocks.{i}`` (layer-wise lr decay) and ``grad_checkpointing`` recomputes each block.
+
+Fewer pooling stages (the analogue of MViT's ``remove_last_pool``): ``q_pool`` is the number of
+stage transitions that pool queries (reference default 3 for 4 stages). ``q_pool=2`` keeps the last
+stage at the third stage's resolution: 8×14×14 output tokens at 16×224² instead of 8×7×7. The
+detector config maps ``model.remove_last_pool: true`` to ``q_pool = spec.q_pool - 1``. Unroll levels
+not consumed by pooling are undone by :func:`reroll` at the end (the reference's ``Reroll``).
+
+Final norm: the reference applies ``norm`` to the *mean-pooled* vector before its classifier. For
+per-token features we apply the same LayerNorm (with the checkpoint's ``norm`` weights) to every
+output token, as MViT's ``forward_features`` does; the detector heads add their own LayerNorm on
+top. MAE-only checkpoints have no ``norm`` (their ``encoder_norm`` normalizes the multi-scale fused
+MAE features, a different input), so it then starts as the identity LayerNorm (reported missing).
+
+Temporal mapping: output slice ``j`` is the conv centred on input frame ``2j`` (frames
+``2j-1 .. 2j+1``); Hiera never pools time, so for ``T`` even the key frame ``T/2`` maps to output
+slice ``t//2`` exactly as for the MViT 16×4 stem (16 frames -> 8 slices, key frame 8 -> slice 4).
+
+Checkpoint import (:meth:`Hiera.load_checkpoint`, format ``hiera``: the official
+``hiera_*_16x224.pth`` / ``mae_hiera_*_16x224.pth`` files, weights under ``model_state``; format
+``bmvit``: this module's own keys, e.g. from a bmvit detector checkpoint). Key mapping
+(:data:`KEY_TABLE`; ``{i}`` block index, ``{p}`` weight|bias):
+
+=====================================  ======================================  ===================================
+bmvit                                  official Hiera                          note
+=====================================  ======================================  ===================================
+``patch_embed.{p}``                    ``patch_embed.proj.{p}``                Conv3d (C, 3, 3, 7, 7)
+``pos_embed_spatial`` (1, h·w, C)      ``pos_embed_spatial`` (1, 56·56, C)     bicubic-resized to the input grid
+``pos_embed_temporal`` (1, t, C)       ``pos_embed_temporal`` (1, 8, C)        linearly resized
+``blocks.{i}.norm1.{p}``               ``blocks.{i}.norm1.{p}``
+``blocks.{i}.attn.qkv.{p}``            ``blocks.{i}.attn.qkv.{p}``             fused, Q|K|V along dim 0
+``blocks.{i}.attn.proj.{p}``           ``blocks.{i}.attn.proj.{p}``
+``blocks.{i}.norm2.{p}``               ``blocks.{i}.norm2.{p}``
+``blocks.{i}.mlp.0.{p}``               ``blocks.{i}.mlp.fc1.{p}``
+``blocks.{i}.mlp.2.{p}``               ``blocks.{i}.mlp.fc2.{p}``
+``blocks.{i}.proj.{p}``                ``blocks.{i}.proj.{p}``                 stage openings only
+``norm.{p}``                           ``norm.{p}``                            absent in MAE-only files
+— (dropped, reported)                  ``head.projection.{p}``                 Kinetics-400 classifier
+— (dropped, reported)                  ``encoder_norm.*``, ``mask_token``,     MAE decoder / fusion heads
+                                       ``multi_scale_fusion_heads.*``,
+                                       ``decoder_*``
+=====================================  ======================================  ===================================
+
+A ``module.`` prefix (DDP) is stripped; files are read with ``torch.load(weights_only=True)`` or
+safetensors only (:func:`bmvit.models.convert.read_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from bmvit.errors import CheckpointError, ConfigError
+from bmvit.models.convert import ConversionReport, ConvertedStateDict, read_checkpoint
+from bmvit.models.mvit import DropPath
+
+Shape3 = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class HieraSpec:
+    """Compact description of a video Hiera (mirrors the reference ``Hiera`` arguments)."""
+
+    embed_dim: int = 96
+    num_heads: int = 1
+    stages: tuple[int, ...] = (2, 3, 16, 3)
+    q_pool: int = 3  # stage transitions that pool queries (reference default: all of them)
+    q_stride: Shape3 = (1, 2, 2)
+    mask_unit_size: Shape3 = (1, 8, 8)  # tokens; must equal q_stride ** (len(stages) - 1)
+    mask_unit_attn: tuple[bool, ...] = (True, True, False, False)  # per stage (lagged by one block)
+    dim_mul: float = 2.0
+    head_mul: float = 2.0
+    patch_kernel: Shape3 = (3, 7, 7)
+    patch_stride: Shape3 = (2, 4, 4)
+    patch_padding: Shape3 = (1, 3, 3)
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.2  # our recipe's value (the reference constructor defaults to 0.0)
+    norm_eps: float = 1e-6
+
+
+HIERA_SPECS: dict[str, HieraSpec] = {
+    # Reference hiera_base_16x224: 51 M parameters (K400 head included), stages 2-3-16-3, 96 -> 768 channels.
+    "hiera_b_16x224": HieraSpec(),
+    # Reference hiera_large_16x224: 213 M parameters (K400 head included), stages 2-6-36-4, 144 -> 1152 channels, heads 2 -> 16.
+    "hiera_l_16x224": HieraSpec(embed_dim=144, num_heads=2, stages=(2, 6, 36, 4)),
+    # CPU-sized model for tests and the synthetic data (not the reference Hiera-T image model):
+    # 3 stages (1-2-2 blocks), width 32 -> 128, mask units of 1×4×4 tokens.
+    "hiera_tiny": HieraSpec(
+        embed_dim=32,
+        stages=(1, 2, 2),
+        q_pool=2,
+        mask_unit_size=(1, 4, 4),
+        mask_unit_attn=(True, False, False),
+        drop_path=0.0,
+    ),
+}
+
+# Input size (T, H, W) each named model was pre-trained at; the default of its builder.
+PRETRAIN_INPUT: dict[str, Shape3] = {
+    "hiera_b_16x224": (16, 224, 224),
+    "hiera_l_16x224": (16, 224, 224),
+    "hiera_tiny": (8, 64, 64),
+}
+
+
+@dataclass(frozen=True)
+class HieraBlockSetting:
+    """Everything one block needs; a row of the table built by :func:`block_table`."""
+
+    dim_in: int
+    dim_out: int
+    num_heads: int
+    q_stride: int  # flattened query-pooling stride of this block (1: no pooling)
+    window: int  # tokens per mask unit after this block's pooling (reference ``window_size``)
+    mask_unit_attn: bool  # attention within mask units (True) or over all tokens (False)
+    drop_path: float
+    stage: int
+
+
+def block_table(spec: HieraSpec, q_pool: int | None = None) -> list[HieraBlockSetting]:
+    """Expand a :class:`HieraSpec` into per-block settings (the loop of the reference constructor)."""
+    q_pool = spec.q_pool if q_pool is None else q_pool
+    n_stages = len(spec.stages)
+    if not 0 <= q_pool < n_stages:
+        raise ConfigError(f"Hiera: q_pool={q_pool} must be in [0, {n_stages - 1}] for {n_stages} stages")
+    if len(spec.mask_unit_attn) != n_stages:
+        raise ConfigError(f"Hiera: mask_unit_attn has {len(spec.mask_unit_attn)} entries for {n_stages} stages")
+    want = tuple(s ** (n_stages - 1) for s in spec.q_stride)
+    if tuple(spec.mask_unit_size) != want:
+        raise ConfigError(f"Hiera: mask_unit_size {tuple(spec.mask_unit_size)} must be q_stride ** (stages - 1) = {want}")
+    depth = sum(spec.stages)
+    stage_ends = [sum(spec.stages[: i + 1]) - 1 for i in range(n_stages)]
+    pool_blocks = {e + 1 for e in stage_ends[:q_pool]}
+    flat_stride = math.prod(spec.q_stride)
+    window = math.prod(spec.mask_unit_size)
+    dpr = [spec.drop_path * i / max(depth - 1, 1) for i in range(depth)]  # = torch.linspace(0, p, depth)
+    rows, dim, heads, stage = [], spec.embed_dim, spec.num_heads, 0
+    for i in range(depth):
+        dim_out = dim
+        mask_unit_attn = spec.mask_unit_attn[stage]  # the kind of the stage *before* a transition
+        if i - 1 in stage_ends:
+            dim_out, heads, stage = int(dim * spec.dim_mul), int(heads * spec.head_mul), stage + 1
+            if i in pool_blocks:
+                window //= flat_stride
+        rows.append(HieraBlockSetting(dim, dim_out, heads, flat_stride if i in pool_blocks else 1, window,
+                                      mask_unit_attn, dpr[i], stage))
+        dim = dim_out
+    return rows
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def token_grid(spec: HieraSpec, input_size: Shape3) -> Shape3:
+    """Token grid ``(t, h, w)`` after the patch embedding of a clip ``(T, H, W)``."""
+    conv = zip(input_size, spec.patch_kernel, spec.patch_stride, spec.patch_padding)
+    return tuple(_conv_out(n, k, s, p) for n, k, s, p in conv)
+
+
+def output_grid(spec: HieraSpec, input_size: Shape3, q_pool: int | None = None) -> Shape3:
+    """Output token grid ``(t, h, w)`` for a clip ``(T, H, W)`` (arithmetic only)."""
+    q_pool = spec.q_pool if q_pool is None else q_pool
+    return tuple(n // s**q_pool for n, s in zip(token_grid(spec, input_size), spec.q_stride))
+
+
+# ---------------------------------------------------------------------------------------------
+# Token order. A grid axis of n = c · s^L tokens (c coarse cells, L unroll levels of stride s)
+# writes a position as the digits (c, b_L, ..., b_1), b_1 the finest. The unrolled order puts
+# the finest digits of all axes outermost: (b_1 of t,h,w), (b_2 of t,h,w), ..., (b_L), then the
+# coarse (t, h, w). So the 2×2 max pool of level 1 is a max over the outermost chunk of the
+# sequence, after which the rest is the unrolled order of the pooled grid with L - 1 levels; and
+# the tokens of one coarse cell (a mask unit, s^L per axis) are the positions sharing the inner
+# index, i.e. the sequence is (within-unit position) × (mask unit), mask-unit index innermost.
+# ---------------------------------------------------------------------------------------------
+
+
+def _unroll_layout(thw: Shape3, stride: Shape3, levels: int) -> tuple[list[int], list[int]]:
+    """Digit shape of the spatial order and the permutation that gives the unrolled order."""
+    shape: list[int] = []
+    for n, s in zip(thw, stride):
+        unit = s**levels
+        if n % unit:
+            raise ValueError(f"Hiera: token grid {tuple(thw)} is not divisible by the mask unit "
+                             f"{tuple(st**levels for st in stride)} ({levels} unroll levels of stride {tuple(stride)})")
+        shape += [n // unit] + [s] * levels
+    base = [d * (levels + 1) for d in range(3)]
+    order = [base[d] + levels - k for k in range(levels) for d in range(3)] + base  # finest level first
+    return shape, order
+
+
+def unroll(x: Tensor, thw: Shape3, stride: Shape3, levels: int) -> Tensor:
+    """``(B, t·h·w, C)`` in row-major ``(t, h, w)`` order -> the unrolled order with ``levels`` levels."""
+    if levels == 0:
+        return x
+    B, N, C = x.shape
+    shape, order = _unroll_layout(thw, stride, levels)
+    return x.reshape(B, *shape, C).permute(0, *(o + 1 for o in order), len(shape) + 1).reshape(B, N, C)
+
+
+def reroll(x: Tensor, thw: Shape3, stride: Shape3, levels: int) -> Tensor:
+    """Inverse of :func:`unroll`: unrolled ``(B, N, C)`` -> row-major ``(t, h, w)`` order."""
+    if levels == 0:
+        return x
+    B, N, C = x.shape
+    shape, order = _unroll_layout(thw, stride, levels)
+    inverse = sorted(range(len(order)), key=order.__getitem__)
+    x = x.reshape(B, *(shape[o] for o in order), C)
+    return x.permute(0, *(i + 1 for i in inverse), len(shape) + 1).reshape(B, N, C)
+
+
+def _pool_outer(x: Tensor, stride: int) -> Tensor:
+    """Max pool of the finest unrolled level: a max over the outermost ``stride`` chunks of dim -2."""
+    return x.unflatten(-2, (stride, -1)).amax(dim=-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Position embeddings
+# ---------------------------------------------------------------------------------------------
+
+
+def resize_pos_embed(spatial: Tensor, temporal: Tensor, src_hw: tuple[int, int], thw: Shape3) -> tuple[Tensor, Tensor]:
+    """Resize separate position embeddings to the grid ``thw``.
+
+    ``spatial (1, h0·w0, C)`` on the ``src_hw`` grid -> ``(1, h·w, C)`` by bicubic interpolation;
+    ``temporal (1, t0, C)`` -> ``(1, t, C)`` by linear interpolation (both ``align_corners=False``,
+    computed in float32, returned in the input dtype).
+    """
+    t, h, w = thw
+    if tuple(src_hw) != (h, w):
+        C = spatial.shape[-1]
+        grid = spatial.float().reshape(1, *src_hw, C).permute(0, 3, 1, 2)  # (1, C, h0, w0)
+        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+        spatial = grid.permute(0, 2, 3, 1).reshape(1, h * w, C).to(spatial.dtype)
+    if temporal.shape[1] != t:
+        line = F.interpolate(temporal.float().transpose(1, 2), size=t, mode="linear", align_corners=False)
+        temporal = line.transpose(1, 2).to(temporal.dtype)
+    return spatial, temporal
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks
+# ---------------------------------------------------------------------------------------------
+
+
+class MaskUnitAttention(nn.Module):
+    """Attention within mask units or over all tokens, with query max pooling.
+
+    Input tokens are in the unrolled order ``(within-unit position) × (mask unit)``; the output
+    keeps that order (with ``q_stride`` times fewer positions when the block pools).
+    """
+
+    def __init__(self, s: HieraBlockSetting) -> None:
+        super().__init__()
+        self.s = s
+        self.head_dim = s.dim_out // s.num_heads
+        self.qkv = nn.Linear(s.dim_in, 3 * s.dim_out)
+        self.proj = nn.Linear(s.dim_out, s.dim_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.s
+        B, N, _ = x.shape
+        units = N // (s.q_stride * s.window) if s.mask_unit_attn else 1
+        qkv = self.qkv(x).view(B, N // units, units, 3, s.num_heads, self.head_dim)
+        q, k, v = qkv.permute(3, 0, 2, 4, 1, 5).unbind(0)  # each (B, units, heads, n, d)
+        if s.q_stride > 1:
+            q = _pool_outer(q, s.q_stride)  # (B, units, heads, n / q_stride, d)
+        nq = q.shape[3]
+        # 4-D inputs (mask units folded into the batch) so fused GPU kernels apply.
+        out = F.scaled_dot_product_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1))  # (B·units, heads, nq, d)
+        out = out.view(B, units, s.num_heads, nq, self.head_dim).permute(0, 3, 1, 2, 4).reshape(B, nq * units, s.dim_out)
+        return self.proj(out)
+
+
+class HieraBlock(nn.Module):
+    def __init__(self, s: HieraBlockSetting, spec: HieraSpec) -> None:
+        super().__init__()
+        self.s = s
+        self.norm1 = nn.LayerNorm(s.dim_in, eps=spec.norm_eps)
+        self.attn = MaskUnitAttention(s)
+        self.norm2 = nn.LayerNorm(s.dim_out, eps=spec.norm_eps)
+        hidden = int(s.dim_out * spec.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(s.dim_out, hidden), nn.GELU(), nn.Linear(hidden, s.dim_out))
+        self.proj = nn.Linear(s.dim_in, s.dim_out) if s.dim_in != s.dim_out else None
+        self.drop_path = DropPath(s.drop_path)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (B, N, C_in) unrolled -> (B, N / q_stride, C_out)
+        x_norm = self.norm1(x)
+        if self.proj is not None:
+            x = self.proj(x_norm)  # the residual branch of a stage opening starts from the normed input
+        if self.s.q_stride > 1:
+            x = _pool_outer(x, self.s.q_stride)
+        x = x + self.drop_path(self.attn(x_norm))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+
+class Hiera(nn.Module):
+    """Video Hiera feature extractor.
+
+    ``forward_features(x)`` maps a clip ``(B, 3, T, H, W)`` to output tokens ``(B, C, t, h, w)``
+    (spatial row-major order, final LayerNorm applied per token); ``out_dim`` is C and
+    ``grid(T, H, W)`` gives ``(t, h, w)``. ``input_size`` sizes the position embeddings (other clip
+    sizes interpolate them on the fly); H and W must be multiples of ``4 · 2^(stages-1)`` (32 for
+    the 4-stage models) so the token grid splits into mask units.
+    """
+
+    def __init__(
+        self,
+        spec: HieraSpec,
+        input_size: Shape3 = (16, 224, 224),
+        q_pool: int | None = None,
+        grad_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.input_size = tuple(input_size)
+        self.q_pool = spec.q_pool if q_pool is None else q_pool
+        self.table = block_table(spec, self.q_pool)
+        self.levels = len(spec.stages) - 1  # unroll levels: one per stage transition, pooled or not
+        self.stage_ends = [sum(spec.stages[: i + 1]) - 1 for i in range(len(spec.stages))]
+        self.grad_checkpointing = grad_checkpointing
+        self.pos_thw = token_grid(spec, self.input_size)
+        try:
+            _unroll_layout(self.pos_thw, spec.q_stride, self.levels)
+        except ValueError as e:
+            raise ConfigError(f"input size {tuple(input_size)}: {e}; use H and W multiples of "
+                              f"{spec.patch_stride[1] * spec.q_stride[1] ** self.levels}") from None
+        t, h, w = self.pos_thw
+        self.patch_embed = nn.Conv3d(3, spec.embed_dim, spec.patch_kernel, spec.patch_stride, spec.patch_padding)
+        self.pos_embed_spatial = nn.Parameter(torch.zeros(1, h * w, spec.embed_dim))
+        self.pos_embed_temporal = nn.Parameter(torch.zeros(1, t, spec.embed_dim))
+        self.blocks = nn.ModuleList(HieraBlock(s, spec) for s in self.table)
+        self.out_dim = self.table[-1].dim_out
+        self.norm = nn.LayerNorm(self.out_dim, eps=spec.norm_eps)
+        nn.init.trunc_normal_(self.pos_embed_spatial, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed_temporal, std=0.02)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        # Reference _init_weights: truncated normal weights, Linear and LayerNorm biases at 0.02.
+        if isinstance(m, (nn.Linear, nn.Conv3d)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.constant_(m.bias, 0.02)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.constant_(m.bias, 0.02)
+
+    def grid(self, T: int, H: int, W: int) -> Shape3:
+        """Output token grid ``(t, h, w)`` for an input clip of ``T × H × W``."""
+        return output_grid(self.spec, (T, H, W), self.q_pool)
+
+    def pos_embed(self, thw: Shape3) -> Tensor:
+        """Position embedding ``(1, t·h·w, C)`` of a token grid, row-major (interpolated if needed)."""
+        spatial, temporal = self.pos_embed_spatial, self.pos_embed_temporal
+        if tuple(thw) != self.pos_thw:
+            spatial, temporal = resize_pos_embed(spatial, temporal, self.pos_thw[1:], thw)
+        t, hw = temporal.shape[1], spatial.shape[1]
+        return (temporal[:, :, None, :] + spatial[:, None, :, :]).reshape(1, t * hw, -1)
+
+    def _blocks(self, x: Tensor, stage_outputs: bool) -> tuple[Tensor, Shape3, int, list[Tensor]]:
+        """Embedding + blocks: unrolled tokens, their grid, the unroll levels left, rerolled stage outputs."""
+        x = self.patch_embed(x)  # (B, C, t, h, w)
+        B = x.shape[0]
+        thw: Shape3 = tuple(x.shape[2:])
+        x = x.flatten(2).transpose(1, 2) + self.pos_embed(thw).to(x.dtype)  # (B, t·h·w, C) row-major
+        levels = self.levels
+        x = unroll(x, thw, self.spec.q_stride, levels)
+        outs: list[Tensor] = []
+        for i, blk in enumerate(self.blocks):
+            if self.grad_checkpointing and self.training:
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+            if blk.s.q_stride > 1:  # this block consumed the outermost unroll level
+                thw, levels = tuple(n // s for n, s in zip(thw, self.spec.q_stride)), levels - 1
+            if stage_outputs and i in self.stage_ends:
+                y = reroll(x, thw, self.spec.q_stride, levels)
+                outs.append(y.transpose(1, 2).reshape(B, -1, *thw))
+        return x, thw, levels, outs
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, 3, T, H, W)`` -> ``(B, C, t, h, w)``: last-stage tokens, spatial order, final LayerNorm."""
+        x, thw, levels, _ = self._blocks(x, stage_outputs=False)
+        x = self.norm(reroll(x, thw, self.spec.q_stride, levels))  # (B, t·h·w, C) row-major
+        return x.transpose(1, 2).reshape(x.shape[0], self.out_dim, *thw)
+
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        """Every stage's output ``(B, C_s, t_s, h_s, w_s)`` in spatial order, before the final norm
+        (the reference's ``return_intermediates``, as feature maps)."""
+        return self._blocks(x, stage_outputs=True)[3]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_features(x)
+
+    def load_checkpoint(self, path: str | Path, fmt: str = "auto") -> ConversionReport:
+        """Initialize from a checkpoint file (``fmt``: ``auto``, ``hiera`` or ``bmvit``); see the module docstring.
+
+        Position embeddings are resized to this model's input size. Raises :class:`CheckpointError`
+        naming the file when the layout is not a video Hiera's, a shape does not fit, or weights
+        other than the final norm are missing.
+        """
+        if fmt not in ("auto", "hiera", "bmvit"):
+            raise CheckpointError(f"{path}: format {fmt!r} is an MViT layout; a Hiera backbone reads 'hiera' "
+                                  "(official checkpoints), 'bmvit' or 'auto'")
+        sd, _ = read_checkpoint(path, "bmvit")  # safe reading only ('bmvit' skips the MViT layout guess)
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}  # saved from DistributedDataParallel
+        layout = detect_layout(sd)
+        if layout is None or (fmt != "auto" and layout != fmt):
+            found = "an unknown layout" if layout is None else f"the {layout} layout"
+            raise CheckpointError(f"{path}: not a video Hiera checkpoint in the {fmt if fmt != 'auto' else 'hiera or bmvit'} "
+                                  f"layout (found {found}; keys: {', '.join(list(sd)[:4])}, ...)")
+        try:
+            fitted = from_hiera(sd, target=self) if layout == "hiera" else fit_to(sd, self)
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        missing = [k for k in fitted.report.missing if not k.startswith("norm.")]
+        if missing:
+            raise CheckpointError(f"{path}: checkpoint ({layout} layout) lacks {len(missing)} weights of the model, "
+                                  f"e.g. {', '.join(missing[:4])}")
+        if fitted.report.missing:  # MAE-only checkpoints have no final norm: start it as the identity
+            with torch.no_grad():
+                fitted["norm.weight"], fitted["norm.bias"] = torch.ones_like(self.norm.weight), torch.zeros_like(self.norm.bias)
+        self.load_state_dict(fitted, strict=True)
+        return fitted.report
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint key mapping
+# ---------------------------------------------------------------------------------------------
+
+# One row per parameter kind: (bmvit key, official Hiera key); {i} block index, {p} weight|bias.
+KEY_TABLE: tuple[tuple[str, str], ...] = (
+    ("patch_embed.{p}", "patch_embed.proj.{p}"),
+    ("pos_embed_spatial", "pos_embed_spatial"),
+    ("pos_embed_temporal", "pos_embed_temporal"),
+    ("blocks.{i}.norm1.{p}", "blocks.{i}.norm1.{p}"),
+    ("blocks.{i}.attn.qkv.{p}", "blocks.{i}.attn.qkv.{p}"),
+    ("blocks.{i}.attn.proj.{p}", "blocks.{i}.attn.proj.{p}"),
+    ("blocks.{i}.norm2.{p}", "blocks.{i}.norm2.{p}"),
+    ("blocks.{i}.mlp.0.{p}", "blocks.{i}.mlp.fc1.{p}"),
+    ("blocks.{i}.mlp.2.{p}", "blocks.{i}.mlp.fc2.{p}"),
+    ("blocks.{i}.proj.{p}", "blocks.{i}.proj.{p}"),
+    ("norm.{p}", "norm.{p}"),
+)
+# Official keys dropped on purpose: the Kinetics classifier and the MAE decoder / fusion heads.
+DROPPED_PREFIXES = ("head.", "encoder_norm.", "multi_scale_fusion_heads.", "decoder_", "mask_token")
+
+
+def _pattern(template: str) -> re.Pattern:
+    rx = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias)")
+    return re.compile(rx + "$")
+
+
+_RULES = [(_pattern(ours), _pattern(theirs), ours, theirs) for ours, theirs in KEY_TABLE]
+
+
+def map_key(key: str, to_bmvit: bool = True) -> str | None:
+    """Official Hiera key -> bmvit key (``to_bmvit=False``: the other way); None if it has no place."""
+    for ours_rx, theirs_rx, ours, theirs in _RULES:
+        m = (theirs_rx if to_bmvit else ours_rx).match(key)
+        if m:
+            return (ours if to_bmvit else theirs).format(**m.groupdict())
+    return None
+
+
+def detect_layout(sd: Mapping[str, Tensor]) -> str | None:
+    """``hiera`` (official keys), ``bmvit`` (this module's keys) or None."""
+    keys = {k.removeprefix("module.") for k in sd}
+    if "pos_embed_spatial" not in keys:
+        return None  # not a video Hiera (image models have one joint pos_embed; MViT has none)
+    if "patch_embed.proj.weight" in keys:
+        return "hiera"
+    if "patch_embed.weight" in keys:
+        return "bmvit"
+    return None
+
+
+def fit_to(sd: Mapping[str, Tensor], target: Hiera, report: ConversionReport | None = None) -> ConvertedStateDict:
+    """Fit a bmvit-layout Hiera state dict to ``target``: position embeddings resized to its grid,
+    keys it lacks reported as unexpected, keys it needs reported as missing; any other shape
+    mismatch raises :class:`CheckpointError` naming the key."""
+    report = report or ConversionReport("bmvit", "bmvit")
+    shapes = {k: tuple(v.shape) for k, v in target.state_dict().items()}
+    out = ConvertedStateDict()
+    spatial, temporal = sd.get("pos_embed_spatial"), sd.get("pos_embed_temporal")
+    if spatial is not None and temporal is not None:
+        n = spatial.shape[1]
+        side = math.isqrt(n)
+        src_hw = target.pos_thw[1:] if n == math.prod(target.pos_thw[1:]) else (side, side)
+        if side * side != n and n != math.prod(target.pos_thw[1:]):
+            raise CheckpointError(f"'pos_embed_spatial': {n} positions are not a square grid; cannot resize to "
+                                  f"{target.pos_thw[1:]}")
+        new_s, new_t = resize_pos_embed(spatial, temporal, src_hw, target.pos_thw)
+        for key, old, new in (("pos_embed_spatial", spatial, new_s), ("pos_embed_temporal", temporal, new_t)):
+            if old.shape != new.shape:
+                report.resized.append((key, list(old.shape), list(new.shape)))
+        sd = {**sd, "pos_embed_spatial": new_s.contiguous(), "pos_embed_temporal": new_t.contiguous()}
+    for key, value in sd.items():
+        if key not in shapes:
+            report.unexpected.append(key)
+            continue
+        if tuple(value.shape) != shapes[key]:
+            raise CheckpointError(f"'{key}': checkpoint shape {tuple(value.shape)} does not fit the model's "
+                                  f"{shapes[key]} (different Hiera size?)")
+        out[key] = value
+    report.missing.extend(k for k in shapes if k not in out)
+    report.converted = len(out)
+    out.report = report
+    return out
+
+
+def from_hiera(sd: Mapping[str, Tensor], target: Hiera | None = None) -> ConvertedStateDict:
+    """Official Hiera state dict (``model_state`` of a ``.pth``) -> bmvit keys; fitted to ``target`` if given.
+
+    The classifier head and MAE decoder weights are dropped (``report.dropped``); keys with no place
+    are listed in ``report.unexpected``.
+    """
+    if "model_state" in sd and isinstance(sd["model_state"], Mapping):
+        sd = sd["model_state"]
+    out, report = ConvertedStateDict(), ConversionReport("hiera", "bmvit")
+    for key, value in sd.items():
+        key = key.removeprefix("module.")
+        if key.startswith(DROPPED_PREFIXES):
+            report.dropped.append(key)
+            continue
+        new = map_key(key)
+        if new is None:
+            report.unexpected.append(key)
+            continue
+        out[new] = value
+    if target is not None:
+        return fit_to(out, target, report)
+    report.converted = len(out)
+    out.report = report
+    return out
+
+
+def to_hiera(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """bmvit Hiera state dict -> official keys (no classifier head)."""
+    out = {}
+    for key, value in sd.items():
+        new = map_key(key, to_bmvit=False)
+        if new is None:
+            raise CheckpointError(f"'{key}': not a bmvit Hiera key")
+        out[new] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders
+# ---------------------------------------------------------------------------------------------
+
+
+def build_hiera(
+    name: str,
+    input_size: Shape3 | None = None,
+    q_pool: int | None = None,
+    grad_checkpointing: bool = False,
+    **overrides,
+) -> Hiera:
+    """Build a named Hiera (``hiera_b_16x224``, ``hiera_l_16x224``, ``hiera_tiny``); ``overrides`` replace spec fields.
+
+    ``input_size`` (T, H, W) defaults to the size the model was pre-trained at; ``q_pool`` to the spec's.
+    """
+    if name not in HIERA_SPECS:
+        raise ConfigError(f"unknown Hiera {name!r}; expected one of {', '.join(HIERA_SPECS)}")
+    spec = replace(HIERA_SPECS[name], **overrides)
+    size = tuple(input_size) if input_size is not None else PRETRAIN_INPUT[name]
+    return Hiera(spec, size, q_pool=q_pool, grad_checkpointing=grad_checkpointing)
+
+
+def hiera_builder(name: str):
+    """Backbone builder for :data:`bmvit.models.build.BACKBONES`: ``(ModelConfig, input_size) -> Hiera``.
+
+    ``model.remove_last_pool: true`` removes the last query-pooling stage (``q_pool = spec.q_pool - 1``);
+    ``model.drop_path`` overrides the spec's rate; the MViT-only keys ``model.rel_pos`` and
+    ``model.kv_stride`` do not apply (Hiera has absolute position embeddings and never pools K/V)
+    and are ignored, as for the ViT backbones.
+    """
+
+    def build(cfg, input_size: Shape3) -> Hiera:
+        spec = HIERA_SPECS[name]
+        if cfg.drop_path is not None:
+            spec = replace(spec, drop_path=cfg.drop_path)
+        q_pool = spec.q_pool - 1 if cfg.remove_last_pool else spec.q_pool
+        return Hiera(spec, input_size, q_pool=q_pool, grad_checkpointing=cfg.grad_checkpointing)
+
+    return build
