@@ -59,7 +59,8 @@ def run(args) -> int:
     t, h, w = cost.tokens
     rows = [
         ("config", args.config or "(defaults)"),
-        ("backbone", f"{cost.backbone}, last pool {'removed' if cfg.model.remove_last_pool else 'kept'}"),
+        ("backbone", f"{cost.backbone}, " + ("no pooling stages (plain ViT)" if cost.backbone.startswith("vit") else
+                                              f"last pool {'removed' if cfg.model.remove_last_pool else 'kept'}")),
         ("input T×H×W", "×".join(map(str, cost.input))),
         ("tokens t×h×w", f"{t}×{h}×{w} ({t * h * w} tokens)"),
         ("GMACs backbone", f"{cost.gmacs_backbone:.2f}"),
