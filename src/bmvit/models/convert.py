@@ -221,17 +221,11 @@ def detect_format(sd: Mapping[str, Tensor]) -> str | None:
     return None
 
 
-def read_checkpoint(path: str | Path, fmt: str = "auto") -> tuple[dict[str, Tensor], str]:
-    """Read weights from ``path`` safely; returns ``(state_dict, format)``.
-
-    ``.safetensors`` files are read with safetensors (bmvit layout, or a bmvit detector checkpoint
-    whose ``backbone.*`` weights are taken); anything else with ``torch.load(weights_only=True)``,
-    which refuses pickled objects other than tensors and plain containers. ``fmt="auto"`` guesses
-    the layout from the keys.
-    """
+def read_weights(path: str | Path) -> Mapping:
+    """The raw mapping stored in a weights file, read safely: ``.safetensors`` with safetensors,
+    anything else with ``torch.load(weights_only=True)`` (tensors and plain containers only; a
+    pickled object is refused with a :class:`CheckpointError` naming it)."""
     path = Path(path)
-    if fmt not in ("auto", *FORMATS):
-        raise CheckpointError(f"{path}: unknown checkpoint format {fmt!r}; expected auto, {', '.join(FORMATS)}")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     if path.suffix == ".safetensors":
@@ -239,25 +233,36 @@ def read_checkpoint(path: str | Path, fmt: str = "auto") -> tuple[dict[str, Tens
         from safetensors.torch import load_file
 
         try:
-            sd = load_file(str(path))
+            return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    else:
-        try:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-            what = f"it references {found.group(1)}" if found else "it is not a plain weights file"
-            raise CheckpointError(
-                f"{path}: refused to load: {what}, and only tensors and plain containers are unpickled "
-                "(torch.load weights_only=True), never arbitrary objects. Re-save just its state dict in a "
-                "trusted environment."
-            ) from None
-        except (RuntimeError, OSError, EOFError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f"it references {found.group(1)}" if found else "it is not a plain weights file"
+        raise CheckpointError(
+            f"{path}: refused to load: {what}, and only tensors and plain containers are unpickled "
+            "(torch.load weights_only=True), never arbitrary objects. Re-save just its state dict in a "
+            "trusted environment."
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
     if not isinstance(sd, Mapping):
         raise CheckpointError(f"{path}: expected a mapping of weights, found {type(sd).__name__}")
-    sd = _unwrap(sd)
+    return sd
+
+
+def read_checkpoint(path: str | Path, fmt: str = "auto") -> tuple[dict[str, Tensor], str]:
+    """Read weights from ``path`` safely (:func:`read_weights`); returns ``(state_dict, format)``.
+
+    A bmvit detector checkpoint contributes its ``backbone.*`` weights. ``fmt="auto"`` guesses the
+    layout from the keys.
+    """
+    path = Path(path)
+    if fmt not in ("auto", *FORMATS):
+        raise CheckpointError(f"{path}: unknown checkpoint format {fmt!r}; expected auto, {', '.join(FORMATS)}")
+    sd = _unwrap(read_weights(path))
     if any(k.startswith("backbone.") for k in sd):  # a bmvit detector checkpoint
         sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
     tensors = {k: v for k, v in sd.items() if isinstance(v, Tensor)}

@@ -193,6 +193,18 @@ class DropPath(nn.Module):
         return x * keep / (1 - self.p)
 
 
+def init_weights(m: nn.Module) -> None:
+    """Transformer initialization of the MViTv2 and VideoMAE references: trunc-normal(0.02) linear
+    weights with zero biases, unit LayerNorms (``module.apply(init_weights)``)."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 def interpolate_rel_pos(table: Tensor, length: int) -> Tensor:
     """Resize a relative-position table ``(L, d)`` to ``(length, d)`` by linear interpolation.
 
@@ -410,19 +422,9 @@ class MViT(nn.Module):
             thw = tuple(max(a // b, 1) for a, b in zip(thw, s.stride_q))
         self.out_dim = self.table[-1].dim_out
         self.norm = nn.LayerNorm(self.out_dim, eps=spec.norm_eps)
-        self.apply(self._init)
+        self.apply(init_weights)
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def grid(self, T: int, H: int, W: int) -> Shape3:
         """Output token grid ``(t, h, w)`` for an input clip of ``T × H × W``."""

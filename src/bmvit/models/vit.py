@@ -79,7 +79,6 @@ two layouts apart by their keys.
 from __future__ import annotations
 
 import math
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -91,8 +90,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from bmvit.errors import CheckpointError, ConfigError
-from bmvit.models.convert import ConversionReport
-from bmvit.models.mvit import DropPath
+from bmvit.models.convert import ConversionReport, read_weights
+from bmvit.models.mvit import DropPath, init_weights
 
 Shape3 = tuple[int, int, int]
 POS_EMBED_MODES = ("interpolate", "regenerate")
@@ -238,19 +237,7 @@ class ViT(nn.Module):
         self.out_dim = spec.embed_dim
         self.num_heads = spec.num_heads
         self._pos_cache: dict[tuple, Tensor] = {}
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        # VideoMAE: trunc-normal(0.02) linears with zero bias, unit LayerNorms; the conv keeps
-        # PyTorch's default initialization.
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_weights)  # VideoMAE's; the conv keeps PyTorch's default initialization
 
     def _check_size(self, thw: tuple[int, ...], what: str) -> None:
         if any(n % p for n, p in zip(thw, self.spec.patch)) or any(n < p for n, p in zip(thw, self.spec.patch)):
@@ -335,34 +322,6 @@ def map_videomae_key(key: str) -> str | None:
     return None
 
 
-def _read_weights(path: Path) -> Mapping:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        what = f"it references {found.group(1)}" if found else "it is not a plain weights file"
-        raise CheckpointError(
-            f"{path}: refused to load: {what}, and only tensors and plain containers are unpickled "
-            "(torch.load weights_only=True), never arbitrary objects. Re-save just its state dict in a "
-            "trusted environment."
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
-    if not isinstance(sd, Mapping):
-        raise CheckpointError(f"{path}: expected a mapping of weights, found {type(sd).__name__}")
-    return sd
-
-
 def _unwrap(sd: Mapping) -> dict[str, Tensor]:
     for key in _WRAPPERS:
         if key in sd and isinstance(sd[key], Mapping):
@@ -429,7 +388,7 @@ def load_vit_checkpoint(model: ViT, path: str | Path, fmt: str = "auto") -> Conv
     if fmt not in VIT_FORMATS:
         raise CheckpointError(f"{path}: the ViT backbone reads the {', '.join(VIT_FORMATS[1:])} layouts "
                               f"(model.pretrained_format: {', '.join(VIT_FORMATS)}), not {fmt!r}")
-    sd = _unwrap(_read_weights(path))
+    sd = _unwrap(read_weights(path))
     if not sd:
         raise CheckpointError(f"{path}: no tensors found")
     if fmt == "auto":
