@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from bmvit.losses.criterion import SetCriterion
@@ -55,3 +56,99 @@ def test_normalised_by_number_of_actors():
     a = SetCriterion()(out, tgt, matches, num_actors=2)["loss"]
     b = SetCriterion()(out, tgt, matches, num_actors=4)["loss"]
     assert abs(a.item() - 2 * b.item()) < 1e-4
+
+
+# --- Hand-computed values with non-zero logits (Eq. 2-3; docs/architecture.md "Choices") -----------
+# Three tokens, two actors, K = 2. Hungarian says: token 2 <-> GT 0, token 0 <-> GT 1 (listed in that
+# order), token 1 is "no actor". With all-zero logits every BCE is ln 2 whatever its target; here each
+# token's targets matter, so a wrong matched token or a target put on the wrong token changes the loss.
+
+def _sp(x):
+    """softplus: BCE(y=1, logit x) = -log σ(x) = sp(-x); BCE(y=0, x) = -log(1 - σ(x)) = sp(x)."""
+    return math.log1p(math.exp(x))
+
+
+ACTOR = [1.0, -2.0, 0.5]
+ACTION = [[2.0, -1.0], [0.0, 3.0], [-1.5, 0.5]]
+
+
+def _three_tokens():
+    out = {
+        "boxes": torch.tensor([[[0.25, 0.25, 0.1, 0.1], [0.8, 0.8, 0.1, 0.1], [0.5, 0.5, 0.2, 0.2]]]),
+        "actor_logits": torch.tensor([ACTOR]),
+        "action_logits": torch.tensor([ACTION]),
+    }
+    tgt = [{"boxes": torch.tensor([[0.5, 0.5, 0.2, 0.4], [0.3, 0.25, 0.1, 0.1]]),
+            "labels": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}]
+    matches = [(torch.tensor([2, 0]), torch.tensor([0, 1]))]
+    return out, tgt, matches
+
+
+# actor: tokens 0 and 2 are positives (-log p), token 1 a negative (-log(1 - p))
+ACTOR_SUM = _sp(-1.0) + _sp(-2.0) + _sp(-0.5)
+# action, summed over classes: token 0 carries GT 1's labels [0, 1], token 1 all zeros, token 2 GT 0's [1, 0]
+ACTION_SUM = (_sp(2.0) + _sp(1.0)) + (_sp(0.0) + _sp(3.0)) + (_sp(1.5) + _sp(0.5))
+# boxes: token 2 vs GT 0: |Δh| = 0.2, GIoU 1/2 (inside, half the area); token 0 vs GT 1: |Δcx| = 0.05,
+# x overlap 0.05 of 0.15, same y range -> IoU 1/3 and the enclosing box is the union -> GIoU 1/3
+L1_SUM = 0.2 + 0.05
+GIOU_SUM = (1 - 0.5) + (1 - 1 / 3)
+
+
+def test_hand_computed_terms_with_nonzero_logits():
+    out, tgt, matches = _three_tokens()
+    terms = SetCriterion()(out, tgt, matches, num_actors=2)
+    assert terms["actor"].item() == pytest.approx(ACTOR_SUM / 2, abs=1e-6)
+    assert terms["action"].item() == pytest.approx(ACTION_SUM / 2, abs=1e-6)
+    assert terms["l1"].item() == pytest.approx(L1_SUM / 2, abs=1e-6)
+    assert terms["giou"].item() == pytest.approx(GIOU_SUM / 2, abs=1e-6)
+    # the paper's weights: λ_actor 2, λ_action 6, λ_l1 5, λ_giou 2
+    expected = (2 * ACTOR_SUM + 6 * ACTION_SUM + 5 * L1_SUM + 2 * GIOU_SUM) / 2
+    assert terms["loss"].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_each_weight_multiplies_its_own_term():
+    out, tgt, matches = _three_tokens()
+    terms = SetCriterion(w_actor=1.0, w_action=10.0, w_l1=100.0, w_giou=1000.0)(out, tgt, matches, num_actors=1)
+    expected = ACTOR_SUM + 10 * ACTION_SUM + 100 * L1_SUM + 1000 * GIOU_SUM
+    assert terms["loss"].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_swapping_the_matched_tokens_changes_every_term():
+    """The same pairs listed the other way round give the same loss; a different assignment does not."""
+    out, tgt, _ = _three_tokens()
+    crit = SetCriterion()
+    ref = crit(out, tgt, [(torch.tensor([2, 0]), torch.tensor([0, 1]))], 2)
+    same = crit(out, tgt, [(torch.tensor([0, 2]), torch.tensor([1, 0]))], 2)
+    other = crit(out, tgt, [(torch.tensor([0, 2]), torch.tensor([0, 1]))], 2)  # GT 0 on token 0 now
+    for k in ("actor", "action", "l1", "giou", "loss"):
+        assert same[k].item() == pytest.approx(ref[k].item(), abs=1e-6), k
+    for k in ("action", "l1", "giou"):  # actor targets are the same set of tokens: only these move
+        assert abs(other[k].item() - ref[k].item()) > 1e-3, k
+    moved = crit(out, tgt, [(torch.tensor([2, 1]), torch.tensor([0, 1]))], 2)  # token 1 instead of 0
+    assert moved["actor"].item() == pytest.approx((_sp(1.0) + _sp(2.0) + _sp(-0.5)) / 2, abs=1e-6)
+
+
+def test_batch_targets_stay_in_their_clip():
+    """Two clips: clip 1's match must put targets on clip 1's tokens (b index), not clip 0's."""
+    out, tgt, matches = _three_tokens()
+    two = {k: torch.cat([v, v.flip(1)]) for k, v in out.items()}  # clip 1: tokens in reverse order
+    flipped = [(2 - matches[0][0], matches[0][1])]  # the same tokens, at their new positions
+    terms = SetCriterion()(two, tgt + tgt, matches + flipped, num_actors=4)
+    for k, v in (("actor", ACTOR_SUM), ("action", ACTION_SUM), ("l1", L1_SUM), ("giou", GIOU_SUM)):
+        assert terms[k].item() == pytest.approx(2 * v / 4, abs=1e-6), k
+
+
+def test_focal_loss_hand_computed():
+    """γ = 2, α = 0.25 on the actor term: α_t (1 - p_t)^γ BCE, summed over tokens."""
+    out, tgt, matches = _three_tokens()
+    terms = SetCriterion(focal_gamma=2.0, focal_alpha=0.25)(out, tgt, matches, num_actors=1)
+
+    def sig(x):
+        return 1 / (1 + math.exp(-x))
+
+    pos = [(ACTOR[0], 1), (ACTOR[1], 0), (ACTOR[2], 1)]
+    want = 0.0
+    for x, y in pos:
+        p_t = sig(x) if y else 1 - sig(x)
+        want += (0.25 if y else 0.75) * (1 - p_t) ** 2 * -math.log(p_t)
+    assert terms["actor"].item() == pytest.approx(want, abs=1e-6)
