@@ -1,13 +1,15 @@
 """Typed configuration: dataclasses loaded from YAML, with ``section.key=value`` overrides.
 
-Unknown keys and wrong types raise :class:`~bmvit.errors.ConfigError` naming the key (and the
-file) and listing the valid alternatives. The resolved config is saved with every run
+Unknown keys, wrong types and values outside a key's valid range (:data:`RANGES`, :data:`LENGTHS`;
+non-finite numbers are never valid) raise :class:`~bmvit.errors.ConfigError` naming the key (and
+the file) and stating the valid alternatives or range. The resolved config is saved with every run
 (``config.yaml``) and inside every checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -172,6 +174,68 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Valid range of each numeric key (for a list: of each element): (minimum, maximum, minimum excluded?);
+# None: unbounded on that side.
+_GE0, _GE1, _GT0, _PROB = (0, None, False), (1, None, False), (0, None, True), (0, 1, False)
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "data.fps": _GE1, "data.first_second": _GE0, "data.num_frames": _GE1, "data.stride": _GE1,
+    "data.size": (16, None, False), "data.hflip_prob": _PROB, "data.hflip_swap": _GE0, "data.color_jitter": _PROB,
+    "data.num_workers": _GE0, "data.video_offset": _GE0, "data.split": _GE1, "data.keyframe_step": _GE1,
+    "data.keyframe_range": _GE0, "data.box_jitter": _PROB, "data.short_side": (16, None, False),
+    "model.head_hidden": _GE1, "model.box_layers": _GE1, "model.cls_layers": _GE1, "model.drop_path": (0, 1, False),
+    "model.kv_stride": _GE1, "model.cross_attn_heads": _GE1,
+    "loss.actor": _GE0, "loss.action": _GE0, "loss.l1": _GE0, "loss.giou": _GE0, "loss.cost_actor": _GE0,
+    "loss.cost_action": _GE0, "loss.cost_l1": _GE0, "loss.cost_giou": _GE0, "loss.positive_radius": _GE0,
+    "loss.focal_gamma": _GE0, "loss.focal_alpha": (None, 1, False),
+    "train.epochs": _GT0, "train.max_steps": _GE1, "train.batch_size": _GE1, "train.lr": _GT0,
+    "train.weight_decay": _GE0, "train.warmup_steps": _GE0, "train.min_lr_ratio": _PROB, "train.grad_clip": _GT0,
+    "train.seed": (0, 2**32 - 1, False), "train.threads": _GE0, "train.log_every": _GE1, "train.ckpt_every": _GE0,
+    "train.keep_checkpoints": _GE0, "train.eval_at_minutes": _GE0, "train.eval_every": _GE0,
+    "train.accum_steps": _GE1, "train.layer_decay": (0, 1, True), "train.ema_decay": _PROB,
+    "eval.threshold": _PROB, "eval.nms_iou": (0, 1, True), "eval.max_dets_per_frame": _GE0, "eval.batch_size": _GE1,
+}
+# Keys whose list must have this many elements (what each element means).
+LENGTHS: dict[str, tuple[int, str]] = {
+    "data.keyframe_range": (2, "[first, last] timestamps"), "data.short_side": (2, "[min, max] short side"),
+    "model.kv_stride": (3, "(t, h, w) strides"),
+}
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _valid_range(lo: float | None, hi: float | None, lo_open: bool) -> str:
+    if hi is None:
+        return f"{'>' if lo_open else '≥'} {_fmt(lo)}"
+    if lo is None:
+        return f"≤ {_fmt(hi)}"
+    return f"in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _check_value(key: str, value: Any, where: str) -> None:
+    """Raise ConfigError if ``value`` (a converted value of ``key``) is outside RANGES / LENGTHS."""
+    if value is None:
+        return
+    if key in LENGTHS and len(value) != LENGTHS[key][0]:
+        n, what = LENGTHS[key]
+        raise ConfigError(f"{where}'{key}': expected {n} values ({what}), got {value!r}")
+    if key in ("data.mean", "data.std") and (len(value) != 3 or (key == "data.std" and min(value) <= 0)):
+        raise ConfigError(f"{where}'{key}': expected 3 per-channel (RGB) values{' > 0' if key == 'data.std' else ''}, "
+                          f"got {value!r}")
+    if key == "data.hflip_swap" and any(len(pair) != 2 for pair in value):
+        raise ConfigError(f"{where}'{key}': expected pairs of action ids [[a, b], ...], got {value!r}")
+    if key in ("data.keyframe_range", "data.short_side") and value[0] > value[1]:
+        raise ConfigError(f"{where}'{key}': first value {value[0]} must be ≤ the second {value[1]}")
+    if key not in RANGES:
+        return
+    lo, hi, lo_open = RANGES[key]
+    items = value if isinstance(value, list) else [value]
+    for v in (x for item in items for x in (item if isinstance(item, list) else [item])):
+        if (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
+            raise ConfigError(f"{where}'{key}': {v!r} must be {_valid_range(lo, hi, lo_open)}")
+
+
 def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
     """Check/convert ``value`` to the annotated type ``tp``."""
     origin = typing.get_origin(tp)
@@ -200,13 +264,22 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            number = value
+        elif isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            try:
+                number = float(number)
+            except OverflowError:  # an int too large for a float
+                number = math.inf
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}'{key}': expected a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -231,6 +304,7 @@ def _apply(obj: Any, data: dict, prefix: str, where: str) -> None:
         v = _convert(v, hints[k], key, where)
         if key in CHOICES and v not in CHOICES[key]:
             raise ConfigError(f"{where}'{key}': {v!r} is not one of {', '.join(CHOICES[key])}")
+        _check_value(key, v, where)
         setattr(obj, k, v)
 
 

@@ -27,3 +27,7 @@ class CheckpointError(BmvitError):
 
 class TrainingError(BmvitError):
     """Training cannot go on (e.g. a non-finite loss under ``train.nan_policy=stop``)."""
+
+
+class OutputError(BmvitError):
+    """An output file cannot be written (missing permission, a file where a folder should be, disk full)."""

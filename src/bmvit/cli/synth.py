@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import time
 
-from bmvit.data.synthetic import SynthSpec, generate
+from bmvit.cli.argtypes import count
+from bmvit.data.synthetic import SPEC_RANGES, SynthSpec, generate
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("synth", help="generate the built-in synthetic action dataset (AVA layout)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--videos", type=int, default=SynthSpec.train_videos, help="training videos")
-    p.add_argument("--val-videos", type=int, default=SynthSpec.val_videos, help="validation videos (seed + 1)")
-    p.add_argument("--seconds", type=int, default=SynthSpec.seconds, help="length of each video")
-    p.add_argument("--seed", type=int, default=SynthSpec.seed)
-    p.add_argument("--width", type=int, default=SynthSpec.width)
-    p.add_argument("--height", type=int, default=SynthSpec.height)
-    p.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
+    p.add_argument("--videos", type=count(*SPEC_RANGES["train_videos"]), default=SynthSpec.train_videos, help="training videos")
+    p.add_argument("--val-videos", type=count(*SPEC_RANGES["val_videos"]), default=SynthSpec.val_videos, help="validation videos (seed + 1)")
+    p.add_argument("--seconds", type=count(*SPEC_RANGES["seconds"]), default=SynthSpec.seconds, help="length of each video")
+    p.add_argument("--seed", type=count(*SPEC_RANGES["seed"]), default=SynthSpec.seed)
+    p.add_argument("--width", type=count(*SPEC_RANGES["width"]), default=SynthSpec.width)
+    p.add_argument("--height", type=count(*SPEC_RANGES["height"]), default=SynthSpec.height)
+    p.add_argument("--workers", type=count(0), default=0, help="processes (0: one per core)")
     p.add_argument("--force", action="store_true", help="regenerate even if the folder matches")
     p.set_defaults(func=run)
 

@@ -41,7 +41,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bmvit.atomic import atomic_output, output_error, write_text
 from bmvit.data.ava_format import AvaRows, write_label_map, write_rows
+from bmvit.errors import ConfigError
 
 ACTIONS: dict[int, str] = {1: "walk left", 2: "walk right", 3: "wave", 4: "raise arm", 5: "lower arm", 6: "jump"}
 FPS = 30
@@ -274,18 +276,52 @@ def _render_video(args: tuple[str, int, SynthSpec, str]) -> list[tuple]:
     return rows
 
 
+# Valid ranges of the SynthSpec fields a user sets (``bmvit synth`` options): (minimum, maximum or None).
+SPEC_RANGES: dict[str, tuple[float, float | None]] = {
+    "train_videos": (1, None), "val_videos": (0, None), "seconds": (2, None), "width": (32, None),
+    "height": (32, None), "seed": (0, 2**32 - 1), "max_actors": (0, None), "max_distractors": (0, None),
+    "min_person": (0.05, 1.0), "max_person": (0.05, 1.0), "noise": (0.0, None), "idle_prob": (0.0, 1.0),
+    "jpeg_quality": (1, 95),
+}
+
+
+def check_spec(spec: SynthSpec) -> None:
+    """Raise :class:`ConfigError` naming the first field of ``spec`` outside its valid range."""
+    for name, (lo, hi) in SPEC_RANGES.items():
+        v = getattr(spec, name)
+        if not (math.isfinite(v) and v >= lo and (hi is None or v <= hi)):
+            valid = f"≥ {lo:g}" if hi is None else f"in [{lo:g}, {hi:g}]"
+            raise ConfigError(f"synthetic dataset: '{name}' = {v!r} must be {valid}")
+    if spec.min_person > spec.max_person:
+        raise ConfigError(f"synthetic dataset: 'min_person' ({spec.min_person}) must be ≤ 'max_person' ({spec.max_person})")
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent, unreadable or corrupt: regenerate
+        return None
+
+
 def generate(out: str | Path, spec: SynthSpec = SynthSpec(), workers: int | None = None, force: bool = False) -> Path:
-    """Write the synthetic dataset under ``out``; returns ``out``. Skips work if already generated."""
+    """Write the synthetic dataset under ``out``; returns ``out``. Skips work if already generated.
+
+    ``spec`` outside :data:`SPEC_RANGES` raises :class:`ConfigError`; an unwritable ``out`` an
+    :class:`~bmvit.errors.OutputError`. The manifest is written last, so an interrupted run is redone."""
+    check_spec(spec)
     out = Path(out)
     manifest = {"version": GENERATOR_VERSION, **asdict(spec)}
     mpath = out / "manifest.json"
-    if not force and mpath.is_file() and json.loads(mpath.read_text()) == manifest:
+    if not force and mpath.is_file() and _read_manifest(mpath) == manifest:
         return out
-    if out.exists():
-        for sub in ("frames", "annotations"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        mpath.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if out.exists():
+            for sub in ("frames", "annotations"):
+                shutil.rmtree(out / sub, ignore_errors=True)
+            mpath.unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(out, e) from None
     splits = {"train": (spec.train_videos, spec.seed), "val": (spec.val_videos, spec.seed + 1)}
     jobs = []
     for split, (n, seed) in splits.items():
@@ -310,5 +346,5 @@ def generate(out: str | Path, spec: SynthSpec = SynthSpec(), workers: int | None
         )
         write_rows(out / "annotations" / f"{split}.csv", ava, extra_format="{:d}")
     write_label_map(out / "annotations" / "label_map.pbtxt", ACTIONS)
-    mpath.write_text(json.dumps(manifest, indent=2))
+    write_text(mpath, json.dumps(manifest, indent=2))
     return out
