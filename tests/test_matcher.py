@@ -1,6 +1,7 @@
 import itertools
 
 import numpy as np
+import pytest
 import torch
 
 from bmvit.losses.matcher import HungarianMatcher, centre_cell_positives
@@ -100,3 +101,80 @@ def test_centre_region_conflict_goes_to_nearest_centre():
     # token 1 (x=0.375) qualifies for both: 0.3 cells from GT 0, 0.5 from GT 1 -> GT 0;
     # token 3 (x=0.875) is 1.5 cells from GT 1: nobody's
     assert owner == {0: 0, 1: 0, 2: 1}
+
+
+# --- Each cost term of Eq. 1 against a hand-computed matrix -------------------------------------------
+# Tokens P0 (0.25,0.25,0.1,0.1), P1 (0.5,0.5,0.2,0.2), P2 (0.8,0.8,0.1,0.1); actors G0 (0.5,0.5,0.2,0.4),
+# G1 (0.3,0.25,0.1,0.1) (cxcywh). In xyxy: P0 [.2,.2,.3,.3], P1 [.4,.4,.6,.6], P2 [.75,.75,.85,.85],
+# G0 [.4,.3,.6,.7], G1 [.25,.2,.35,.3].
+PRED = torch.tensor([[0.25, 0.25, 0.1, 0.1], [0.5, 0.5, 0.2, 0.2], [0.8, 0.8, 0.1, 0.1]])
+GT = torch.tensor([[0.5, 0.5, 0.2, 0.4], [0.3, 0.25, 0.1, 0.1]])
+LABELS = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+ACTOR = torch.tensor([2.0, -6.0, 1.0])
+ACTION = torch.tensor([[0.0, 0.0], [-4.0, 4.0], [4.0, -4.0]])  # P1 looks like G1's class, P2 like G0's
+# |Δcx| + |Δcy| + |Δw| + |Δh|
+L1 = [[0.25 + 0.25 + 0.1 + 0.3, 0.05],
+      [0.2, 0.2 + 0.25 + 0.1 + 0.1],
+      [0.3 + 0.3 + 0.1 + 0.3, 0.5 + 0.55]]
+# 1 - GIoU = 1 - IoU + (enclosing - union) / enclosing
+ONE_MINUS_GIOU = [[1 + (0.2 - 0.09) / 0.2, 1 - 1 / 3],  # P0-G0 disjoint, enclosing .4 x .5; P0-G1 IoU 1/3 = GIoU
+                  [1 - 0.5, 1 + (0.14 - 0.05) / 0.14],  # P1 inside G0 (half its area); P1-G1 enclosing .35 x .4
+                  [1 + (0.2475 - 0.09) / 0.2475, 1 + (0.39 - 0.02) / 0.39]]  # enclosing .45 x .55, .6 x .65
+
+
+def _sp(x):
+    return float(np.log1p(np.exp(x)))
+
+
+def _bce(y, x):
+    """Ordinary binary cross-entropy -y log σ(x) - (1 - y) log(1 - σ(x))."""
+    return y * _sp(-x) + (1 - y) * _sp(x)
+
+
+def _hand(term):
+    if term == "l1":
+        return torch.tensor(L1)
+    if term == "giou":
+        return torch.tensor(ONE_MINUS_GIOU)
+    if term == "actor":  # BCE(α = 1, p(α_i)): the same for every actor column
+        return torch.tensor([[_bce(1, a.item())] * 2 for a in ACTOR])
+    return torch.tensor([[sum(_bce(LABELS[j, c].item(), ACTION[i, c].item()) for c in range(2)) for j in range(2)]
+                         for i in range(3)])  # action: summed over classes
+
+
+def _only(term, w=1.0):
+    weights = {"cost_l1": 0.0, "cost_giou": 0.0, "cost_actor": 0.0, "cost_action": 0.0}
+    weights[f"cost_{term}"] = w
+    return HungarianMatcher(**weights)
+
+
+@pytest.mark.parametrize("term", ["l1", "giou", "actor", "action"])
+def test_each_cost_term_matches_a_hand_computed_matrix(term):
+    got = _only(term, 3.0).cost_matrix(PRED, ACTOR, ACTION, GT, LABELS)
+    assert got.shape == (3, 2)
+    assert torch.allclose(got, 3.0 * _hand(term), atol=1e-5), (got, _hand(term))
+
+
+def test_weighted_cost_is_the_weighted_sum_of_the_terms():
+    m = HungarianMatcher(cost_l1=5.0, cost_giou=2.0, cost_actor=0.5, cost_action=7.0)
+    want = 5 * _hand("l1") + 2 * _hand("giou") + 0.5 * _hand("actor") + 7 * _hand("action")
+    assert torch.allclose(m.cost_matrix(PRED, ACTOR, ACTION, GT, LABELS), want, atol=1e-4)
+
+
+def _assign(**weights):
+    out = {"boxes": PRED[None], "actor_logits": ACTOR[None], "action_logits": ACTION[None]}
+    (rows, cols), = HungarianMatcher(**weights)(out, [{"boxes": GT, "labels": LABELS}])
+    return dict(zip(cols.tolist(), rows.tolist()))  # GT -> token
+
+
+def test_each_weight_steers_the_assignment_of_its_own_term():
+    """Which token each actor gets, by hand, when one term dominates (the other weights 0 or small)."""
+    zero = {"cost_l1": 0.0, "cost_giou": 0.0, "cost_actor": 0.0, "cost_action": 0.0}
+    # boxes: P1 sits on G0 (L1 0.2, GIoU 1/2), P0 next to G1 (0.05, 1/3): total 0.25 vs >= 1.05 otherwise
+    assert _assign(**{**zero, "cost_l1": 1.0}) == {0: 1, 1: 0}
+    assert _assign(**{**zero, "cost_giou": 1.0}) == {0: 1, 1: 0}
+    # classes: P2 is confident in G0's class, P1 in G1's
+    assert _assign(**{**zero, "cost_action": 1.0}) == {0: 2, 1: 1}
+    # boxes plus a strong actor term: P1 (logit -6) costs ~6 more than P0 or P2, so the pair {P0, P2}
+    # (L1 1.05 + actor 0.44) beats {P0, P1} (L1 0.25 + actor 6.13); Eq. 1's printed minus sign would pick P1
+    assert _assign(**{**zero, "cost_l1": 1.0, "cost_actor": 1.0}) == {0: 2, 1: 0}
