@@ -1,0 +1,158 @@
+"""``bmvit prepare ava`` end to end against an HTTP server on 127.0.0.1 (tests/ava_server.py).
+
+Covers: annotations zip and file list, videos selected by the split CSVs, a connection dropped
+mid-file and resumed with Range, a ``.part`` of a killed run resumed, a server ignoring Range, a
+404, a corrupt video, a video absent from the file list, ``--on-error skip|error``, the report, a
+re-run that downloads and writes nothing, ``--no-frames`` cuts read by the video reader, and a
+different recipe on the same folder refused.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from ava_server import AvaServer, standard_mirror
+from data_fixtures import decode_frame_numbers
+from PIL import Image
+
+from bmvit.cli.main import main
+from bmvit.data.download import DownloadError, fetch
+from bmvit.data.prepare import Recipe, extract_frames
+from bmvit.data.video import VideoFrames
+
+START, END = 1, 2.5  # seconds of each 3 s movie kept: frames 31..75 of the source
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+
+
+@pytest.fixture
+def server(tmp_path):
+    with AvaServer() as s:
+        standard_mirror(s, tmp_path / "src")
+        yield s
+
+
+def _args(server, out, *extra):
+    return ["prepare", "ava", "--out", str(out), "--base-url", server.base,
+            "--annotations-url", f"{server.base}/ava_v2.2.zip", "--start", str(START), "--end", str(END),
+            "--backoff", "0.01", "--timeout", "10", "--no-progress", *extra]
+
+
+def _tree(out):
+    """{relative path: (size, mtime_ns)} of every file but the report."""
+    return {str(p.relative_to(out)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in out.rglob("*") if p.is_file() and p.name != "prepare_ava_report.json"}
+
+
+def test_prepare_ava_skip_resume_report_and_rerun(tmp_path, server, capsys):
+    out = tmp_path / "ava"
+    server.drop_once.add("/trainval/vidA.mp4")
+    assert main(_args(server, out, "--workers", "2", "--on-error", "skip")) == 1
+    text = capsys.readouterr()
+    # the dropped connection was resumed with a Range request from where it stopped
+    gets_a = [r for p, r in server.requests if p == "/trainval/vidA.mp4"]
+    assert len(gets_a) == 2 and gets_a[0] is None and gets_a[1].startswith("bytes=") and gets_a[1] != "bytes=0-"
+    # frames of the kept seconds, in the paper layout; frame 1 is second START of the movie
+    for vid in ("vidA", "vidB"):
+        names = sorted(os.listdir(out / "frames" / vid))
+        assert names == [f"{vid}_{i:06d}.jpg" for i in range(1, 46)]
+        got = decode_frame_numbers(np.stack([np.asarray(Image.open(out / "frames" / vid / n)) for n in names[::11]]))
+        want = np.array([31 + i for i in range(0, 45, 11)])
+        # vidB is Matroska: its 1 ms timestamps put some 30 fps frames up to 0.5 ms after their grid time,
+        # so the grid rule (last frame shown at or before t) takes the previous one there
+        assert np.array_equal(got, want) if vid == "vidA" else np.all((got == want) | (got == want - 1))
+    assert sorted(os.listdir(out / "annotations")) == [
+        "ava_action_list_v2.2.pbtxt", "ava_file_names_trainval_v2.1.txt", "ava_train_v2.2.csv",
+        "ava_val_excluded_timestamps_v2.2.csv", "ava_val_v2.2.csv"]
+    assert not list(out.rglob("*.part")) and not (out / "downloads" / "videos").exists() or \
+        not list((out / "downloads" / "videos").iterdir())
+    # console: one line per video, failures named with their URL / file and the way out
+    assert "vidA: 45 frames 64x48" in text.out and "vidB: 45 frames 64x48" in text.out
+    assert f"vidC: FAILED: {server.base}/trainval/vidC.mp4: HTTP 404 Not Found (use --on-error skip" in text.out
+    assert "vidD: FAILED: " in text.out and "cannot open video" in text.out and "a re-run fetches it again" in text.out
+    assert "vidE: FAILED: " in text.out and "not in the file list" in text.out
+    assert "videos: 5 expected, 2 present (2 written, 0 kept), 3 failed" in text.out
+    rep = json.loads((out / "prepare_ava_report.json").read_text())
+    assert rep["videos"] == {"expected": 5, "present": 2, "failed": 3, "written": 2, "kept": 0}
+    # train: vidA 1, 2 on disk, vidA 3 past END, vidB 1, 2, vidC 2 failed; val: vidA 2 only
+    assert rep["keyframes"]["train"] == {"keyframes": 6, "present": 4, "videos": 3, "videos_present": 2}
+    assert rep["keyframes"]["val"] == {"keyframes": 3, "present": 1, "videos": 3, "videos_present": 1}
+    assert rep["disk_bytes"]["outputs"] == sum(p.stat().st_size for p in (out / "frames").rglob("*.jpg"))
+    assert rep["recipe"]["fps"] == 30 and rep["recipe"]["quality"] == 90 and "libavcodec" in rep["recipe"]["ffmpeg"]
+    assert rep["layout"]["data.train_csv"] == "annotations/ava_train_v2.2.csv"
+
+    # the mirror gets fixed: a re-run fetches only the two missing movies, touches nothing done
+    server.files["/trainval/vidC.mp4"] = server.files["/trainval/vidA.mp4"]
+    server.files["/trainval/vidD.webm"] = server.files["/trainval/vidB.mkv"]
+    server.requests.clear()
+    before = {k: v for k, v in _tree(out).items() if k.startswith(("frames/vidA/", "frames/vidB/"))}
+    assert main(_args(server, out, "--on-error", "skip")) == 1  # vidE is still not in the file list
+    assert sorted(server.paths_requested()) == ["/trainval/vidC.mp4", "/trainval/vidD.webm"]
+    assert all(_tree(out)[k] == v for k, v in before.items())
+    assert "vidA: complete (45 frames 64x48), kept" in capsys.readouterr().out
+    # a third run requests nothing and writes nothing but the report
+    server.requests.clear()
+    snap = _tree(out)
+    assert main(_args(server, out, "--on-error", "skip")) == 1
+    assert server.requests == [] and _tree(out) == snap
+    rep = json.loads((out / "prepare_ava_report.json").read_text())
+    assert rep["videos"]["present"] == 4 and rep["videos"]["kept"] == 4 and rep["downloaded_bytes"] == 0
+    # another recipe on the same folder is refused
+    assert main(_args(server, out, "--short-side", "24")) == 2
+    assert "was prepared with" in capsys.readouterr().err
+
+
+def test_prepare_ava_error_stops_with_one_line_and_part_resumes(tmp_path, server, capsys):
+    out = tmp_path / "ava"
+    movie = server.files["/trainval/vidA.mp4"]
+    part = out / "downloads" / "videos" / "vidA.mp4.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(movie[:1000])  # what a killed run leaves
+    assert main(_args(server, out, "--splits", "train", "--workers", "1")) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith(f"error: {server.base}/trainval/vidC.mp4: HTTP 404 Not Found")
+    assert "--on-error skip" in err[0] and "re-run to resume" in err[0]
+    assert ("/trainval/vidA.mp4", "bytes=1000-") in server.requests
+    assert len(os.listdir(out / "frames" / "vidA")) == 45  # finished before the failure: kept for the re-run
+    # the corrupt video stops a val run with its own one-line error
+    assert main(_args(server, out, "--splits", "val", "--workers", "1")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "vidD.webm: cannot open video" in err and "--on-error skip" in err
+
+
+def test_prepare_ava_no_frames_cuts_match_frames(tmp_path, server, capsys):
+    out = tmp_path / "cuts"
+    server.ignore_range.add("/trainval/vidB.mkv")
+    server.drop_once.add("/trainval/vidB.mkv")  # resumed from zero: the server sends the whole file again
+    assert main(_args(server, out, "--splits", "train", "--no-frames", "--on-error", "skip")) == 1
+    assert [r for p, r in server.requests if p == "/trainval/vidB.mkv"][1].startswith("bytes=")
+    assert "use: data.root=" in capsys.readouterr().out
+    reader = VideoFrames(out / "videos", fps=30, offset=0)
+    recipe = Recipe(start=START, end=END, ext="png")
+    for vid, name in (("vidA", "vidA.mp4"), ("vidB", "vidB.mkv")):
+        assert reader.num_frames(vid) == 45 and reader.frame_size(vid) == (48, 64)
+        clip = reader.read(vid, np.array([1, 2, 30, 45]), resize=lambda im: im)
+        # the cut holds the frames `prepare frames` writes from the same movie with the same recipe
+        (tmp_path / name).write_bytes(server.files[f"/trainval/{name}"])
+        extract_frames(tmp_path / name, tmp_path / "png", recipe)
+        want = [decode_frame_numbers(np.asarray(Image.open(tmp_path / "png" / vid / f"{vid}_{i:06d}.png"))[None])[0]
+                for i in (1, 2, 30, 45)]
+        assert list(decode_frame_numbers(clip)) == want
+    assert want[0] == 31 and want[-1] in (74, 75)  # frame 1 = second START (mkv: see the first test)
+    assert not (out / "frames").exists()
+
+
+def test_fetch_416_complete_part_and_retries_exhausted(tmp_path, server):
+    data = server.files["/trainval/vidA.mp4"]
+    dest = tmp_path / "a.mp4"
+    dest.with_name("a.mp4.part").write_bytes(data)  # complete .part of a run killed before the rename
+    assert fetch(f"{server.base}/trainval/vidA.mp4", dest, backoff=0) == len(data) and dest.read_bytes() == data
+    assert fetch("http://127.0.0.1:9/nothing", dest, expected_size=len(data)) == len(data)  # no request
+    with pytest.raises(DownloadError, match=r"127\.0\.0\.1:9/x: .*gave up after 2 retries \(re-run to resume\)"):
+        fetch("http://127.0.0.1:9/x", tmp_path / "x", retries=2, backoff=0.001, timeout=2)
