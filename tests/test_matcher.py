@@ -178,3 +178,15 @@ def test_each_weight_steers_the_assignment_of_its_own_term():
     # boxes plus a strong actor term: P1 (logit -6) costs ~6 more than P0 or P2, so the pair {P0, P2}
     # (L1 1.05 + actor 0.44) beats {P0, P1} (L1 0.25 + actor 6.13); Eq. 1's printed minus sign would pick P1
     assert _assign(**{**zero, "cost_l1": 1.0, "cost_actor": 1.0}) == {0: 2, 1: 0}
+
+
+def test_non_finite_outputs_still_match():
+    """A diverged model (NaN/inf outputs) must reach the loss, whose non-finite check applies
+    ``train.nan_policy``; scipy refuses NaN in a cost matrix, so the matcher must not pass it on."""
+    rng = np.random.default_rng(2)
+    outputs, target = _random_problem(rng, 5, 2)
+    outputs["boxes"][0, 1] = float("nan")
+    outputs["actor_logits"][0, 3] = float("inf")
+    outputs["action_logits"][0, 0] = float("-inf")
+    (rows, cols), = HungarianMatcher()(outputs, [target])
+    assert sorted(cols.tolist()) == [0, 1] and len(set(rows.tolist())) == 2

@@ -62,7 +62,7 @@ class HungarianMatcher:
             if rows_ok is not None:
                 boxes, actor, action = boxes[rows_ok], actor[rows_ok], action[rows_ok]
             cost = self.cost_matrix(boxes, actor, action, t["boxes"], t["labels"])  # (L_b, N)
-            rows, cols = linear_sum_assignment(cost.cpu().numpy())
+            rows, cols = linear_sum_assignment(cost.nan_to_num(1e9, 1e9, -1e9).cpu().numpy())  # NaN/inf: nan_policy decides
             rows = torch.as_tensor(rows, dtype=torch.long)
             if rows_ok is not None:
                 rows = rows_ok.cpu()[rows]
