@@ -4,11 +4,12 @@ Covers: annotations zip and file list, videos selected by the split CSVs, a conn
 mid-file and resumed with Range, a ``.part`` of a killed run resumed, a server ignoring Range, a
 404, a corrupt video, a video absent from the file list, ``--on-error skip|error``, the report, a
 re-run that downloads and writes nothing, ``--no-frames`` cuts read by the video reader, and a
-different recipe on the same folder refused.
+different recipe on the same folder refused, and the result read by a paper AVA config.
 """
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +18,13 @@ from data_fixtures import decode_frame_numbers
 from PIL import Image
 
 from bmvit.cli.main import main
+from bmvit.config import load_config
 from bmvit.data.download import DownloadError, fetch
 from bmvit.data.prepare import Recipe, extract_frames
 from bmvit.data.video import VideoFrames
+from bmvit.engine.train import make_dataset
 
+PAPER_CONFIG = Path(__file__).resolve().parents[1] / "configs/paper/ava/mvitv2s_16x224_out8x7.yaml"
 START, END = 1, 2.5  # seconds of each 3 s movie kept: frames 31..75 of the source
 
 
@@ -74,10 +78,11 @@ def test_prepare_ava_skip_resume_report_and_rerun(tmp_path, server, capsys):
         not list((out / "downloads" / "videos").iterdir())
     # console: one line per video, failures named with their URL / file and the way out
     assert "vidA: 45 frames 64x48" in text.out and "vidB: 45 frames 64x48" in text.out
-    assert f"vidC: FAILED: {server.base}/trainval/vidC.mp4: HTTP 404 Not Found (use --on-error skip" in text.out
+    assert f"vidC: FAILED: {server.base}/trainval/vidC.mp4: HTTP 404 Not Found (left out; a re-run" in text.out
     assert "vidD: FAILED: " in text.out and "cannot open video" in text.out and "a re-run fetches it again" in text.out
     assert "vidE: FAILED: " in text.out and "not in the file list" in text.out
     assert "videos: 5 expected, 2 present (2 written, 0 kept), 3 failed" in text.out
+    assert "failed: vidC, vidD, vidE" in text.err
     rep = json.loads((out / "prepare_ava_report.json").read_text())
     assert rep["videos"] == {"expected": 5, "present": 2, "failed": 3, "written": 2, "kept": 0}
     # train: vidA 1, 2 on disk, vidA 3 past END, vidB 1, 2, vidC 2 failed; val: vidA 2 only
@@ -103,6 +108,10 @@ def test_prepare_ava_skip_resume_report_and_rerun(tmp_path, server, capsys):
     assert server.requests == [] and _tree(out) == snap
     rep = json.loads((out / "prepare_ava_report.json").read_text())
     assert rep["videos"]["present"] == 4 and rep["videos"]["kept"] == 4 and rep["downloaded_bytes"] == 0
+    # the folder is what the paper configs read (only the movie seconds differ: frame 1 is second START)
+    cfg = load_config(PAPER_CONFIG, [f"data.root={out}", f"data.first_second={START}", "data.keyframe_range=null"])
+    train = make_dataset(cfg, "train")
+    assert len(train) == 6 and tuple(train[0][0].shape) == (3, 16, 224, 224)
     # another recipe on the same folder is refused
     assert main(_args(server, out, "--short-side", "24")) == 2
     assert "was prepared with" in capsys.readouterr().err

@@ -41,18 +41,11 @@ def add_parser(verbs) -> None:
     p.set_defaults(func=run_ava)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def run_ava(args) -> int:
     from tqdm import tqdm
 
     from bmvit.data.acquire_ava import REPORT_NAME, AvaOptions, prepare_ava
+    from bmvit.data.prepare_ava_report import human_bytes as _size
     from bmvit.data.prepare import Recipe
 
     opts = AvaOptions(annotations_url=args.annotations_url, base_url=args.base_url,
@@ -73,8 +66,10 @@ def run_ava(args) -> int:
     print(f"disk: {_size(d['total'])} (annotations {_size(d['annotations'])}, "
           f"{'frames' if opts.frames else 'videos'} {_size(d['outputs'])}, downloads {_size(d['downloads'])}); "
           f"report: {Path(args.out) / REPORT_NAME}")
-    for f in rep["failed"][:5]:
-        print(f"failed: {f['message']}", file=sys.stderr)
+    if rep["failed"]:
+        ids = [f["video"] for f in rep["failed"]]
+        print(f"failed: {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''} (why: the lines above and the report; "
+              "a re-run tries them again)", file=sys.stderr)
     src = "data.frames_dir=frames" if opts.frames else "data.source=video data.video_dir=videos data.video_offset=0"
     print(f"use: data.root={args.out} {src} data.first_second={args.start:g}")
     return 1 if v["failed"] else 0

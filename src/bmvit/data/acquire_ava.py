@@ -48,7 +48,7 @@ from bmvit.data.ava_format import read_rows
 from bmvit.data.cut_video import DEFAULT_CRF, cut_video
 from bmvit.data.download import DownloadError, Stopped, fetch
 from bmvit.data.prepare import Recipe, extract_frames
-from bmvit.data.prepare_ava_report import Progress, disk_usage, keyframe_counts, recipe_doc
+from bmvit.data.prepare_ava_report import Progress, disk_usage, human_bytes, keyframe_counts, recipe_doc
 from bmvit.errors import ConfigError, DataError
 
 __all__ = ["ANNOTATIONS_URL", "BASE_URL", "FILE_LIST", "REPORT_NAME", "STATE_NAME", "AvaOptions", "prepare_ava"]
@@ -59,7 +59,8 @@ FILE_LIST = "ava_file_names_trainval_v2.1.txt"
 REPORT_NAME = "prepare_ava_report.json"
 STATE_NAME = "prepare_ava_state.json"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*\Z")
-_SKIP_HINT = "use --on-error skip to go on without this video; re-run to resume"
+_HINTS = {"error": "use --on-error skip to go on without this video; re-run to resume",
+          "skip": "left out; a re-run tries it again"}
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ class _Run:
         url = f"{opts.base_url.rstrip('/')}/trainval/{quote(file_name)}"
         rel = f"downloads/videos/{file_name}"
         try:
-            src, got = self.download(url, rel, _SKIP_HINT)
+            src, got = self.download(url, rel, _HINTS[opts.on_error])
         except Stopped:
             return VideoResult(vid, "stopped")
         except DownloadError as e:
@@ -257,8 +258,8 @@ class _Run:
             src.unlink(missing_ok=True)
             self.state.update("downloads", rel, None)
             return VideoResult(vid, "failed", downloaded=got,
-                               message=f"{e} (from {url}; the download was deleted, a re-run fetches it again; "
-                                       f"{_SKIP_HINT.split(';')[0]})")
+                               message=f"{e} (from {url}; the download was deleted, a re-run fetches it again"
+                                       f"{'; use --on-error skip to go on without this video' if opts.on_error == 'error' else ''})")
         self.state.update("videos", vid, {"frames": n, "size": list(size), "bytes": nbytes})
         if not opts.keep_videos:
             src.unlink(missing_ok=True)
@@ -306,7 +307,7 @@ def _video_line(r: VideoResult) -> str:
     what = f"{r.frames} frames {r.size[1]}x{r.size[0]}" if r.size else f"{r.frames} frames"
     if r.status == "kept":
         return f"{r.video}: complete ({what}), kept"
-    return f"{r.video}: {what}, downloaded {r.downloaded / 2**20:.1f} MiB ({r.seconds:.1f} s)"
+    return f"{r.video}: {what}, downloaded {human_bytes(r.downloaded)} ({r.seconds:.1f} s)"
 
 
 def prepare_ava(out: str | Path, opts: AvaOptions = AvaOptions(), log=print) -> dict:

@@ -6,7 +6,8 @@
   and how many of them fall on a frame that was written (frame ``(ts - start) * fps + 1`` within
   ``1..frames`` of a complete video).
 * :func:`disk_usage`: bytes per top-level folder of the output and in total.
-* :func:`recipe_doc`: the output recipe with the versions of the libraries that produce the pixels.
+* :func:`recipe_doc`: the output recipe with the versions of the libraries that produce the pixels;
+  :func:`human_bytes` for the console.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from bmvit.data.ava_format import AvaRows
 
-__all__ = ["Progress", "disk_usage", "keyframe_counts", "recipe_doc"]
+__all__ = ["Progress", "disk_usage", "human_bytes", "keyframe_counts", "recipe_doc"]
 
 
 class Progress:
@@ -72,6 +73,15 @@ def keyframe_counts(rows: dict[str, AvaRows], outputs: dict[str, dict], recipe) 
         counts[split] = {"keyframes": len(keys), "present": present, "videos": len(vids),
                          "videos_present": sum(v in outputs for v in vids)}
     return counts
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def _tree_bytes(path: Path) -> int:
