@@ -13,7 +13,7 @@ from inference_fixtures import LABELS, decode, make_checkpoint, tiny_config, tin
 from PIL import Image
 
 from bmvit.cli.main import main as bmvit
-from bmvit.data.transforms import ClipTransform
+from bmvit.data.transforms import KINETICS_MEAN, KINETICS_STD, ClipTransform, normalize_clips, resize_frames
 from bmvit.inference.postprocess import postprocess
 
 torch.set_num_threads(1)
@@ -92,14 +92,14 @@ def test_detect_equals_model_on_the_same_clips(detected, video, ckpt):
     model.load_state_dict(state)
     frames = decode(video)  # (H, W, 3) uint8 each
     S, T, tau = cfg.data.size, cfg.data.num_frames, cfg.data.stride
-    small = [np.asarray(Image.fromarray(f).resize((S, S), Image.BILINEAR)) for f in frames]
+    small = resize_frames(np.stack(frames), (S, S)).numpy()  # (N, S, S, 3): the evaluation reader's resize
     doc = json.loads((detected / "detections.json").read_text())
     for kf in doc["keyframes"]:
         k = kf["frame_index"]
         idx = np.clip(k + (np.arange(T) - T // 2) * tau, 0, len(frames) - 1)
-        clip, _, _ = ClipTransform(size=S)(torch.from_numpy(np.stack([small[i] for i in idx])), torch.zeros(0, 4), torch.zeros(0, 3))
+        clip = ClipTransform(size=S)(torch.from_numpy(np.stack([small[i] for i in idx])), torch.zeros(0, 4), torch.zeros(0, 3))[0]
         with torch.no_grad():
-            out = model(clip[None])
+            out = model(normalize_clips(clip[None], KINETICS_MEAN, KINETICS_STD))
         d = postprocess(out, cfg.eval.threshold, cfg.eval.nms_iou, cfg.eval.score)[0]
         order = torch.argsort(d.actor_scores, descending=True)
         got = kf["actors"]
@@ -145,7 +145,7 @@ def test_clip_arithmetic_matches_the_evaluation_reader(tmp_path):
     clips += window.flush()
     assert [k for k, _ in clips] == keys
     for (_, c), i in zip(clips, range(len(ds))):
-        assert torch.equal(det.to_tensor(c[None])[0], ds[i][0])
+        assert torch.equal(det.to_tensor(c[None])[0], normalize_clips(ds[i][0][None], KINETICS_MEAN, KINETICS_STD)[0])
 
 
 @pytest.mark.parametrize("kind", ["garbage", "empty", "no_video_stream", "missing", "empty_folder"])

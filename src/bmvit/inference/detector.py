@@ -30,19 +30,20 @@ Contract:
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
 from bmvit.config import Config
-from bmvit.data.transforms import ClipTransform
+from bmvit.data.transforms import ClipTransform, normalize_clips
 from bmvit.errors import CheckpointError, ConfigError, DataError
+from bmvit.inference.prefetch import prefetch
 from bmvit.inference.postprocess import Detections, postprocess
 from bmvit.inference.tracking import IoUTracker
 from bmvit.inference.video_source import VideoInfo, VideoSource, open_source
@@ -187,6 +188,7 @@ class Detector:
             raise ConfigError(f"batch size and topk must be at least 1, got {batch_size} and {topk}")
         self.batch_size, self.topk = batch_size, topk
         self.transform = eval_transform(cfg)
+        self.forward_seconds, self.forward_clips = 0.0, 0  # time in forward() (model + copy back), clips
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
@@ -236,20 +238,25 @@ class Detector:
     # -- the steps -------------------------------------------------------------------------------
     def resize(self, frame: np.ndarray) -> np.ndarray:
         """``(H, W, 3)`` uint8 RGB -> ``(S, S, 3)`` uint8 (keep-aspect configs: short side ``S``):
-        the evaluation reader's resize."""
-        return np.asarray(self.transform.decode_resize(Image.fromarray(frame)))
+        the evaluation reader's resize (:func:`~bmvit.data.transforms.resize_frames`)."""
+        return self.transform.decode_resize(frame[None])[0].numpy()
 
     def to_tensor(self, clips: np.ndarray) -> Tensor:
-        """``(B, T, S, S, 3)`` uint8 resized frames -> ``(B, 3, T, S, S)`` float normalized."""
-        empty = torch.zeros(0, 4)
-        return torch.stack([self.transform(torch.from_numpy(np.ascontiguousarray(c)), empty, empty)[0] for c in clips])
+        """``(B, T, S, S, 3)`` uint8 resized frames -> ``(B, 3, T, S, S)`` float normalized (the
+        evaluation reader's clip, normalized by :func:`~bmvit.data.transforms.normalize_clips`)."""
+        x = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 4, 1, 2, 3)  # (B, 3, T, S, S) uint8 view
+        return normalize_clips(x, self.transform.mean, self.transform.std)
 
     @torch.inference_mode()
     def forward(self, clips: Tensor) -> dict[str, Tensor]:
         """Raw model outputs for ``clips (B, 3, T, S, S)``: ``boxes (B, L, 4)``, ``actor_logits (B, L)``,
         ``action_logits (B, L, K)`` (on the CPU), ``cells (L, 4)``, ``grid (t, h, w)``."""
+        t0 = time.perf_counter()
         out = self.model(clips.to(self.device))
-        return {k: v.float().cpu() if isinstance(v, Tensor) else v for k, v in out.items()}
+        out = {k: v.float().cpu() if isinstance(v, Tensor) else v for k, v in out.items()}
+        self.forward_seconds += time.perf_counter() - t0
+        self.forward_clips += len(clips)
+        return out
 
     def detect(self, outputs: dict[str, Tensor]) -> list[Detections]:
         """Post-processing with this detector's threshold / NMS / score mode."""
@@ -275,9 +282,8 @@ class Detector:
         actors.sort(key=lambda a: -a.actor_score)
         return actors
 
-    def _run_batch(self, batch: list[tuple[int, np.ndarray]], info: VideoInfo, with_outputs: bool) -> list[KeyFrameResult]:
-        keys = [k for k, _ in batch]
-        outputs = self.forward(self.to_tensor(np.stack([c for _, c in batch])))
+    def _run_batch(self, keys: list[int], clips: Tensor, info: VideoInfo, with_outputs: bool) -> list[KeyFrameResult]:
+        outputs = self.forward(clips)
         results = []
         for b, (k, d) in enumerate(zip(keys, self.detect(outputs))):
             raw = None
@@ -287,48 +293,82 @@ class Detector:
             results.append(KeyFrameResult(k, k / info.fps, self.actors(d, info.width, info.height), raw))
         return results
 
-    def iter_keyframes(self, source: VideoSource, keyframes_per_second: float = 1.0,
-                       with_outputs: bool = False, progress: bool = False) -> Iterator[KeyFrameResult]:
-        """Key-frame results of ``source`` in time order, ``batch_size`` clips per forward pass
-        (no tracking: ``track_id`` stays -1; :meth:`predict` assigns it)."""
+    def _batches(self, source: VideoSource, keyframes_per_second: float,
+                 on_frame: Callable[[int, int | None], None] | None) -> Iterator[tuple[list[int], Tensor]]:
+        """Decode, resize, assemble and normalize: ``(key frames, clips (B, 3, T, S, S))`` per batch."""
         info = source.info
         window = SlidingClips(self.num_frames, self.stride, keyframe_schedule(info.fps, keyframes_per_second))
         pending: list[tuple[int, np.ndarray]] = []
+
+        def take() -> tuple[list[int], Tensor]:
+            nonlocal pending
+            batch, pending = pending[: self.batch_size], pending[self.batch_size:]
+            return [k for k, _ in batch], self.to_tensor(np.stack([c for _, c in batch]))
+
+        n = 0
+        try:
+            for frame in source:
+                pending += window.push(self.resize(frame))  # (k, (T, S, S, 3)) clips that are complete
+                n += 1
+                if on_frame is not None:
+                    on_frame(n, info.num_frames)
+                while len(pending) >= self.batch_size:
+                    yield take()
+            pending += window.flush()
+            while pending:
+                yield take()
+        finally:
+            source.close()
+
+    def iter_keyframes(self, source: VideoSource, keyframes_per_second: float = 1.0,
+                       with_outputs: bool = False, progress: bool = False,
+                       on_frame: Callable[[int, int | None], None] | None = None,
+                       prefetch_batches: int = 2) -> Iterator[KeyFrameResult]:
+        """Key-frame results of ``source`` in time order, ``batch_size`` clips per forward pass
+        (no tracking: ``track_id`` stays -1; :meth:`predict` assigns it).
+
+        Decoding and preprocessing run on a background thread up to ``prefetch_batches`` batches
+        ahead of the model (0: in the caller's thread). ``on_frame(frames_decoded, total_or_None)``
+        is called (from that thread) after every frame; ``progress`` shows a frame bar."""
+        info = source.info
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=info.num_frames, unit="frame", desc="detect", file=sys.stderr, dynamic_ncols=True)
+
+            def tick(n: int, total: int | None, user=on_frame) -> None:
+                bar.update(1)
+                if user is not None:
+                    user(n, total)
+
+            on_frame = tick
+        batches = self._batches(source, keyframes_per_second, on_frame)
+        if prefetch_batches > 0:
+            batches = prefetch(batches, prefetch_batches, name="bmvit-decode")
         try:
-            for frame in source:
-                pending += window.push(self.resize(frame))  # (k, (T, S, S, 3)) clips that are complete
-                if bar is not None:
-                    bar.update(1)
-                while len(pending) >= self.batch_size:
-                    batch, pending = pending[: self.batch_size], pending[self.batch_size:]
-                    yield from self._run_batch(batch, info, with_outputs)
-            pending += window.flush()
-            while pending:
-                batch, pending = pending[: self.batch_size], pending[self.batch_size:]
-                yield from self._run_batch(batch, info, with_outputs)
+            for keys, clips in batches:
+                yield from self._run_batch(keys, clips, info, with_outputs)
         finally:
+            batches.close()
             if bar is not None:
                 bar.close()
 
     def predict(self, video: str | Path | np.ndarray | Sequence[np.ndarray] | VideoSource,
                 keyframes_per_second: float = 1.0, fps: float | None = None, with_outputs: bool = False,
-                progress: bool = False) -> VideoResult:
+                progress: bool = False, on_frame: Callable[[int, int | None], None] | None = None) -> VideoResult:
         """Detect actors and actions in every key frame of ``video`` (a video file, a folder of
         frames, a stream URL, an ``(N, H, W, 3)`` uint8 array or a list of frames).
 
         ``fps`` overrides the video's frame rate (folders and arrays default to 30).
         ``with_outputs`` keeps each key frame's raw per-token outputs (for :mod:`~bmvit.inference.explain`).
+        ``on_frame(frames_decoded, total_or_None)``: progress callback (see :meth:`iter_keyframes`).
         Raises :class:`~bmvit.errors.DataError` naming the input if it cannot be read.
         """
         source = open_source(video, fps)
         tracker = IoUTracker()
         keyframes = []
-        for kf in self.iter_keyframes(source, keyframes_per_second, with_outputs, progress):
+        for kf in self.iter_keyframes(source, keyframes_per_second, with_outputs, progress, on_frame):
             ids = tracker.assign(np.array([a.box_normalized for a in kf.actors]).reshape(-1, 4),
                                  np.array([a.actor_score for a in kf.actors]))
             for a, i in zip(kf.actors, ids):

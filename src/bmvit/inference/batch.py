@@ -1,0 +1,346 @@
+"""Detection over many videos in one command: which inputs, whose share, what is already done.
+
+Inputs (:func:`expand_inputs`): files, folders and ``@list.txt`` files (one path per line, blank
+lines and ``#`` comments skipped, relative paths relative to the list's folder).
+
+* A folder that directly holds frame images (``.jpg .jpeg .png .bmp``) is *one* frames-video, as for
+  a single input. Any other folder is searched recursively (sorted): every file with a video
+  extension (:data:`VIDEO_EXTENSIONS`) and every sub-folder holding frame images is one input;
+  other files are ignored (their count is reported).
+* A path named explicitly (argument or list line) is always an input, even if it is not a video:
+  it then fails like any unreadable video.
+* Video ids (the output sub-folder and the CSV's ``video_id``): the file stem, or the folder name
+  of a frames-video; where two inputs share one, their path relative to the folder they were found
+  in (``/`` → ``__``; then ``_<extension>`` appended if still needed). Characters other than letters, digits, ``.-_`` become ``_``.
+
+Outputs of a batch in ``out``:
+
+* ``out/<id>/``: the per-video files of ``bmvit detect`` (written by the caller's ``process``),
+  then ``out/<id>/status.json``, written last and atomically: the input's :class:`Entry` plus the
+  ``fingerprint`` of the settings that shaped the detections. A video is *complete* when that file
+  says ``ok`` and every required output exists; a re-run skips it (``status: skipped`` in the
+  index) unless ``overwrite``. A complete video made with a different fingerprint stops the run
+  with a :class:`~bmvit.errors.ConfigError` before anything is detected (never a silent mix).
+* ``out/index.jsonl``: one :class:`Entry` per input, in input order.
+* ``out/detections.csv``: the AVA rows of every ``ok``/``skipped`` video, in input order.
+
+Sharding: under ``torchrun`` (``WORLD_SIZE > 1``) rank ``r`` processes inputs ``r, r + N, ...``;
+the entries are gathered with ``all_gather_object`` (gloo on CPU, NCCL on CUDA) and rank 0 writes
+the index and the merged CSV, which are therefore those of a single process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bmvit.errors import BmvitError, ConfigError, DataError
+from bmvit.inference.video_source import FRAME_EXTENSIONS
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
+                              ".m2ts", ".flv", ".wmv", ".3gp", ".ogv"})
+STATUS_FILE = "status.json"
+INDEX_FILE = "index.jsonl"
+MERGED_CSV = "detections.csv"
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    id: str  # output sub-folder and CSV video_id
+    path: str  # as given, or as found in a folder / list
+
+
+@dataclass
+class Entry:
+    """One line of ``index.jsonl``."""
+
+    id: str
+    path: str
+    status: str  # ok | failed | skipped
+    error: str | None = None
+    keyframes: int | None = None
+    actors: int | None = None
+    seconds: float | None = None  # wall time of this input (skipped: that of the run that made it)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["seconds"] is not None:
+            d["seconds"] = round(d["seconds"], 3)
+        return d
+
+
+def _has_frames(folder: Path) -> bool:
+    return any(p.suffix.lower() in FRAME_EXTENSIONS and p.is_file() for p in folder.iterdir())
+
+
+def is_collection(arg: str) -> bool:
+    """True when ``arg`` names a batch: an ``@list``, or a folder without frame images directly in it
+    but with videos or frames folders below (an empty folder stays a -- failing -- frames folder)."""
+    if arg.startswith("@"):
+        return True
+    p = Path(arg)
+    return p.is_dir() and not _has_frames(p) and bool(_walk(p)[0])
+
+
+def _walk(folder: Path) -> tuple[list[Path], int]:
+    """Videos and frames-folders under ``folder`` (sorted, depth first) and the number of other files."""
+    found, ignored = [], 0
+    for p in sorted(folder.iterdir()):
+        if p.is_dir():
+            if _has_frames(p):
+                found.append(p)
+            else:
+                sub, n = _walk(p)
+                found += sub
+                ignored += n
+        elif p.suffix.lower() in VIDEO_EXTENSIONS:
+            found.append(p)
+        elif p.suffix.lower() not in FRAME_EXTENSIONS:
+            ignored += 1
+    return found, ignored
+
+
+def _read_list(arg: str) -> list[str]:
+    path = Path(arg[1:])
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the input list ({e.strerror or e})") from None
+    out = []
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append(line if Path(line).is_absolute() or "://" in line else str(path.parent / line))
+    return out
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._") or "input"
+
+
+def _ids(paths: list[Path], rels: list[str]) -> list[str]:
+    """Stems, made unique by the path (relative to the folder it was found in) where they collide."""
+    ids = [_safe(p.name if p.is_dir() else p.stem) for p in paths]
+    counts = Counter(ids)
+    for i, p in enumerate(paths):
+        if counts[ids[i]] > 1:
+            r = Path(rels[i])
+            ids[i] = _safe(str(r if p.is_dir() else r.with_suffix("")).strip("/").replace("/", "__"))
+    counts = Counter(ids)
+    for i, p in enumerate(paths):
+        if counts[ids[i]] > 1 and p.suffix and not p.is_dir():
+            ids[i] = f"{ids[i]}_{_safe(p.suffix[1:])}"
+    dup = [k for k, n in Counter(ids).items() if n > 1]
+    if dup:
+        raise ConfigError(f"inputs: two inputs map to the output folder '{dup[0]}'; rename one or run them separately")
+    return ids
+
+
+def expand_inputs(args: Sequence[str], log: Callable[[str], None] | None = None) -> list[VideoInput]:
+    """The inputs named by ``args`` (module docstring), each path once (first occurrence kept).
+
+    Raises :class:`DataError` when nothing is left (e.g. only empty folders)."""
+    paths: list[tuple[Path, str]] = []  # (path, path relative to the folder it was found in)
+    ignored = 0
+
+    def add(arg: str, from_list: bool) -> None:
+        nonlocal ignored
+        if arg.startswith("@") and not from_list:
+            for line in _read_list(arg):
+                add(line, True)
+            return
+        p = Path(arg)
+        if p.is_dir() and not _has_frames(p):
+            found, n = _walk(p)
+            paths.extend((f, str(f.relative_to(p))) for f in found)
+            ignored += n
+        else:
+            paths.append((p, arg))
+
+    for a in args:
+        add(str(a), False)
+    seen, unique = set(), []
+    for p, rel in paths:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append((p, rel))
+    if not unique:
+        raise DataError(f"{' '.join(args)}: no video files ({', '.join(sorted(VIDEO_EXTENSIONS))}) and no frames folders found")
+    if ignored and log is not None:
+        log(f"{ignored} file(s) without a video extension ignored in the input folders")
+    ids = _ids([p for p, _ in unique], [r for _, r in unique])
+    return [VideoInput(i, str(p)) for i, (p, _) in zip(ids, unique)]
+
+
+def shard(items: Sequence[Any], rank: int, world: int) -> list[Any]:
+    """Rank ``rank``'s share of ``items``: every ``world``-th item from ``rank`` on."""
+    return list(items[rank::world])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_status(folder: Path) -> dict | None:
+    """The ``status.json`` of a video folder, or None if absent or unreadable (a half-written run)."""
+    try:
+        doc = json.loads((folder / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+
+def join_torchrun(device: str) -> Dist:
+    """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA); no-op without torchrun.
+
+    The collective timeout is a week: ranks wait for the slowest share before the merge."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    info = Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=timedelta(days=7))
+    return info
+
+
+def leave_torchrun() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_entries(entries: list[Entry], d: Dist) -> list[Entry]:
+    """Every rank's entries (all ranks get all of them)."""
+    if d.world == 1:
+        return entries
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * d.world
+    dist.all_gather_object(parts, [e.to_dict() for e in entries])
+    return [Entry(**e) for part in parts for e in part]
+
+
+def write_merged(out: Path, inputs: Sequence[VideoInput], entries: Sequence[Entry]) -> tuple[Path, Path]:
+    """``index.jsonl`` and the merged ``detections.csv`` (input order), each written atomically."""
+    by_id = {e.id: e for e in entries}
+    ordered = [by_id[i.id] for i in inputs if i.id in by_id]
+    _write_atomic(out / INDEX_FILE, "".join(json.dumps(e.to_dict()) + "\n" for e in ordered))
+    rows = []
+    for e in ordered:
+        if e.status in ("ok", "skipped"):
+            rows.append((out / e.id / MERGED_CSV).read_text())
+    _write_atomic(out / MERGED_CSV, "".join(rows))
+    return out / INDEX_FILE, out / MERGED_CSV
+
+
+ProcessFn = Callable[[VideoInput, Path, Callable[[int, int | None], None]], tuple[int, int]]
+
+
+class BatchRun:
+    """Process this rank's share of ``inputs`` into ``out``, skipping complete videos (module docstring).
+
+    ``process(inp, folder, on_frame) -> (key frames, actors)`` writes the outputs of one input into
+    ``folder`` and reports decoding progress through ``on_frame(frames_done, total_or_None)``;
+    ``required`` are the files ``folder`` must hold for a video to count as complete;
+    ``fingerprint`` the settings that shaped the detections (JSON-able)."""
+
+    def __init__(self, out: Path, inputs: Sequence[VideoInput], fingerprint: dict, required: Sequence[str],
+                 overwrite: bool = False, on_error: str = "skip", dist: Dist | None = None) -> None:
+        if on_error not in ("skip", "error"):
+            raise ConfigError(f"--on-error: {on_error!r} is not one of skip, error")
+        self.out, self.inputs, self.fingerprint = Path(out), list(inputs), fingerprint
+        self.required, self.overwrite, self.on_error = list(required), overwrite, on_error
+        self.dist = dist or Dist()
+        self.share = shard(self.inputs, self.dist.rank, self.dist.world)
+
+    def previous(self, inp: VideoInput) -> dict | None:
+        """The status of a complete earlier run of ``inp`` (None: to be done). Raises ConfigError when
+        that run used other settings."""
+        folder = self.out / inp.id
+        doc = read_status(folder)
+        if self.overwrite or doc is None or doc.get("status") != "ok":
+            return None
+        if not all((folder / r).exists() for r in self.required):
+            return None
+        if doc.get("path") != inp.path:
+            raise ConfigError(f"{folder / STATUS_FILE}: made from {doc.get('path')}, not {inp.path}; "
+                              f"pass --overwrite to redo it or use another --out")
+        if doc.get("fingerprint") != self.fingerprint:
+            old = doc.get("fingerprint") or {}
+            diff = [k for k in sorted(set(old) | set(self.fingerprint)) if old.get(k) != self.fingerprint.get(k)]
+            what = ", ".join(f"{k} {old.get(k)!r} -> {self.fingerprint.get(k)!r}" for k in diff[:3])
+            raise ConfigError(f"{folder / STATUS_FILE}: made with other settings ({what}); "
+                              f"pass --overwrite to redo it or use another --out")
+        return doc
+
+    def run(self, process: ProcessFn, progress: bool = True) -> list[Entry]:
+        """This rank's entries, in input order (raises the input's error under ``on_error='error'``)."""
+        done = {inp.id: self.previous(inp) for inp in self.share}  # settings checked before any work
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            desc = "detect" if self.dist.world == 1 else f"detect rank {self.dist.rank}/{self.dist.world}"
+            bar = tqdm(total=len(self.share), unit="video", desc=desc, file=sys.stderr, dynamic_ncols=True)
+        entries = []
+        try:
+            for inp in self.share:
+                prev = done[inp.id]
+                if prev is not None:
+                    entries.append(Entry(inp.id, inp.path, "skipped", None, prev.get("keyframes"),
+                                         prev.get("actors"), prev.get("seconds")))
+                else:
+                    entries.append(self._one(inp, process, bar))
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        return entries
+
+    def _one(self, inp: VideoInput, process: ProcessFn, bar) -> Entry:
+        folder = self.out / inp.id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / STATUS_FILE).unlink(missing_ok=True)
+        for stale in folder.glob(".*.tmp"):  # left by a killed run
+            stale.unlink(missing_ok=True)
+
+        def on_frame(n: int, total: int | None) -> None:
+            if bar is not None and (n % 10 == 0 or n == total):
+                bar.set_postfix_str(f"{inp.id}: frame {n}/{total or '?'}", refresh=True)
+
+        t0 = time.perf_counter()
+        try:
+            keyframes, actors = process(inp, folder, on_frame)
+            entry = Entry(inp.id, inp.path, "ok", None, keyframes, actors, time.perf_counter() - t0)
+        except BmvitError as e:
+            entry = Entry(inp.id, inp.path, "failed", " ".join(str(e).split()), None, None, time.perf_counter() - t0)
+            _write_atomic(folder / STATUS_FILE, json.dumps({**entry.to_dict(), "fingerprint": self.fingerprint}, indent=1) + "\n")
+            if self.on_error == "error":
+                raise
+            (bar.write if bar is not None else lambda m: print(m, file=sys.stderr))(f"failed [{inp.id}]: {entry.error}")
+            return entry
+        _write_atomic(folder / STATUS_FILE, json.dumps({**entry.to_dict(), "fingerprint": self.fingerprint}, indent=1) + "\n")
+        return entry

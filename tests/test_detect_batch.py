@@ -1,0 +1,177 @@
+"""`bmvit detect` on many inputs: folders, @lists, index.jsonl and the merged CSV, --on-error,
+resuming after SIGKILL, --overwrite, and a 2-process torchrun (gloo) run equal to one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from inference_fixtures import REPO, make_checkpoint, write_video
+from PIL import Image
+
+from bmvit.cli.main import main as bmvit
+from bmvit.inference.batch import VideoInput, expand_inputs, is_collection, shard
+
+torch.set_num_threads(1)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+
+
+def _index(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "index.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Three small videos, a corrupt .mp4 and a non-video file."""
+    d = tmp_path_factory.mktemp("videos")
+    for name, n in (("a", 20), ("b", 35), ("c", 12)):
+        write_video(d / f"{name}.mp4", n=n, width=64, height=48)
+    (d / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
+    (d / "notes.txt").write_text("not a video\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def batch_out(folder, ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("batch")
+    rc = bmvit(["detect", str(folder), "--checkpoint", str(ckpt), "--out", str(out), "--no-video", "--no-progress"])
+    assert rc == 1  # something failed
+    return out
+
+
+def test_folder_index_statuses_and_merged_csv(batch_out, folder, ckpt, tmp_path):
+    index = _index(batch_out)
+    assert [(e["id"], e["status"]) for e in index] == [("a", "ok"), ("b", "ok"), ("broken", "failed"), ("c", "ok")]
+    assert set(index[0]) == {"id", "path", "status", "error", "keyframes", "actors", "seconds"}
+    assert [e["keyframes"] for e in index if e["status"] == "ok"] == [2, 4, 2]  # 1/s at 10 fps
+    bad = index[2]
+    assert str(folder / "broken.mp4") in bad["error"] and bad["keyframes"] is None
+    per_video = "".join((batch_out / v / "detections.csv").read_text() for v in "abc")
+    merged = (batch_out / "detections.csv").read_text()
+    assert merged == per_video and merged.count("\n") == 3 * sum(e["actors"] for e in index if e["actors"])
+    assert {row.split(",")[0] for row in merged.splitlines()} == {"a", "b", "c"}
+    # each video's outputs are those of a single-video run
+    single = tmp_path / "single"
+    assert bmvit(["detect", str(folder / "b.mp4"), "--checkpoint", str(ckpt), "--out", str(single),
+                  "--no-video", "--no-progress"]) == 0
+    assert (single / "detections.csv").read_text() == (batch_out / "b" / "detections.csv").read_text()
+    one = json.loads((single / "detections.json").read_text())
+    many = json.loads((batch_out / "b" / "detections.json").read_text())
+    assert one["keyframes"] == many["keyframes"] and one["video"] == many["video"]
+
+
+def test_explicit_non_video_and_list_file(folder, ckpt, tmp_path, capsys):
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# my videos\n{folder / 'c.mp4'}\n\nmissing.mp4\n")
+    out = tmp_path / "out"
+    rc = bmvit(["detect", f"@{lst}", str(folder / "notes.txt"), "--checkpoint", str(ckpt), "--out", str(out),
+                "--no-video", "--no-progress"])
+    assert rc == 1
+    index = _index(out)
+    assert [(e["id"], e["status"]) for e in index] == [("c", "ok"), ("missing", "failed"), ("notes", "failed")]
+    assert "not found" in index[1]["error"] and str(tmp_path / "missing.mp4") in index[1]["error"]  # relative to the list
+    assert "cannot open video" in index[2]["error"]
+    err = capsys.readouterr().err
+    assert "failed [notes]" in err and "Traceback" not in err
+
+
+def test_on_error_stops_the_run(folder, ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = bmvit(["detect", str(folder / "a.mp4"), str(folder / "broken.mp4"), str(folder / "c.mp4"), "--checkpoint",
+                str(ckpt), "--out", str(out), "--no-video", "--no-progress", "--on-error", "error"])
+    assert rc == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and str(folder / "broken.mp4") in err[0]
+    assert json.loads((out / "a" / "status.json").read_text())["status"] == "ok"
+    assert not (out / "c").exists()  # stopped before it
+
+
+def test_rerun_skips_complete_videos_and_checks_settings(batch_out, folder, ckpt, tmp_path):
+    out = tmp_path / "out"
+    args = ["detect", str(folder / "a.mp4"), str(folder / "c.mp4"), "--checkpoint", str(ckpt), "--out", str(out),
+            "--no-progress"]
+    assert bmvit(args) == 0
+    assert (out / "a" / "annotated.mp4").exists()
+    mtime = (out / "a" / "detections.json").stat().st_mtime_ns
+    assert bmvit(args) == 0
+    assert [e["status"] for e in _index(out)] == ["skipped", "skipped"]
+    assert (out / "a" / "detections.json").stat().st_mtime_ns == mtime
+    assert (out / "detections.csv").read_text() == "".join((batch_out / v / "detections.csv").read_text() for v in "ac")
+    (out / "c" / "annotated.mp4").unlink()  # incomplete outputs: redone
+    assert bmvit(args) == 0
+    assert [e["status"] for e in _index(out)] == ["skipped", "ok"]
+    assert bmvit(args + ["--threshold", "0.5"]) == 2  # other settings: not silently mixed
+    assert bmvit(args + ["--threshold", "0.5", "--overwrite"]) == 0
+    assert [e["status"] for e in _index(out)] == ["ok", "ok"]
+
+
+def test_killed_run_resumes(folder, ckpt, tmp_path, batch_out):
+    """SIGKILL once the first video is complete; the re-run skips it and finishes the rest."""
+    d = tmp_path / "videos"
+    d.mkdir()
+    (d / "a.mp4").symlink_to(folder / "a.mp4")
+    for name in ("b", "c"):  # long enough that the run is still going when killed
+        write_video(d / f"{name}.mp4", n=400, width=64, height=48)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bmvit", "detect", str(d), "--checkpoint", str(ckpt), "--out", str(out),
+           "--no-video", "--no-progress", "--fps-keyframes", "4"]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "a" / "status.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (out / "index.jsonl").exists() and not (out / "c" / "status.json").exists()  # killed mid-run
+    assert subprocess.run(cmd, env=ENV, capture_output=True).returncode == 0
+    assert [(e["id"], e["status"]) for e in _index(out)] == [("a", "skipped"), ("b", "ok"), ("c", "ok")]
+    fresh = tmp_path / "fresh"
+    assert bmvit(cmd[3:cmd.index("--out")] + ["--out", str(fresh)] + cmd[cmd.index("--out") + 2:]) == 0
+    assert (out / "detections.csv").read_text() == (fresh / "detections.csv").read_text()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_torchrun_two_processes_equal_one(folder, ckpt, tmp_path, batch_out):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bmvit",
+           "detect", str(folder), "--checkpoint", str(ckpt), "--out", str(out), "--no-video", "--no-progress"]
+    run = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0  # the broken input: exit status 1 on each rank (torchrun reports it)
+    strip = lambda index: [{k: v for k, v in e.items() if k != "seconds"} for e in index]  # noqa: E731
+    assert strip(_index(out)) == strip(_index(batch_out))
+    assert (out / "detections.csv").read_text() == (batch_out / "detections.csv").read_text()
+    for v in "abc":
+        assert (out / v / "detections.json").read_text() == (batch_out / v / "detections.json").read_text()
+    assert "(2 ranks)" in run.stderr
+
+
+def test_expand_inputs_rules(tmp_path):
+    (tmp_path / "x" / "deep").mkdir(parents=True)
+    (tmp_path / "x" / "clip.MP4").write_bytes(b"")
+    (tmp_path / "x" / "deep" / "clip.mkv").write_bytes(b"")
+    (tmp_path / "x" / "readme.md").write_text("")
+    frames = tmp_path / "x" / "cam1"
+    frames.mkdir()
+    Image.new("RGB", (8, 8)).save(frames / "000001.jpg")
+    assert not is_collection(str(frames)) and is_collection(str(tmp_path / "x"))
+    assert not is_collection(str(tmp_path / "x" / "deep" / "nothing")) and is_collection("@l.txt")
+    got = expand_inputs([str(tmp_path / "x"), str(frames), str(tmp_path / "x" / "clip.MP4")])
+    assert got == [VideoInput("cam1", str(frames)), VideoInput("clip", str(tmp_path / "x" / "clip.MP4")),
+                   VideoInput("deep__clip", str(tmp_path / "x" / "deep" / "clip.mkv"))]
+    assert shard(list(range(7)), 1, 3) == [1, 4]
