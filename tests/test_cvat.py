@@ -239,3 +239,18 @@ def test_reader_errors_name_the_file(tmp_path):
     with pytest.raises(DataError, match=r"frame_filter> 'every=3' is not supported"):
         read_cvat(_write(tmp_path / "f.xml", xml("").replace("<frame_filter></frame_filter>",
                                                              "<frame_filter>every=3</frame_filter>")))
+
+
+def test_job_export_project_export_and_keyframe_rate(tmp_path, video, capsys):
+    one = "\n".join(['  <track id="0" label="walk">', box(0, 0, 0, 40, 60), "  </track>"])
+    job = xml(one).replace("<task>", "<job>").replace("</task>", "</job>")
+    assert read_cvat(_write(tmp_path / "job.xml", job)).tracks[0].shapes[0].box == (0.0, 0.0, 40.0, 60.0)
+    project = xml(one).replace("<task>", "<project>").replace("</task>", "</project>")
+    with pytest.raises(DataError, match="project export; export each task"):
+        read_cvat(_write(tmp_path / "p.xml", project))
+    # one key frame every 2 s; 2 per second cannot be AVA timestamps
+    rc, root = run_import(tmp_path, video, xml(one), "--keyframes-per-second", "0.5")
+    assert rc == 0 and [t for _, t, *_ in rows_of(root)] == [0, 2]
+    capsys.readouterr()
+    rc, _ = run_import(tmp_path, video, xml(one), "--keyframes-per-second", "2", root=tmp_path / "r2")
+    assert rc == 2 and "AVA timestamps are whole seconds" in capsys.readouterr().err

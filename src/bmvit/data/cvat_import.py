@@ -221,6 +221,10 @@ def import_cvat(xml: str | Path, video: str | Path, root: str | Path, split: str
     tracks = task.tracks if mode == "label" or declared is None else [t for t in task.tracks if t.label in declared]
     if mode == "attributes":
         _check_attributes(task, tracks, set(names), declared)
+    bad = next((n for n in names if '"' in n or "\n" in n or not n.strip()), None)
+    if bad is not None:
+        raise DataError(f"{xml}: action name {bad!r} cannot go into label_map.pbtxt (empty, or has '\"' or a line "
+                        "break); rename it in the CVAT task")
     keys = _keyframes(probe, task, keyframes_per_second)
 
     rows: list[tuple[int, tuple[float, float, float, float], str, int]] = []  # (second, box, action, person)
