@@ -289,10 +289,13 @@ class _Run:
                         self.stop.set()
                         for f in futures:
                             f.cancel()
-            except BaseException:  # Ctrl-C: running downloads give up, keeping their .part
+            except BaseException as e:  # Ctrl-C, a full disk: running downloads give up, keeping their .part
                 self.stop.set()
                 for f in futures:
                     f.cancel()
+                if isinstance(e, OSError):
+                    raise DataError(f"{e.filename or self.out}: {e.strerror or e} (free space / fix permissions, "
+                                    "then re-run to resume)") from None
                 raise
             finally:
                 self.progress.close()
