@@ -161,7 +161,7 @@ def test_reimport_replaces_rows_and_keeps_label_ids(tmp_path, video, capsys):
     out = capsys.readouterr().out
     assert rows_of(root) == [("other", 4, 0.1, 0.1, 0.2, 0.2, 1, 0), ("clip", 0, 0.0, 0.0, 0.5, 1.0, 3, 0)]
     assert "4 earlier rows of clip replaced (2 rows in all)" in out and "(0 new)" in out
-    assert "frames: " in out and "kept (120 files" in out
+    assert "frames: " in out and "kept (120 files, as 30 fps gives)" in out
     # the same video in the other split is pointed out
     assert run_import(tmp_path, video, xml(two), "--split", "val", root=root)[0] == 0
     assert "also lists clip" in capsys.readouterr().out

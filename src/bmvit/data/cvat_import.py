@@ -268,7 +268,10 @@ def import_cvat(xml: str | Path, video: str | Path, root: str | Path, split: str
     folder = root / frames_dir / vid
     if folder.is_dir():
         n = sum(1 for _ in folder.glob(f"{vid}_*.*"))
-        frames = f"{folder} kept ({n} files; made at data.fps={fps}?)"
+        want = math.ceil(probe.num_frames * fps / probe.fps)  # the recipe's count for this video at --fps
+        frames = (f"{folder} kept ({n} files, as {fps} fps gives)" if abs(n - want) <= 1 else
+                  f"{folder} kept ({n} files, but {fps} fps gives {want}: made from another video or with "
+                  "another --fps? remove the folder to rewrite it)")
     else:
         rep = extract_frames(video, root / frames_dir, Recipe(fps=fps), video_id=vid)
         frames = f"{folder} written ({rep.frames} frames at {fps} fps, frame 1 = second 0)"
