@@ -133,6 +133,8 @@ def test_prepare_ava_error_stops_with_one_line_and_part_resumes(tmp_path, server
     assert main(_args(server, out, "--splits", "val", "--workers", "1")) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "vidD.webm: cannot open video" in err and "--on-error skip" in err
+    assert main(_args(server, tmp_path / "x", "--splits", "test")) == 2
+    assert "--splits: expected a comma-separated subset of train,val, got 'test'" in capsys.readouterr().err
 
 
 def test_prepare_ava_no_frames_cuts_match_frames(tmp_path, server, capsys):

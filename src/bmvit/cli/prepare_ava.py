@@ -21,13 +21,19 @@ BASE_URL = "https://s3.amazonaws.com/ava-dataset"
 def add_parser(verbs) -> None:
     p = verbs.add_parser("ava", help="download AVA v2.2 (annotations, file list, movies) and write its frames")
     p.add_argument("--out", required=True, type=Path, help="dataset folder to fill (data.root, e.g. data/ava)")
-    p.add_argument("--splits", default="train,val", help="splits whose videos to get: train,val (default), train or val")
-    p.add_argument("--annotations-url", default=ANNOTATIONS_URL, help=f"annotations zip (default {ANNOTATIONS_URL})")
+    p.add_argument("--splits", default="train,val",
+                   help="splits whose videos to get: train,val (default), train or val")
+    p.add_argument("--annotations-url", default=ANNOTATIONS_URL,
+                   help=f"annotations zip (default {ANNOTATIONS_URL})")
     p.add_argument("--base-url", default=BASE_URL,
-                   help=f"<base>/annotations/ava_file_names_trainval_v2.1.txt and <base>/trainval/<file> (default {BASE_URL})")
-    p.add_argument("--start", type=number(0), default=900.0, help="second of the movie that becomes frame 1 (default 900)")
-    p.add_argument("--end", type=number(0, open_min=True), default=1800.0, help="stop before this second (default 1800)")
-    p.add_argument("--short-side", type=count(8), default=None, help="resize frames to this short side (default: keep size)")
+                   help="<base>/annotations/ava_file_names_trainval_v2.1.txt and <base>/trainval/<file> "
+                        f"(default {BASE_URL})")
+    p.add_argument("--start", type=number(0), default=900.0,
+                   help="second of the movie that becomes frame 1 (default 900)")
+    p.add_argument("--end", type=number(0, open_min=True), default=1800.0,
+                   help="stop before this second (default 1800)")
+    p.add_argument("--short-side", type=count(8), default=None,
+                   help="resize frames to this short side (default: keep size)")
     p.add_argument("--no-frames", action="store_true",
                    help="keep cut videos videos/<vid>.mp4 instead of frames (for data.source=video)")
     p.add_argument("--workers", type=count(1), default=4, help="videos processed at a time (default 4)")
@@ -35,8 +41,10 @@ def add_parser(verbs) -> None:
                    help="a video that cannot be had stops the run (default) or is reported and skipped")
     p.add_argument("--keep-videos", action="store_true", help="keep the downloaded movies in downloads/videos/")
     p.add_argument("--retries", type=count(0), default=5, help="retries of a download without progress (default 5)")
-    p.add_argument("--backoff", type=number(0), default=2.0, help="seconds before the first retry, doubling (default 2)")
-    p.add_argument("--timeout", type=number(0, open_min=True), default=60.0, help="seconds without data before a retry (default 60)")
+    p.add_argument("--backoff", type=number(0), default=2.0,
+                   help="seconds before the first retry, doubling (default 2)")
+    p.add_argument("--timeout", type=number(0, open_min=True), default=60.0,
+                   help="seconds without data before a retry (default 60)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run_ava)
 

@@ -86,7 +86,8 @@ class AvaOptions:
         if self.on_error not in ("error", "skip"):
             raise ConfigError(f"--on-error must be error or skip, got {self.on_error!r}")
         if not self.splits or any(s not in ("train", "val") for s in self.splits):
-            raise ConfigError(f"--splits: expected a comma-separated subset of train,val, got {','.join(self.splits)!r}")
+            raise ConfigError("--splits: expected a comma-separated subset of train,val, "
+                              f"got {','.join(self.splits)!r}")
         if self.retries < 0 or self.backoff < 0 or self.timeout <= 0:
             raise ConfigError("--retries and --backoff must be >= 0 and --timeout > 0")
 
@@ -187,7 +188,7 @@ def _split_csv(annotations: Path, split: str, zip_names: list[str]) -> Path:
     return annotations / found[0]
 
 
-def _verify_output(out: Path, vid: str, rec: dict | None, frames: bool) -> bool:
+def _verify_output(out: Path, vid: str, rec: dict | None, frames: bool, ext: str = "jpg") -> bool:
     """Is the recorded output of ``vid`` still complete on disk?"""
     if not rec:
         return False
@@ -195,7 +196,7 @@ def _verify_output(out: Path, vid: str, rec: dict | None, frames: bool) -> bool:
         folder = out / "frames" / vid
         if not folder.is_dir():
             return False
-        return sum(1 for n in os.listdir(folder) if n.startswith(f"{vid}_") and n.endswith(".jpg")) == rec["frames"]
+        return sum(1 for n in os.listdir(folder) if n.startswith(f"{vid}_") and n.endswith(f".{ext}")) == rec["frames"]
     p = out / "videos" / f"{vid}.mp4"
     return p.is_file() and p.stat().st_size == rec["bytes"]
 
@@ -235,9 +236,9 @@ class _Run:
         opts, t0 = self.opts, time.perf_counter()
         if file_name is None:
             return VideoResult(vid, "failed", message=f"{self.out / 'annotations' / FILE_LIST}: video '{vid}' of the "
-                               "split CSVs is not in the file list")
+                               f"split CSVs is not in the file list ({_HINTS[opts.on_error].split(';')[0]})")
         rec = self.state.doc["videos"].get(vid)
-        if _verify_output(self.out, vid, rec, opts.frames):
+        if _verify_output(self.out, vid, rec, opts.frames, opts.recipe.ext):
             return VideoResult(vid, "kept", rec["frames"], rec["size"])
         url = f"{opts.base_url.rstrip('/')}/trainval/{quote(file_name)}"
         rel = f"downloads/videos/{file_name}"
@@ -257,9 +258,9 @@ class _Run:
         except DataError as e:
             src.unlink(missing_ok=True)
             self.state.update("downloads", rel, None)
-            return VideoResult(vid, "failed", downloaded=got,
-                               message=f"{e} (from {url}; the download was deleted, a re-run fetches it again"
-                                       f"{'; use --on-error skip to go on without this video' if opts.on_error == 'error' else ''})")
+            way_out = "; use --on-error skip to go on without this video" if opts.on_error == "error" else ""
+            return VideoResult(vid, "failed", downloaded=got, message=f"{e} (from {url}; the download was deleted, "
+                               f"a re-run fetches it again{way_out})")
         self.state.update("videos", vid, {"frames": n, "size": list(size), "bytes": nbytes})
         if not opts.keep_videos:
             src.unlink(missing_ok=True)
@@ -341,7 +342,8 @@ def prepare_ava(out: str | Path, opts: AvaOptions = AvaOptions(), log=print) -> 
         f"{len(vids)} video(s) in {', '.join(f'{csvs[s].name}' for s in opts.splits)}; "
         f"{len(files)} in the file list")
     results = run.videos([(v, files.get(v)) for v in vids])
-    outputs = {v: rec for v, rec in run.state.doc["videos"].items() if _verify_output(out, v, rec, opts.frames)}
+    outputs = {v: rec for v, rec in run.state.doc["videos"].items()
+               if _verify_output(out, v, rec, opts.frames, opts.recipe.ext)}
     report = {
         "out": str(out),
         "sources": {"annotations": opts.annotations_url, "file_list": list_url,
