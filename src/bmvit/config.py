@@ -316,6 +316,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return apply_overrides(cfg, overrides or [])
 
 
+def _yaml_error(path: Path, e: yaml.YAMLError) -> str:
+    """One line: ``file:line:column: invalid YAML (problem)``."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(e, "problem", None) or getattr(e, "context", None) or type(e).__name__
+    return f"{where}: invalid YAML ({' '.join(str(problem).split())})"
+
+
 def _apply_file(cfg: Config, path: Path, chain: list[Path]) -> None:
     """Apply one YAML file to ``cfg``; a top-level ``base: other.yaml`` (relative to this file)
     is applied first, so a config states only what differs from its base (e.g. one Table 1 row)."""
@@ -325,9 +333,19 @@ def _apply_file(cfg: Config, path: Path, chain: list[Path]) -> None:
     if path.resolve() in [p.resolve() for p in chain]:
         raise ConfigError(f"{path}: 'base' chain loops: {' -> '.join(map(str, chain + [path]))}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte offset {e.start}); save the config as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from None
+        raise ConfigError(_yaml_error(path, e)) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{path}: invalid YAML value ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (data, model, loss, train, eval)")
     base = data.pop("base", None)
@@ -346,12 +364,13 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         key, text = item.split("=", 1)
         try:
             value = yaml.safe_load(text) if text != "" else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError, ValueError):  # ValueError: an integer of > 4300 digits
             value = text
         nested: Any = value
         for part in reversed(key.strip().split(".")):
             nested = {part: nested}
-        _apply(cfg, nested, "", "override: ")
+        shown = item if len(item) <= 80 else item[:77] + "..."
+        _apply(cfg, nested, "", f"override {shown!r}: ")
     return cfg
 
 

@@ -20,7 +20,6 @@ on disk (no frames folder / no video file), naming the first CSV line of each.
 
 from __future__ import annotations
 
-import csv
 import math
 import sys
 from collections import Counter
@@ -31,6 +30,7 @@ import numpy as np
 
 from bmvit.data.ava_format import AvaRows
 from bmvit.data.skips import SkipLog
+from bmvit.data.text_file import csv_rows
 from bmvit.errors import ConfigError, DataError
 
 __all__ = ["UNKNOWN_ACTIONS", "check_videos", "read_checked_rows"]
@@ -50,6 +50,8 @@ def _number(text: str, name: str, integer: bool) -> float | int | str:
     if integer:
         if not v.is_integer():
             return f"column '{name}' must be an integer, got {text!r}"
+        if not -(2**63) <= v < 2**63:
+            return f"column '{name}' = {text.strip()[:30]} is out of range (64-bit integer)"
         return int(v)
     return v
 
@@ -106,26 +108,25 @@ def read_checked_rows(path: str | Path, class_ids: set[int] | list[int], on_erro
     vids: list[str] = []
     cols: list[tuple] = []
     lines: list[int] = []
-    with open(path, newline="") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row or (len(row) == 1 and not row[0].strip()):
+    for line, row in csv_rows(path, "annotation file"):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        got = _check_row(row, ids, keyframe_range)
+        if isinstance(got, str):
+            skips.handle(f"{path}:{line}: {got}")
+            continue
+        if got[0] == "unknown":
+            action = got[4]
+            if unknown_actions == "ignore":
+                ignored[action] += 1
                 continue
-            got = _check_row(row, ids, keyframe_range)
-            if isinstance(got, str):
-                skips.handle(f"{path}:{line}: {got}")
-                continue
-            if got[0] == "unknown":
-                action = got[4]
-                if unknown_actions == "ignore":
-                    ignored[action] += 1
-                    continue
-                skips.handle(f"{path}:{line}: action id {action} is not in the label map "
-                             f"(ids {min(ids)}..{max(ids)}, {len(ids)} classes; "
-                             "data.unknown_actions=ignore trains on the label map's classes only)")
-                continue
-            vids.append(got[0])
-            cols.append(got[1:])
-            lines.append(line)
+            skips.handle(f"{path}:{line}: action id {action} is not in the label map "
+                         f"(ids {min(ids)}..{max(ids)}, {len(ids)} classes; "
+                         "data.unknown_actions=ignore trains on the label map's classes only)")
+            continue
+        vids.append(got[0])
+        cols.append(got[1:])
+        lines.append(line)
     if ignored:
         total = sum(ignored.values())
         print(f"{path}: ignored {total} row(s) whose action id is not in the label map "

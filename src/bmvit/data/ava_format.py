@@ -16,13 +16,15 @@ A 7-column row (no person id / score) is accepted, as the official evaluator doe
 
 from __future__ import annotations
 
-import csv
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bmvit.atomic import atomic_output
+from bmvit.data.text_file import csv_rows, read_text
 from bmvit.errors import DataError
 
 __all__ = [
@@ -73,29 +75,39 @@ class AvaRows:
         )
 
 
+_INT64 = 2**63
+
+
 def _int_field(text: str, path: Path, line: int, name: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         # Accept "902.0" style integers written by other tools, reject real fractions.
         try:
-            value = float(text)
+            number = float(text)
         except ValueError:
-            value = None
-        if value is not None and value.is_integer():
-            return int(value)
-        raise DataError(f"{path}:{line}: column '{name}' must be an integer, got {text!r}") from None
+            number = None
+        if number is None or not number.is_integer():
+            raise DataError(f"{path}:{line}: column '{name}' must be an integer, got {text!r}") from None
+        value = int(number)
+    if not -_INT64 <= value < _INT64:
+        raise DataError(f"{path}:{line}: column '{name}' = {text.strip()[:30]} is out of range (64-bit integer)")
+    return value
 
 
 def _float_field(text: str, path: Path, line: int, name: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise DataError(f"{path}:{line}: column '{name}' must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}:{line}: column '{name}' must be a finite number, got {text!r}")
+    return value
 
 
 def read_rows(path: str | Path) -> AvaRows:
-    """Read an AVA ground-truth or detection CSV (7 or 8 columns, no header)."""
+    """Read an AVA ground-truth or detection CSV (7 or 8 columns, no header; UTF-8, CRLF and a BOM
+    accepted). Any malformed row, non-finite number or out-of-range integer is a ``file:line`` DataError."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: annotation file not found")
@@ -105,20 +117,19 @@ def read_rows(path: str | Path) -> AvaRows:
     acts: list[int] = []
     extra: list[float] = []
     names = ("x1", "y1", "x2", "y2")
-    with open(path, newline="") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) not in (7, 8):
-                raise DataError(
-                    f"{path}:{line}: expected 7 or 8 comma-separated columns "
-                    f"(video_id,timestamp,x1,y1,x2,y2,action_id[,person_id|score]), got {len(row)}"
-                )
-            vids.append(row[0].strip())
-            ts.append(_int_field(row[1], path, line, "timestamp"))
-            boxes.append(tuple(_float_field(row[2 + i], path, line, names[i]) for i in range(4)))
-            acts.append(_int_field(row[6], path, line, "action_id"))
-            extra.append(_float_field(row[7], path, line, "person_id/score") if len(row) == 8 else 1.0)
+    for line, row in csv_rows(path, "annotation file"):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) not in (7, 8):
+            raise DataError(
+                f"{path}:{line}: expected 7 or 8 comma-separated columns "
+                f"(video_id,timestamp,x1,y1,x2,y2,action_id[,person_id|score]), got {len(row)}"
+            )
+        vids.append(row[0].strip())
+        ts.append(_int_field(row[1], path, line, "timestamp"))
+        boxes.append(tuple(_float_field(row[2 + i], path, line, names[i]) for i in range(4)))
+        acts.append(_int_field(row[6], path, line, "action_id"))
+        extra.append(_float_field(row[7], path, line, "person_id/score") if len(row) == 8 else 1.0)
     return AvaRows(
         vids,
         np.asarray(ts, dtype=np.int64),
@@ -131,9 +142,7 @@ def read_rows(path: str | Path) -> AvaRows:
 def write_rows(path: str | Path, rows: AvaRows, extra_format: str = "{:.6f}") -> None:
     """Write rows as an AVA CSV; ``extra_format`` formats the 8th column (``"{:d}"`` for person ids)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         for i, vid in enumerate(rows.video_ids):
             x1, y1, x2, y2 = rows.boxes[i]
             extra = rows.extra[i]
@@ -142,7 +151,6 @@ def write_rows(path: str | Path, rows: AvaRows, extra_format: str = "{:.6f}") ->
                 f"{vid},{int(rows.timestamps[i]):04d},{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},"
                 f"{int(rows.actions[i])},{extra_text}\n"
             )
-    tmp.replace(path)
 
 
 _ITEM_RE = re.compile(r"item\s*\{(?P<body>[^{}]*)\}", re.S)
@@ -159,7 +167,7 @@ def read_label_map(path: str | Path) -> dict[int, str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: label map not found")
-    text = path.read_text()
+    text = read_text(path, "label map")
     out: dict[int, str] = {}
     for m in _ITEM_RE.finditer(text):
         line = text.count("\n", 0, m.start()) + 1
@@ -177,9 +185,7 @@ def read_label_map(path: str | Path) -> dict[int, str]:
 
 
 def write_label_map(path: str | Path, labels: dict[int, str]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for key, name in sorted(labels.items()):
             f.write(f'item {{\n  name: "{name}"\n  id: {key}\n}}\n')
 
@@ -190,11 +196,10 @@ def read_exclusions(path: str | Path) -> set[str]:
     if not path.is_file():
         raise DataError(f"{path}: exclusions file not found")
     keys: set[str] = set()
-    with open(path, newline="") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            if len(row) != 2:
-                raise DataError(f"{path}:{line}: expected 2 columns (video_id,timestamp), got {len(row)}")
-            keys.add(frame_key(row[0].strip(), _int_field(row[1], path, line, "timestamp")))
+    for line, row in csv_rows(path, "exclusions file"):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != 2:
+            raise DataError(f"{path}:{line}: expected 2 columns (video_id,timestamp), got {len(row)}")
+        keys.add(frame_key(row[0].strip(), _int_field(row[1], path, line, "timestamp")))
     return keys

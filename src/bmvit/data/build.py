@@ -53,6 +53,17 @@ def _check(d: DataConfig) -> None:
         raise ConfigError(f"'data.box_jitter' must be in [0, 1), got {d.box_jitter}")
 
 
+def _require_rows(rows, csv_path, split: str) -> None:
+    """A split without a single usable annotation row is an error naming its CSV (and why)."""
+    if len(rows):
+        return
+    empty = csv_path.is_file() and not csv_path.read_bytes().strip()
+    why = ("the file is empty" if empty else
+           "every row was skipped or ignored (see the messages above; data.on_error / data.unknown_actions)")
+    raise DataError(f"{csv_path}: no {split} annotation rows: {why}; expected rows "
+                    "video_id,timestamp,x1,y1,x2,y2,action_id[,person_id]")
+
+
 def _video_source(d: DataConfig) -> VideoFrames:
     root = d.path(d.video_dir)
     if not root.is_dir():
@@ -82,16 +93,19 @@ def build_dataset(d: DataConfig, split: str, transform: ClipTransform) -> Datase
         labels = read_label_map(d.path(d.label_map))
         kr = tuple(d.keyframe_range) if d.keyframe_range is not None else None
         rows, lines = read_checked_rows(csv_path, list(labels), d.on_error, d.unknown_actions, kr)
+        _require_rows(rows, csv_path, split)
         if d.source == "video":
             source = _video_source(d)
             rows, lines = check_videos(rows, lines, csv_path, source.has_video,
                                        lambda v: f"{source.root / v}.{{{','.join(source.extensions)}}}", d.on_error)
+            _require_rows(rows, csv_path, split)
             class_index = {c: i for i, c in enumerate(labels)}
             table = KeyFrameTable.from_keyframes(group_keyframes(rows, class_index), len(labels))
             ds = KeyFrameClips(table, labels, source, d.num_frames, d.stride, transform, d.first_second, d.fps)
         else:
             rows, lines = check_videos(rows, lines, csv_path, lambda v: (frames_root / v).is_dir(),
                                        lambda v: str(frames_root / v), d.on_error)
+            _require_rows(rows, csv_path, split)
             ds = AvaClips(frames_root, csv_path, d.path(d.label_map), d.num_frames, d.stride, transform, d.fps,
                           d.first_second, d.cache_frames, rows=rows)
     if d.on_error == "skip":

@@ -1,0 +1,143 @@
+"""Regular tests pinning the five cases of issue 14 and every bug the fuzz suite found.
+
+Each test runs the failing input once, through the CLI (``main([...])``: exit status 2, one
+``error:`` line naming the file / key, no traceback) or through the library call.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from bmvit.config import load_config
+from bmvit.data.ava_checks import read_checked_rows
+from bmvit.data.ava_format import read_rows
+from bmvit.errors import BmvitError, ConfigError, DataError
+
+
+def _cli(capsys, argv, only_line: bool = True) -> str:
+    """The one ``error:`` line of ``bmvit argv`` (exit status 2, no traceback; ``only_line``: nothing
+    else on stderr, else other lines such as skip summaries may come before it)."""
+    from bmvit.cli.main import main
+
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == lines[-1] and (len(lines) == 1 or not only_line), err
+    return errors[0]
+
+
+def _dataset(tmp_path, small_synth, train_csv: bytes):
+    root = tmp_path / "d"
+    (root / "annotations").mkdir(parents=True)
+    (root / "frames").symlink_to(small_synth / "frames")
+    shutil.copy(small_synth / "annotations" / "label_map.pbtxt", root / "annotations")
+    shutil.copy(small_synth / "annotations" / "val.csv", root / "annotations")
+    (root / "annotations" / "train.csv").write_bytes(train_csv)
+    return root
+
+
+# --- the five cases of the issue ----------------------------------------------------------------
+
+def test_binary_annotation_csv_names_file_and_line(tmp_path, small_synth, capsys):
+    good = (small_synth / "annotations" / "train.csv").read_bytes()
+    root = _dataset(tmp_path, small_synth, good[:200] + b"\xff\xfe\x00\x81binary" + good[200:])
+    line = _cli(capsys, ["train", f"data.root={root}", f"train.out_dir={tmp_path / 'run'}"])
+    assert "train.csv:" in line and "not UTF-8 text" in line
+
+
+def test_synth_negative_videos(tmp_path, capsys):
+    line = _cli(capsys, ["synth", "--out", tmp_path / "s", "--videos", "-3"])
+    assert "--videos" in line and "≥ 1" in line
+
+
+def test_empty_train_csv_says_empty_and_names_file(tmp_path, small_synth, capsys):
+    root = _dataset(tmp_path, small_synth, b"")
+    line = _cli(capsys, ["train", f"data.root={root}", f"train.out_dir={tmp_path / 'run'}"])
+    assert str(root / "annotations" / "train.csv") in line and "the file is empty" in line
+
+
+def test_all_rows_skipped_says_so(tmp_path, small_synth, capsys):
+    root = _dataset(tmp_path, small_synth, b"v,1,x,0,1,1,1,0\n")
+    line = _cli(capsys, ["train", f"data.root={root}", "data.on_error=skip", f"train.out_dir={tmp_path / 'run'}"],
+                only_line=False)
+    assert "train.csv" in line and "every row was skipped" in line
+
+
+def test_negative_batch_size(capsys):
+    line = _cli(capsys, ["train", "train.batch_size=-4"])
+    assert "'train.batch_size'" in line and "must be ≥ 1" in line
+
+
+def test_detect_threshold_outside_probability_range(tmp_path, capsys):
+    line = _cli(capsys, ["detect", tmp_path / "clip.mp4", "--checkpoint", tmp_path / "m.safetensors", "--threshold", "-1"])
+    assert "--threshold" in line and "[0, 1]" in line
+
+
+# --- found by the fuzz suite (tests/fuzz) ------------------------------------------------------
+
+@pytest.mark.parametrize("text, expect", [
+    ("v1,0902,0.1,0.2,0.5,nan,1,0\n", "must be a finite number"),  # NaN box accepted silently
+    ("v1,0902,0.1,0.2,0.5,0.9,1,inf\n", "must be a finite number"),  # inf score accepted silently
+    ("v1,99999999999999999999,0.1,0.2,0.5,0.9,1,0\n", "out of range"),  # OverflowError (int64)
+    ("\ufeffv1,0902,0.1,0.2,0.5,0.9,1,0\n", None),  # BOM became part of the video id
+    ("v1,0902,0.1,0.2,0.5,0.9,1,\"" + "x" * 140000 + "\n", "not a readable CSV row"),  # csv.Error: field limit
+])
+def test_ava_csv_values(tmp_path, text, expect):
+    path = tmp_path / "gt.csv"
+    path.write_text(text, encoding="utf-8")
+    if expect is None:
+        assert read_rows(path).video_ids == ["v1"]
+        assert read_checked_rows(path, [1])[0].video_ids == ["v1"]
+        return
+    with pytest.raises(DataError, match=rf"gt\.csv:1: .*{expect}"):
+        read_rows(path)
+
+
+def test_ava_csv_not_utf8(tmp_path):
+    path = tmp_path / "gt.csv"
+    path.write_bytes("v1,0902,0.1,0.2,0.5,0.9,1,0\ncafé,0902,0.1,0.2,0.5,0.9,1,0\n".encode("latin-1"))
+    for read in (read_rows, lambda p: read_checked_rows(p, [1])):
+        with pytest.raises(DataError, match=r"gt\.csv:2: annotation file is not UTF-8 text"):
+            read(path)
+
+
+@pytest.mark.parametrize("text, expect", [
+    (b"data:\n  size: 96\n  s", r"cfg\.yaml:3:\d+: invalid YAML \("),  # multi-line YAML error message
+    (b"\t", r"cfg\.yaml:1:1: invalid YAML"),
+    (b"data:\n  root: caf\xe9\n", r"cfg\.yaml: not UTF-8 text"),  # UnicodeDecodeError
+    (b"train:\n  seed: " + b"9" * 5000 + b"\n", r"cfg\.yaml: invalid YAML value"),  # ValueError (int digits limit)
+])
+def test_config_file_errors_are_one_line(tmp_path, text, expect):
+    path = tmp_path / "cfg.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError, match=expect) as e:
+        load_config(path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("item, expect", [
+    ("train.seed=" + "9" * 5000, "'train.seed': expected int"),  # ValueError from YAML int parsing
+    ("train.lr.x=nan", "override 'train.lr.x=nan': 'train.lr': expected float"),  # message named 'train.lr' only
+    (".x=1", "override '.x=1': unknown key ''"),
+    ("train.lr=nan", "'train.lr': expected a finite number"),
+    ("train.epochs=1e400", "'train.epochs': expected a finite number"),
+    ("eval.threshold=2", "'eval.threshold': 2.0 must be in [0, 1]"),
+    ("train.seed=-1", "'train.seed': -1 must be in [0, 4294967295]"),
+])
+def test_override_errors_name_the_override(item, expect):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [item])
+    assert expect in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bmvit_error_family():
+    assert issubclass(DataError, BmvitError) and issubclass(ConfigError, BmvitError)
