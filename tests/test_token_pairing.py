@@ -89,27 +89,68 @@ def test_maxpool_detects_on_the_key_slice_and_max_pools_action_logits_over_time(
 
 
 class _StubBackbone(nn.Module):
+    """Emits the named features plus ``delta`` (a perturbation of one backbone token)."""
+
     out_dim = C
 
+    def __init__(self):
+        super().__init__()
+        self.delta = torch.zeros(1, C, T, H, W)
+
     def forward_features(self, clip):
-        return _named_features()[: clip.shape[0]]
+        return _named_features()[: clip.shape[0]] + self.delta
 
 
-@pytest.mark.parametrize("strategy", ["singleton", "tubelet", "c+t", "maxpool", "2(c+t)"])
+def _affected(strategy, s, k):
+    """Triplets whose (box + actor) and whose action read backbone token (slice s, cell k), per the
+    table of :mod:`bmvit.models.token_selection` (key slice t//2 = 2 of T = 4)."""
+    hw = H * W
+    if strategy == "singleton":
+        return {s * hw + k}, {s * hw + k}
+    if strategy == "tubelet":
+        return {k}, {k}
+    if strategy == "c+t":
+        return ({k} if s == 2 else set()), {k}
+    if strategy == "maxpool":  # action: max over slices of per-slice logits
+        return ({k} if s == 2 else set()), {k}
+    if strategy == "central":
+        return ({k}, {k}) if s == 2 else (set(), set())
+    assert strategy == "2(c+t)"  # detection slices 1 | 2; action means over [0, 2) | [2, 4)
+    block = 0 if s < 2 else 1
+    return ({block * hw + k} if s in (1, 2) else set()), {block * hw + k}
+
+
+@pytest.mark.parametrize("strategy", ["singleton", "tubelet", "c+t", "maxpool", "2(c+t)", "central"])
 def test_detector_triplet_l_uses_token_l_for_all_three_heads(strategy):
-    """Through the whole detector: perturbing the backbone feature that triplet l's detection token
-    reads changes box and actor of l only; its action scores follow its action token."""
+    """Through the whole detector: perturbing one backbone token (slice s, cell k) moves the box and the
+    actor logit of exactly the triplets whose detection token reads it, and the action logits of
+    exactly those whose action token reads it; no other output moves."""
     torch.manual_seed(0)
-    model = BMViT(_StubBackbone(), BMViTHeads(C, 3, hidden=8), strategy).eval()
+    backbone = _StubBackbone()
+    model = BMViT(backbone, BMViTHeads(C, 3, hidden=8), strategy).eval()
     nn.init.normal_(model.heads.box[-1].weight, std=0.5)  # the box head starts at zero: make it react
-    base = model(torch.zeros(1, 3, 8, 16, 16))
-    L = base["boxes"].shape[1]
-    tok = select_tokens(_named_features()[:1], strategy)
-    for l in range(0, L, 7):
-        det_code = tok.det[0, l, :3].tolist()  # (s or mean, y, x) this triplet detects from
-        changed = {k: v.clone() for k, v in tok._asdict().items()}
-        changed["det"][0, l, 5] += 1.0  # one channel (a constant shift would vanish in the LayerNorm)
-        out = model.heads(type(tok)(**changed))
-        moved = (out["boxes"][0] - base["boxes"][0]).abs().sum(-1) > 0  # (L,)
-        assert moved.nonzero().flatten().tolist() == [l], (strategy, l, det_code)
-        assert torch.equal(out["action_logits"], base["action_logits"])  # detection token only feeds box/actor
+    clip = torch.zeros(1, 3, 8, 16, 16)
+    with torch.no_grad():
+        base = model(clip)
+        maxpool_moved = set()
+        for s in range(T):
+            for k in (1, 8, 13):  # not fixed by a row/column mix-up of the 3 x 5 grid
+                backbone.delta.zero_()
+                backbone.delta[0, 5, s, k // W, k % W] = 1.0  # one channel (a constant shift would vanish in the LayerNorm)
+                out = model(clip)
+                backbone.delta.zero_()
+
+                def moved(key):
+                    d = (out[key][0] - base[key][0]).abs()  # (L,) or (L, 4) / (L, K)
+                    return set((d if d.ndim == 1 else d.sum(-1)).nonzero().flatten().tolist())
+
+                det, act = _affected(strategy, s, k)
+                assert moved("boxes") == det, (strategy, s, k)
+                assert moved("actor_logits") == det, (strategy, s, k)
+                if strategy == "maxpool":  # a slice moves the max only where it is (or becomes) the argmax
+                    assert moved("action_logits") <= act, (strategy, s, k)
+                    maxpool_moved |= moved("action_logits")
+                else:
+                    assert moved("action_logits") == act, (strategy, s, k)
+        if strategy == "maxpool":
+            assert maxpool_moved == {1, 8, 13}
