@@ -36,11 +36,37 @@ def test_bad_overrides(override, message):
         load_config(None, [override])
 
 
-def test_shipped_configs_load():
+def _same(written, loaded):
+    """A YAML value as written vs. the loaded config value (YAML 1.1 reads ``3e-4`` as a string)."""
+    if isinstance(loaded, list):
+        return isinstance(written, list) and len(written) == len(loaded) and all(map(_same, written, loaded))
+    if isinstance(loaded, float) and not isinstance(written, bool):
+        return float(written) == loaded
+    return written == loaded and type(written) is type(loaded)
+
+
+def test_shipped_configs_load(tmp_path):
+    """Every shipped config loads, every key it states (over its base) arrives in the Config, and the
+    resolved config round-trips through the config.yaml a run folder keeps."""
     from pathlib import Path
 
-    for p in sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml")):
-        load_config(p)
+    import yaml
+
+    paths = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
+    assert len(paths) >= 20 and any(p.name == "tiny.yaml" for p in paths)
+    checked = 0
+    for i, p in enumerate(paths):
+        cfg = load_config(p)
+        written = yaml.safe_load(p.read_text())
+        written.pop("base", None)
+        for section, items in written.items():
+            for key, value in items.items():
+                got = getattr(getattr(cfg, section), key)
+                assert _same(value, got), f"{p}: {section}.{key} written {value!r}, loaded {got!r}"
+                checked += 1
+        save_config(cfg, tmp_path / f"{i}.yaml")
+        assert load_config(tmp_path / f"{i}.yaml") == cfg, p
+    assert checked > 100
 
 
 def test_base_chain_and_normalization_keys(tmp_path):
