@@ -68,10 +68,13 @@ class CvatTrack:
     source: str = "manual"
     line: int = 0
 
+    _frames: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
+
     def at(self, frame: int, stop_frame: int | None = None) -> CvatShape | None:
         """The track at ``frame`` (module docstring), or None where it is absent."""
-        frames = [s.frame for s in self.shapes]
-        i = bisect.bisect_right(frames, frame) - 1
+        if len(self._frames) != len(self.shapes):  # frame numbers of the (sorted) shapes, cached
+            self._frames = [s.frame for s in self.shapes]
+        i = bisect.bisect_right(self._frames, frame) - 1
         if i < 0 or self.shapes[i].outside:
             return None
         prev = self.shapes[i]
@@ -108,6 +111,8 @@ class CvatTask:
 # --- parsing -----------------------------------------------------------------------------------
 
 class _Node:
+    """A generic element (everything outside ``<track>``), with its line number."""
+
     __slots__ = ("tag", "attrib", "children", "text", "line")
 
     def __init__(self, tag: str, attrib: dict[str, str], line: int) -> None:
@@ -121,45 +126,6 @@ class _Node:
     def value(self, tag: str) -> str | None:
         c = self.find(tag)
         return None if c is None else "".join(c.text).strip()
-
-
-def _parse_tree(path: Path) -> _Node:
-    """The element tree of ``path`` with line numbers; DOCTYPE / ENTITY declarations refused."""
-    parser = expat.ParserCreate()
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    stack: list[_Node] = []
-    root: list[_Node] = []
-
-    def refuse(*_args) -> None:
-        raise DataError(f"{path}:{parser.CurrentLineNumber}: DOCTYPE/ENTITY declarations are refused "
-                        "(a CVAT export has none; remove them)")
-
-    def start(tag: str, attrib: dict[str, str]) -> None:
-        node = _Node(tag, attrib, parser.CurrentLineNumber)
-        (stack[-1].children if stack else root).append(node)
-        stack.append(node)
-
-    def end(_tag: str) -> None:
-        stack.pop()
-
-    def chars(data: str) -> None:
-        if stack:
-            stack[-1].text.append(data)
-
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = start, end, chars
-    try:
-        with open(path, "rb") as f:
-            parser.ParseFile(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, expected the annotations.xml of a CVAT export") from None
-    except expat.ExpatError as e:
-        raise DataError(f"{path}:{e.lineno}: malformed XML ({expat.ErrorString(e.code)}, column {e.offset + 1}); "
-                        "export the task again as 'CVAT for video 1.1'") from None
-    return root[0]
 
 
 def _int(text: str | None, path: Path, line: int, what: str, default: int | None = None) -> int | None:
@@ -183,11 +149,129 @@ def _float(text: str | None, path: Path, line: int, what: str) -> float:
     return v
 
 
-def _flag(node: _Node, name: str, path: Path) -> bool:
-    text = node.attrib.get(name, "0").strip().lower()
+def _flag(attrib: dict[str, str], name: str, default: bool, path: Path, line: int) -> bool:
+    text = attrib.get(name)
+    if text is None:
+        return default
+    text = text.strip().lower()
     if text in _TRUE or text in _FALSE:
         return text in _TRUE
-    raise DataError(f"{path}:{node.line}: '{name}' must be 0 or 1, got {text!r}")
+    raise DataError(f"{path}:{line}: '{name}' must be 0 or 1, got {text!r}")
+
+
+def _box(attrib: dict[str, str], path: Path, line: int) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (_float(attrib.get(k), path, line, k) for k in ("xtl", "ytl", "xbr", "ybr"))
+    angle = _float(attrib.get("rotation", "0"), path, line, "rotation")
+    if angle % 360:  # a rotated box: its axis-aligned hull
+        cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+        c, s = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
+        hw, hh = (w * c + h * s) / 2, (w * s + h * c) / 2
+        x1, y1, x2, y2 = cx - hw, cy - hh, cx + hw, cy + hh
+    if not (x2 > x1 and y2 > y1):
+        raise DataError(f"{path}:{line}: box needs xtl < xbr and ytl < ybr, got "
+                        f"xtl={x1:g} ytl={y1:g} xbr={x2:g} ybr={y2:g}")
+    return x1, y1, x2, y2
+
+
+class _Reader:
+    """expat handlers: a generic tree outside ``<track>``, CvatShapes built directly inside (so an
+    export listing every frame of many tracks costs no tree of its own)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.parser = p = expat.ParserCreate()
+        p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        p.StartDoctypeDeclHandler = p.EntityDeclHandler = self.refuse
+        p.StartElementHandler, p.EndElementHandler, p.CharacterDataHandler = self.start, self.end, self.chars
+        self.stack: list[_Node] = []
+        self.root: _Node | None = None
+        self.tracks: list[CvatTrack] = []
+        self.other = 0  # non-box shapes in tracks
+        self.track: CvatTrack | None = None
+        self.seen: dict[int, int] = {}  # frame -> line, in the current track
+        self.shape: CvatShape | None = None
+        self.skip = 0  # depth inside an element of a track that is not read (polygon, ...)
+        self.attr: str | None = None
+        self.text: list[str] = []
+
+    def refuse(self, *_args) -> None:
+        raise DataError(f"{self.path}:{self.parser.CurrentLineNumber}: DOCTYPE/ENTITY declarations are refused "
+                        "(a CVAT export has none; remove them)")
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        line = self.parser.CurrentLineNumber
+        if self.track is not None:
+            if self.skip:
+                self.skip += 1
+            elif self.shape is None and tag == "box":
+                self._box(attrib, line)
+            elif self.shape is None:
+                self.other, self.skip = self.other + 1, 1
+            elif tag == "attribute":
+                self.attr, self.text = attrib.get("name", ""), []
+            return
+        if tag == "track" and len(self.stack) == 1:
+            if "label" not in attrib:
+                raise DataError(f"{self.path}:{line}: <track> has no 'label' attribute")
+            tid = _int(attrib.get("id"), self.path, line, "track 'id'")
+            if tid is None:
+                raise DataError(f"{self.path}:{line}: <track> has no 'id' attribute")
+            self.track, self.seen = CvatTrack(tid, attrib["label"], [], attrib.get("source", "manual"), line), {}
+            return
+        node = _Node(tag, attrib, line)
+        if self.stack:
+            self.stack[-1].children.append(node)
+        else:
+            self.root = node
+        self.stack.append(node)
+
+    def _box(self, attrib: dict[str, str], line: int) -> None:
+        path, tid = self.path, self.track.id  # type: ignore[union-attr]
+        frame = _int(attrib.get("frame"), path, line, "'frame'")
+        if frame is None or frame < 0:
+            raise DataError(f"{path}:{line}: <box> needs a 'frame' >= 0")
+        if frame in self.seen:
+            raise DataError(f"{path}:{line}: track {tid} has a second box at frame {frame} (first at line {self.seen[frame]})")
+        self.seen[frame] = line
+        self.shape = CvatShape(frame, _box(attrib, path, line), _flag(attrib, "outside", False, path, line),
+                               _flag(attrib, "occluded", False, path, line), _flag(attrib, "keyframe", True, path, line),
+                               {}, line)
+
+    def end(self, tag: str) -> None:
+        if self.track is None:
+            self.stack.pop()
+        elif self.skip:
+            self.skip -= 1
+        elif self.shape is not None and tag == "attribute" and self.attr is not None:
+            self.shape.attributes[self.attr] = "".join(self.text).strip()
+            self.attr = None
+        elif self.shape is not None and tag == "box":
+            self.track.shapes.append(self.shape)
+            self.shape = None
+        elif tag == "track":
+            self.track.shapes.sort(key=lambda s: s.frame)
+            self.tracks.append(self.track)
+            self.track = None
+
+    def chars(self, data: str) -> None:
+        if self.attr is not None:
+            self.text.append(data)
+        elif self.track is None and self.stack:
+            self.stack[-1].text.append(data)
+
+    def read(self) -> _Node:
+        try:
+            with open(self.path, "rb") as f:
+                self.parser.ParseFile(f)
+        except FileNotFoundError:
+            raise DataError(f"{self.path}: annotation file not found") from None
+        except IsADirectoryError:
+            raise DataError(f"{self.path}: is a folder, expected the annotations.xml of a CVAT export") from None
+        except expat.ExpatError as e:
+            raise DataError(f"{self.path}:{e.lineno}: malformed XML ({expat.ErrorString(e.code)}, column "
+                            f"{e.offset + 1}); export the task again as 'CVAT for video 1.1'") from None
+        assert self.root is not None  # expat refuses a document without a root element
+        return self.root
 
 
 def _labels(task: _Node) -> dict[str, list[CvatAttribute]]:
@@ -217,52 +301,16 @@ def _step(text: str | None, path: Path, line: int) -> int:
     return int(m.group(1))
 
 
-def _box(node: _Node, path: Path) -> tuple[float, float, float, float]:
-    x1, y1, x2, y2 = (_float(node.attrib.get(k), path, node.line, k) for k in ("xtl", "ytl", "xbr", "ybr"))
-    angle = _float(node.attrib.get("rotation", "0"), path, node.line, "rotation")
-    if angle % 360:  # a rotated box: its axis-aligned hull
-        cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
-        c, s = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
-        hw, hh = (w * c + h * s) / 2, (w * s + h * c) / 2
-        x1, y1, x2, y2 = cx - hw, cy - hh, cx + hw, cy + hh
-    if not (x2 > x1 and y2 > y1):
-        raise DataError(f"{path}:{node.line}: box needs xtl < xbr and ytl < ybr, got "
-                        f"xtl={x1:g} ytl={y1:g} xbr={x2:g} ybr={y2:g}")
-    return x1, y1, x2, y2
-
-
-def _track(node: _Node, path: Path) -> tuple[CvatTrack, int]:
-    if "label" not in node.attrib:
-        raise DataError(f"{path}:{node.line}: <track> has no 'label' attribute")
-    tid = _int(node.attrib.get("id"), path, node.line, "track 'id'")
-    if tid is None:
-        raise DataError(f"{path}:{node.line}: <track> has no 'id' attribute")
-    shapes, other, seen = [], 0, {}
-    for c in node.children:
-        if c.tag != "box":
-            other += 1
-            continue
-        frame = _int(c.attrib.get("frame"), path, c.line, "'frame'")
-        if frame is None or frame < 0:
-            raise DataError(f"{path}:{c.line}: <box> needs a 'frame' >= 0")
-        if frame in seen:
-            raise DataError(f"{path}:{c.line}: track {tid} has a second box at frame {frame} (first at line {seen[frame]})")
-        seen[frame] = c.line
-        attrs = {a.attrib.get("name", ""): "".join(a.text).strip() for a in c.children if a.tag == "attribute"}
-        shapes.append(CvatShape(frame, _box(c, path), _flag(c, "outside", path), _flag(c, "occluded", path),
-                                _flag(c, "keyframe", path) if "keyframe" in c.attrib else True, attrs, c.line))
-    shapes.sort(key=lambda s: s.frame)
-    return CvatTrack(tid, node.attrib["label"], shapes, node.attrib.get("source", "manual"), node.line), other
-
-
 def read_cvat(path: str | Path) -> CvatTask:
     """Parse a CVAT for video 1.1 export (module docstring)."""
     path = Path(path)
-    root = _parse_tree(path)
+    reader = _Reader(path)
+    root = reader.read()
     if root.tag != "annotations":
         raise DataError(f"{path}:{root.line}: root element is <{root.tag}>, expected <annotations> (a CVAT XML export)")
-    if root.find("image") is not None:
-        raise DataError(f"{path}:{root.find('image').line}: this is a 'CVAT for images' export (<image> elements); "  # type: ignore[union-attr]
+    image = root.find("image")
+    if image is not None:
+        raise DataError(f"{path}:{image.line}: this is a 'CVAT for images' export (<image> elements); "
                         "export the task as 'CVAT for video 1.1'")
     meta = root.find("meta")
     task = None if meta is None else (meta.find("task") or meta.find("job"))
@@ -278,27 +326,22 @@ def read_cvat(path: str | Path) -> CvatTask:
     line = task.line
     size = _int(task.value("size"), path, line, "<size>")
     step = _step(task.value("frame_filter"), path, line)
-    start = _int(task.value("start_frame"), path, line, "<start_frame>", 0)
+    start = _int(task.value("start_frame"), path, line, "<start_frame>", 0) or 0
     stop = _int(task.value("stop_frame"), path, line, "<stop_frame>")
     if stop is None and size:
-        stop = start + (size - 1) * step  # type: ignore[operator]
+        stop = start + (size - 1) * step
     width = height = None
     osize = task.find("original_size")
     if osize is not None:
         width = _int(osize.value("width"), path, osize.line, "<original_size><width>")
         height = _int(osize.value("height"), path, osize.line, "<original_size><height>")
-    tracks, other, ids = [], 0, {}
-    for node in root.children:
-        if node.tag != "track":
-            continue
-        track, n = _track(node, path)
-        if track.id in ids:
-            raise DataError(f"{path}:{node.line}: a second track with id {track.id} (first at line {ids[track.id]})")
-        ids[track.id] = node.line
-        tracks.append(track)
-        other += n
-    return CvatTask(task.value("name") or "", size, start, stop, step, width, height, _labels(task), tracks,
-                    meta.value("source") or "", other, path)  # type: ignore[union-attr, arg-type]
+    ids: dict[int, int] = {}
+    for t in reader.tracks:
+        if t.id in ids:
+            raise DataError(f"{path}:{t.line}: a second track with id {t.id} (first at line {ids[t.id]})")
+        ids[t.id] = t.line
+    return CvatTask(task.value("name") or "", size, start, stop, step, width, height, _labels(task), reader.tracks,
+                    meta.value("source") or "", reader.other, path)  # type: ignore[union-attr]
 
 
 # --- writing -----------------------------------------------------------------------------------
