@@ -82,7 +82,9 @@ def test_label_as_action_interpolation_and_propagation(tmp_path, video, capsys):
     tracks = "\n".join([
         '  <track id="3" label="walk" source="manual">',
         box(0, 10, 10, 30, 50), box(20, 30, 20, 50, 60), box(25, 30, 20, 50, 60, outside=1), "  </track>",
-        '  <track id="5" label="wave" source="manual">', box(10, 40, 0, 80, 30), "  </track>"])
+        '  <track id="5" label="wave" source="manual">', box(10, 40, 0, 80, 30),
+        '    <polygon frame="12" points="1,2;3,4;5,1" outside="0" occluded="0" keyframe="1"><attribute name="x">1</attribute></polygon>',
+        "  </track>"])
     rc, root = run_import(tmp_path, video, xml(tracks))
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -97,6 +99,7 @@ def test_label_as_action_interpolation_and_propagation(tmp_path, video, capsys):
     ]
     assert ("clip (train): 2 tracks, 4 key frames (4 with actors; video frames 0..30 at 10 fps), 6 boxes, "
             "6 rows [walk 3, wave 3], 0 boxes clipped; actions from track labels") in out
+    assert "left out: 1 non-box shapes" in out
     # the prepare-frames recipe: 30 fps grid, 4 s -> 120 files, frame 1 = second 0
     assert len(list((root / "frames" / "clip").glob("clip_*.jpg"))) == 120
     assert "data.root=" in out and "data.first_second=0" in out
