@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import av
@@ -88,10 +89,25 @@ def test_stream_reports_when_it_falls_behind(detector):
     assert (gaps >= 2).all() and report.frames_dropped == sum(g - 2 for g in gaps) + (preds[0].newest_frame - 1)
 
 
-def test_stream_report_percentile():
+def test_stream_report_percentile(detector):
     r = StreamReport(10, 3, 0, 5, 25.0, 0.1, 0.05, 0.09, 0.04, latencies_s=[0.03, 0.05, 0.09])
     d = r.to_dict()
     assert d["keeps_up"] and d["budget_s"] == pytest.approx(0.2) and "latencies_s" not in d
+    # nearest-rank p95: the ceil(0.95 n)-th smallest — for n = 20 the second largest, not the maximum
+    from bmvit.inference.stream import _percentile
+
+    assert _percentile([float(v) for v in range(20, 0, -1)], 95) == 19.0
+    assert _percentile([0.09, 0.03, 0.05], 95) == 0.09 and _percentile([0.09, 0.03, 0.05], 50) == 0.05
+    assert math.isnan(_percentile([], 95))
+    # a real run: median and p95 of the per-prediction latencies it measured
+    report, preds = run_stream(detector, ArraySource(synthetic_frames(40), fps=100), every=2)
+    lat = report.latencies_s
+    assert len(lat) == report.predictions == len(preds) >= 2 and lat == [p.latency_s for p in preds]
+    ranked = sorted(lat)
+    assert report.latency_p95_s == ranked[math.ceil(0.95 * len(lat)) - 1]
+    assert report.latency_median_s == pytest.approx(float(np.median(lat)), abs=1e-12)
+    assert report.compute_median_s == pytest.approx(float(np.median([p.compute_s for p in preds])), abs=1e-12)
+    assert ranked[0] <= report.latency_median_s <= report.latency_p95_s <= ranked[-1]
 
 
 def test_background_writer(tmp_path):
