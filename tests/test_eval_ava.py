@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import json
 import math
+import re
 import random
 from collections import defaultdict
 
@@ -264,6 +265,98 @@ def _ref_ap(hits, num_gt):
     return total
 
 
+def numpy_introsort_argsort(v) -> list[int]:
+    """Transcription of numpy's generic ``aquicksort`` (``np.argsort`` of float64 in numpy 1.23,
+    the original's numpy): median-of-3 quicksort, insertion sort for ranges of <= 16, heapsort
+    past the depth limit ``2 * msb(n)``."""
+    n = len(v)
+    t = list(range(n))
+
+    def heapsort(lo, num):
+        a = lambda k: lo + k - 1  # 1-based heap index -> position in t
+        for left in range(num >> 1, 0, -1):
+            tmp, i, j = t[a(left)], left, left << 1
+            while j <= num:
+                if j < num and v[t[a(j)]] < v[t[a(j + 1)]]:
+                    j += 1
+                if v[tmp] < v[t[a(j)]]:
+                    t[a(i)], i, j = t[a(j)], j, j + j
+                else:
+                    break
+            t[a(i)] = tmp
+        while num > 1:
+            tmp = t[a(num)]
+            t[a(num)] = t[a(1)]
+            num -= 1
+            i, j = 1, 2
+            while j <= num:
+                if j < num and v[t[a(j)]] < v[t[a(j + 1)]]:
+                    j += 1
+                if v[tmp] < v[t[a(j)]]:
+                    t[a(i)], i, j = t[a(j)], j, j + j
+                else:
+                    break
+            t[a(i)] = tmp
+
+    pl, pr, stack = 0, n - 1, []
+    depth = 2 * (n.bit_length() - 1) if n else 0
+    while True:
+        if depth < 0:
+            heapsort(pl, pr - pl + 1)
+        else:
+            while pr - pl > 15:
+                pm = pl + ((pr - pl) >> 1)
+                if v[t[pm]] < v[t[pl]]:
+                    t[pm], t[pl] = t[pl], t[pm]
+                if v[t[pr]] < v[t[pm]]:
+                    t[pr], t[pm] = t[pm], t[pr]
+                if v[t[pm]] < v[t[pl]]:
+                    t[pm], t[pl] = t[pl], t[pm]
+                vp = v[t[pm]]
+                pi, pj = pl, pr - 1
+                t[pm], t[pj] = t[pj], t[pm]
+                while True:
+                    pi += 1
+                    while v[t[pi]] < vp:
+                        pi += 1
+                    pj -= 1
+                    while vp < v[t[pj]]:
+                        pj -= 1
+                    if pi >= pj:
+                        break
+                    t[pi], t[pj] = t[pj], t[pi]
+                t[pi], t[pr - 1] = t[pr - 1], t[pi]
+                depth -= 1
+                if pi - pl < pr - pi:
+                    stack.append((pi + 1, pr, depth))
+                    pr = pi - 1
+                else:
+                    stack.append((pl, pi - 1, depth))
+                    pl = pi + 1
+            for pi in range(pl + 1, pr + 1):
+                vi, pj = t[pi], pi
+                while pj > pl and v[vi] < v[t[pj - 1]]:
+                    t[pj] = t[pj - 1]
+                    pj -= 1
+                t[pj] = vi
+        if not stack:
+            return t
+        pl, pr, depth = stack.pop()
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 16, 17, 40, 300, 2000])
+def test_introsort_argsort_is_numpys_generic_introsort(n):
+    """The original's ``np.argsort`` on tie-heavy scores, reproduced on any numpy (ties included)."""
+    from bmvit.evaluation.ava import introsort_argsort
+
+    rng = np.random.default_rng(n)
+    for levels in (2, 7, 1000):
+        v = rng.integers(0, levels, n)
+        assert introsort_argsort(v).tolist() == numpy_introsort_argsort(v.tolist())
+    v = np.r_[np.arange(n // 2), np.arange(n - n // 2)][::-1].copy()  # runs, sorted halves
+    assert introsort_argsort(v).tolist() == numpy_introsort_argsort(v.tolist())
+
+
 def reference(gt_items, det_items, labels, excluded, cap, thr):
     """Loop-based model of the original's data flow: per-frame heaps fed in file order, each
     listed by a stable sort on descending score (GT: person id), matched per frame in that
@@ -304,7 +397,7 @@ def reference(gt_items, det_items, labels, excluded, cap, thr):
     aps = {}
     for k in labels:
         dets = per_class[k]
-        order = np.argsort([sc for sc, _ in dets], kind="stable")[::-1]
+        order = numpy_introsort_argsort([sc for sc, _ in dets])[::-1]
         aps[k] = _ref_ap([dets[o][1] for o in order], num_gt[k]) if num_gt[k] else math.nan
     return aps, num_gt
 
@@ -366,6 +459,9 @@ def test_matches_loop_reference_on_random_data(seed):
         "a,0902,0.1,0.2,0.3,0.4,12,0.5\n\nb,0903,0.0,0.0,1.0,1.0,3,7\n",  # blank line: careful path
         " a ,902.0,0.1,0.2,0.3,0.4,12,0.5\n",  # spaces, float-typed timestamp: careful path
         "a,0902,-0.1,0.2,0.3,0.4,12,-5\nb,0903,0.0,0.0,1.0,1.0,3,nan\n",
+        " a ,0902, 0.1 ,0.2,0.3,0.4,12,0.5\na,0903,.5,5.,1e0,inf,3,-0.0\n",  # spaces: one video id
+        '"a",0902,0.1,0.2,0.3,0.4,12,0.5\nb,0903,0.0,0.0,1.0,1.0,3,1\n',  # quoted id
+        "a,0902,1_0,0.2,0.3,0.4,12,0.5\n",  # Python's float takes underscores: careful path
         "",
     ],
 )
@@ -375,11 +471,32 @@ def test_fast_reader_equals_the_careful_reader(tmp_path, text):
 
     path = tmp_path / "rows.csv"
     path.write_text(text)
-    fast, careful = read_rows_fast(path), read_rows(path)
+    try:
+        careful = read_rows(path)
+    except DataError as e:  # then the fast reader raises the same file:line error
+        with pytest.raises(DataError, match=re.escape(str(e))):
+            read_rows_fast(path)
+        return
+    fast = read_rows_fast(path).to_rows()
     assert fast.video_ids == careful.video_ids
     for name in ("timestamps", "boxes", "actions", "extra"):
         a, b = getattr(fast, name), getattr(careful, name)
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True), name
+
+
+def test_fast_reader_parses_full_precision_floats_exactly(tmp_path):
+    """repr-written floats (17 significant digits, exponents) round-trip to the same doubles."""
+    from bmvit.evaluation.ava_csv_fast import read_rows_fast
+
+    rng = np.random.default_rng(0)
+    vals = np.concatenate([rng.random((3000, 5)), rng.random((3000, 5)) * 1e-7]).reshape(-1, 5)
+    vals[::7] = np.round(vals[::7], 3)
+    lines = [f"v{i % 5},{900 + i % 3},{a!r},{b!r},{c!r},{d!r},{i % 80 + 1},{e!r}" for i, (a, b, c, d, e) in enumerate(vals.tolist())]
+    path = tmp_path / "rows.csv"
+    path.write_text("\n".join(lines) + "\n")
+    fast = read_rows_fast(path)
+    assert np.array_equal(fast.boxes, vals[:, :4]) and np.array_equal(fast.extra, vals[:, 4])
+    assert fast.to_rows().video_ids == [f"v{i % 5}" for i in range(len(vals))]
 
 
 @pytest.mark.parametrize(

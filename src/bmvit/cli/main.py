@@ -1,5 +1,9 @@
 """``bmvit`` command line: one module per verb, dispatched here.
 
+Only the module of the verb being run is imported (``bmvit --help`` or an unknown verb imports
+them all), so verbs that do not need torch — ``eval-ava``, ``eval-frame``, ``eval-video`` — start
+without importing it.
+
 Errors a user can cause print one line ``error: ...`` (exit status 2); ``--debug`` shows the
 traceback.
 """
@@ -7,12 +11,22 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # don't spin-wait: keeps steps fast on a busy machine
 
 from bmvit.errors import BmvitError  # noqa: E402
+
+# verb -> module defining add_parser(sub), in the order `bmvit --help` lists them
+VERBS = {
+    "synth": "bmvit.cli.synth", "train": "bmvit.cli.train", "eval": "bmvit.cli.eval",
+    "eval-ava": "bmvit.cli.eval_ava", "eval-frame": "bmvit.cli.eval_frame", "eval-video": "bmvit.cli.eval_video",
+    "convert": "bmvit.cli.convert", "flops": "bmvit.cli.flops", "benchmark": "bmvit.cli.benchmark",
+    "detect": "bmvit.cli.detect", "export": "bmvit.cli.export", "show": "bmvit.cli.show",
+    "prepare": "bmvit.cli.prepare",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,14 +37,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bmvit.cli import benchmark, convert, detect, export, flops, show
-    from bmvit.cli import eval as eval_cmd, eval_ava, eval_frame, eval_video, prepare, synth, train
-
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = _Parser(prog="bmvit", description="Single-stage spatio-temporal action localization (BMViT).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (synth, train, eval_cmd, eval_ava, eval_frame, eval_video, convert, flops, benchmark, detect, export, show, prepare):
-        module.add_parser(sub)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    for name in ([verb] if verb in VERBS else VERBS):
+        importlib.import_module(VERBS[name]).add_parser(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -46,7 +46,7 @@ import numpy as np
 
 from bmvit.data.ava_format import AvaRows, read_exclusions, read_label_map
 from bmvit.errors import DataError
-from bmvit.evaluation.ava_csv_fast import read_rows_fast
+from bmvit.evaluation.ava_csv_fast import CodedAvaRows, read_rows_fast
 
 __all__ = ["AvaEvalResult", "evaluate_ava", "evaluate_ava_files", "format_table"]
 
@@ -113,7 +113,7 @@ def format_table(result: AvaEvalResult) -> str:
     return "\n".join(lines)
 
 
-def _check_rows(rows: AvaRows, what: str, is_gt: bool) -> None:
+def _check_rows(rows: CodedAvaRows, what: str, is_gt: bool) -> None:
     """Reject non-finite values (and, for GT, inverted boxes, which the original crashes on)."""
     bad = ~np.isfinite(rows.boxes).all(axis=1)
     if not is_gt:
@@ -124,7 +124,7 @@ def _check_rows(rows: AvaRows, what: str, is_gt: bool) -> None:
         i = int(np.flatnonzero(bad)[0])
         reason = "a box with x1 > x2 or y1 > y2, or " if is_gt else ""
         raise DataError(
-            f"{what}: row {i + 1} ({rows.video_ids[i]},{int(rows.timestamps[i])}) has "
+            f"{what}: row {i + 1} ({rows.video_id(i)},{int(rows.timestamps[i])}) has "
             f"{reason}a non-finite value; {int(bad.sum())} such row(s)"
         )
 
@@ -136,15 +136,15 @@ def _stable_argsort_ints(values: np.ndarray) -> np.ndarray:
     return np.argsort(values.astype(small) if small else values, kind="stable")
 
 
-def _frame_ids(gt: AvaRows, det: AvaRows, excluded: set[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _frame_ids(gt: CodedAvaRows, det: CodedAvaRows, excluded: set[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dense frame numbers of GT (G,) and detection (D,) rows, and (F,) bool "frame excluded".
 
     A frame is ``(video, integer timestamp)``, the identity of ``frame_key``; working on integer
     codes avoids building a key string per row.
     """
-    video = {v: i for i, v in enumerate(dict.fromkeys(gt.video_ids + det.video_ids))}
-    gv = np.fromiter(map(video.__getitem__, gt.video_ids), np.int64, len(gt))
-    dv = np.fromiter(map(video.__getitem__, det.video_ids), np.int64, len(det))
+    video = {v: i for i, v in enumerate(dict.fromkeys(gt.videos + det.videos))}
+    gv = np.array([video[v] for v in gt.videos], np.int64)[gt.video]  # (G,)
+    dv = np.array([video[v] for v in det.videos], np.int64)[det.video]  # (D,)
     ts = np.concatenate([gt.timestamps, det.timestamps])
     t0 = int(ts.min(initial=0))
     span = int(ts.max(initial=0)) - t0 + 1
@@ -258,21 +258,40 @@ def _cap_and_list(
     return keep, replay[frame], listed
 
 
-def _rank(scores: np.ndarray, appearance: np.ndarray, listed: np.ndarray, by_score: np.ndarray) -> np.ndarray:
-    """(D,) permutation: score descending, equal scores in reverse concatenation order.
+def introsort_argsort(values: np.ndarray) -> np.ndarray:
+    """``np.argsort(values)`` exactly as numpy < 1.26 computes it for float64, for (N,) int64 ``values``.
 
-    Starts from ``by_score`` (the stable argsort of ``-scores``) and re-sorts only runs of equal
-    scores by (appearance desc, listing position desc): far cheaper than a three-key sort.
+    The original ranks with ``np.argsort(scores)`` under numpy 1.23: numpy's generic introsort
+    (median-of-3 quicksort, insertion sort below 16 elements, heapsort past a depth limit).
+    Newer numpy sorts float64 with SIMD code on AVX-512 machines, which orders equal values
+    differently; its timedelta64 argsort still runs the generic introsort. That algorithm only
+    compares elements, so on integer levels that order the scores as the scores themselves do
+    (:func:`_score_levels`) it returns the permutation it returns on the scores.
+    ``tests/test_eval_ava.py`` checks this against a transcription of the algorithm.
     """
-    rank = by_score.copy()
-    s = scores[rank]
-    tie = np.flatnonzero(s[1:] == s[:-1])
-    if tie.size:
-        members = np.unique(np.r_[tie, tie + 1])  # positions inside runs of equal scores
-        run = np.cumsum(np.r_[True, (np.diff(members) != 1) | (s[members][1:] != s[members][:-1])])
-        rows = rank[members]
-        rank[members] = rows[np.lexsort((-listed[rows], -appearance[rows], run))]
-    return rank
+    return np.argsort(np.ascontiguousarray(values, dtype=np.int64).view("m8[ns]"), kind="quicksort")
+
+
+def _score_levels(scores_desc: np.ndarray) -> np.ndarray:
+    """(N,) int64 dense levels of (N,) non-increasing scores: equal scores equal, higher score higher."""
+    step = np.cumsum(np.r_[0, (scores_desc[1:] != scores_desc[:-1]).astype(np.int64)])
+    return (step[-1] - step) if step.size else step
+
+
+def _concatenation_order(cls: np.ndarray, frame_rank: np.ndarray, level: np.ndarray, listed: np.ndarray) -> np.ndarray:
+    """(D,) permutation of the rows: by class, then the original's concatenation order.
+
+    The original concatenates, per class, its per-frame lists: frames in order of first
+    appearance (``frame_rank``), inside a frame by descending score (``level``), equal scores
+    in listing order (``listed``, comparable between rows of one frame).
+    """
+    first = np.argsort(listed, kind="stable")
+    frames = int(frame_rank.max(initial=0)) + 1
+    top = int(level.max(initial=0)) + 1
+    if (int(cls.max(initial=0)) + 1) * frames * top >= 2**62:  # keys would overflow: three-key sort
+        return first[np.lexsort((-level[first], frame_rank[first], cls[first]))]
+    key = (cls.astype(np.int64) * frames + frame_rank) * top + (top - 1 - level)  # (D,)
+    return first[np.argsort(key[first], kind="stable")]
 
 
 def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -302,8 +321,8 @@ def _average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
 
 
 def evaluate_ava(
-    gt: AvaRows,
-    detections: AvaRows,
+    gt: AvaRows | CodedAvaRows,
+    detections: AvaRows | CodedAvaRows,
     label_map: dict[int, str],
     exclusions: set[str] | None = None,
     max_dets_per_frame: int = 50,
@@ -319,6 +338,7 @@ def evaluate_ava(
         raise DataError("label map has no classes")
     if max_dets_per_frame < 0:
         raise ValueError(f"max_dets_per_frame must be >= 0, got {max_dets_per_frame}")
+    gt, detections = CodedAvaRows.from_rows(gt), CodedAvaRows.from_rows(detections)
     _check_rows(gt, "ground truth", is_gt=True)
     _check_rows(detections, "detections", is_gt=False)
     class_ids = np.array(sorted(label_map), dtype=np.int64)  # (C,)
@@ -345,8 +365,9 @@ def evaluate_ava(
     det_keep &= ~frame_excluded[det_frame]
     det_keep &= (det_boxes[:, 0] < det_boxes[:, 2]) & (det_boxes[:, 1] < det_boxes[:, 3])
 
-    # Rank order: score descending; ties in reverse concatenation order (module docstring).
-    rank = _rank(det_scores, appearance[det_frame], listed, by_score[det_keep[by_score]])
+    # Rank order: score descending (equal scores in file order; each class is re-ranked below
+    # exactly as the original ranks it, see introsort_argsort).
+    rank = by_score[det_keep[by_score]]
     det_frame, det_scores, det_boxes, listed = det_frame[rank], det_scores[rank], det_boxes[rank], listed[rank]
     det_cls = np.searchsorted(class_ids, det_actions[rank])  # (D,)
 
@@ -383,7 +404,10 @@ def evaluate_ava(
         tp[has_gt[cand[first_claim]]] = True
 
     gt_counts = np.bincount(gt_cls, minlength=num_classes)  # (C,)
-    by_class = _stable_argsort_ints(det_cls)  # keeps rank order inside a class
+    level = _score_levels(det_scores)  # (D,) dense integer score levels, same order as the scores
+    frame_rank = np.empty(num_frames, dtype=np.int64)  # (F,) frames numbered in order of first appearance
+    frame_rank[np.argsort(appearance, kind="stable")] = np.arange(num_frames)
+    by_class = _concatenation_order(det_cls, frame_rank[det_frame], level, listed)
     bounds = np.searchsorted(det_cls[by_class], np.arange(num_classes + 1))
     per_class_ap: dict[int, float] = {}
     curves: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -391,7 +415,8 @@ def evaluate_ava(
         if gt_counts[ci] == 0:
             per_class_ap[k] = math.nan
         else:
-            flags = tp[by_class[bounds[ci] : bounds[ci + 1]]]
+            concat = by_class[bounds[ci] : bounds[ci + 1]]  # the class's rows as the original concatenates them
+            flags = tp[concat[introsort_argsort(level[concat])[::-1]]]  # its np.argsort(scores)[::-1]
             curves[k] = _precision_recall(flags, int(gt_counts[ci]))
             per_class_ap[k] = _average_precision(*curves[k])
     valid = [ap for ap in per_class_ap.values() if not math.isnan(ap)]
