@@ -142,8 +142,11 @@ class EvalConfig:
     threshold: float = 0.2  # keep tokens with p(actor) > θ (paper §3.2)
     nms_iou: float | None = None  # class-agnostic NMS on p(actor); None = off (paper)
     score: str = "action"  # action: p(a_c) (paper) | actor*action: p(α)·p(a_c)
-    max_dets_per_frame: int = 50  # official AVA cap; 0 = uncapped (PySlowFast)
+    max_dets_per_frame: int = 50  # AVA: cap of the headline mAP (50: ActivityNet 2019; 0: uncapped, PySlowFast); both are reported
     batch_size: int = 16
+    # AVA: the evaluated classes, a label map relative to data.root (None: data.label_map). AVA v2.2
+    # trains on 80 classes and is evaluated on 60: ava_action_list_v2.2_for_activitynet_2019.pbtxt
+    label_map: str | None = None
 
 
 @dataclass
@@ -294,7 +297,7 @@ def _apply(obj: Any, data: dict, prefix: str, where: str) -> None:
     for k, v in data.items():
         key = f"{prefix}{k}"
         if k not in names:
-            raise ConfigError(f"{where}unknown key '{key}'; valid keys here: {', '.join(prefix + n for n in names)}")
+            raise ConfigError(f"{where}unknown key {key!r}; valid keys here: {', '.join(prefix + n for n in names)}")
         current = getattr(obj, k)
         if dataclasses.is_dataclass(current):
             if not isinstance(v, dict):

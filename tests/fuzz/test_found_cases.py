@@ -141,3 +141,48 @@ def test_override_errors_name_the_override(item, expect):
 
 def test_bmvit_error_family():
     assert issubclass(DataError, BmvitError) and issubclass(ConfigError, BmvitError)
+
+
+def test_override_key_with_newline_is_one_line():
+    with pytest.raises(ConfigError, match=r"unknown key '0\\n0'") as e:
+        load_config(None, ["0\n0=nan"])
+    assert "\n" not in str(e.value)
+
+
+def test_act_pickle_corrupt_length_and_odd_values(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from bmvit.data.act_format import read_act_pkl
+    from tests.data_fixtures import act_annotations
+
+    path = tmp_path / "GT.pkl"
+    path.write_bytes(b"\x80\x04\x8d" + b"\xff" * 8 + b".")  # BINUNICODE8 with a huge length: OverflowError
+    with pytest.raises(DataError, match=r"GT\.pkl: not a readable pickle \(OverflowError"):
+        read_act_pkl(path)
+    ann = act_annotations()
+    ann["nframes"]["Run/v_run_1"] = float("inf")  # int(inf): OverflowError
+    path.write_bytes(pickle.dumps(ann, protocol=2))
+    with pytest.raises(DataError, match=r"nframes\['Run/v_run_1'\]: expected an integer, got inf"):
+        read_act_pkl(path)
+    ann = act_annotations()
+    ann["resolution"]["Run/v_run_1"] = np.zeros((3, 4))  # the array's repr spanned several lines
+    path.write_bytes(pickle.dumps(ann, protocol=2))
+    with pytest.raises(DataError, match=r"should be \(H, W\), got an array of shape \(3, 4\)") as e:
+        read_act_pkl(path)
+    assert "\n" not in str(e.value)
+
+
+def test_act_pickle_split_that_is_not_a_list(tmp_path):
+    import pickle
+
+    from bmvit.data.act_format import read_act_pkl
+    from tests.data_fixtures import act_annotations
+
+    path = tmp_path / "GT.pkl"
+    ann = act_annotations()
+    ann["train_videos"][1] = None  # TypeError: 'NoneType' object is not iterable
+    path.write_bytes(pickle.dumps(ann, protocol=2))
+    with pytest.raises(DataError, match=r"GT\.pkl: train_videos\[1\] should be a list of video names, got None"):
+        read_act_pkl(path)

@@ -81,13 +81,22 @@ def _key(path: Path, obj: dict, key: str, kind: type | tuple[type, ...]):
     return value
 
 
+def _show(value) -> str:
+    """A short one-line description of a value for an error message."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} ({value.dtype})"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _int(value, where: str) -> int:
     try:
         out = int(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: expected an integer, got {value!r}") from None
-    if out != value:
-        raise DataError(f"{where}: expected an integer, got {value!r}")
+        same = bool(out == value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
+        raise DataError(f"{where}: expected an integer, got {_show(value)}") from None
+    if not same:
+        raise DataError(f"{where}: expected an integer, got {_show(value)}")
     return out
 
 
@@ -107,7 +116,10 @@ def read_act_pkl(path: str | Path, on_error: str = "error") -> ActAnnotations:
         value = _key(path, obj, name, (list, tuple))
         if value and isinstance(value[0], str):  # a single split stored flat
             value = [value]
-        splits[name] = [[str(v) for v in s] for s in value]
+        for i, split_list in enumerate(value):
+            if not isinstance(split_list, (list, tuple)) or not all(isinstance(v, str) for v in split_list):
+                raise DataError(f"{path}: {name}[{i}] should be a list of video names, got {_show(split_list)}")
+        splits[name] = [list(s) for s in value]
     if len(splits["train_videos"]) != len(splits["test_videos"]):
         raise DataError(f"{path}: 'train_videos' has {len(splits['train_videos'])} splits, "
                         f"'test_videos' {len(splits['test_videos'])}")
@@ -125,7 +137,7 @@ def read_act_pkl(path: str | Path, on_error: str = "error") -> ActAnnotations:
             raise DataError(f"{path}: nframes['{v}'] = {n}; a video needs at least one frame")
         r = res_raw[v]
         if not (isinstance(r, (tuple, list, np.ndarray)) and len(r) == 2):
-            raise DataError(f"{path}: resolution['{v}'] should be (H, W), got {r!r}")
+            raise DataError(f"{path}: resolution['{v}'] should be (H, W), got {_show(r)}")
         H, W = _int(r[0], f"{path}: resolution['{v}'][0]"), _int(r[1], f"{path}: resolution['{v}'][1]")
         nframes[v], resolution[v] = n, (H, W)
         per_label = gt_raw[v]
@@ -133,7 +145,7 @@ def read_act_pkl(path: str | Path, on_error: str = "error") -> ActAnnotations:
             raise DataError(f"{path}: gttubes['{v}'] should be a dict {{class index: [tubes]}}, got {type(per_label).__name__}")
         out: list[ActTube] = []
         for label, tube_list in per_label.items():
-            where = f"{path}: gttubes['{v}'][{label!r}]"
+            where = f"{path}: gttubes['{v}'][{_show(label)}]"
             lab = _int(label, where + " (class index)")
             if not 0 <= lab < K:
                 raise DataError(f"{where}: class index {lab} outside 'labels' (0..{K - 1})")

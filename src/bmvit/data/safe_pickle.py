@@ -106,6 +106,8 @@ def load_pickle(path: str | Path) -> Any:
             return _RestrictedUnpickler(f, path).load()
     except DataError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, UnicodeDecodeError, MemoryError) as e:
-        raise DataError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 - damaged data fails in many ways (UnpicklingError, EOFError,
+        # OverflowError of a corrupt length, TypeError of a bad reduce, MemoryError, RecursionError, ...);
+        # nothing but the allowed globals ran, so each means one thing: the file is not a readable pickle
+        detail = " ".join(str(e).split())[:120]
+        raise DataError(f"{path}: not a readable pickle ({type(e).__name__}: {detail})") from None
