@@ -7,7 +7,9 @@ the forward pass under ``torch.inference_mode``; the median is the figure to quo
 ``benchmarks/backbone.py`` compares against the reference implementation.
 
 Options: ``--model backbone|detector`` (default backbone: ``forward_features``; detector: backbone
-+ token selection + heads), ``--batch B``, ``--dtype fp32|bf16`` (bf16: autocast),
++ token selection + heads), ``--batch B``, ``--dtype fp32|bf16`` (bf16: the backbone converted to
+bfloat16, as ``bmvit detect --dtype bf16`` runs it, :mod:`bmvit.inference.precision`; with
+``--autocast``: ``torch.autocast`` instead), ``--quantize int8`` (dynamic int8 linear layers),
 ``--compile`` (``torch.compile``; the first call, compilation included, is reported as
 ``compile_s`` and not timed), ``--onnx`` (export to a temporary ONNX file and time onnxruntime
 instead of PyTorch; fp32). Reported: median/min latency per batch, clips/s (``batch / median``),
@@ -30,6 +32,7 @@ from typing import Callable
 
 import torch
 
+from bmvit.cli.argtypes import count
 from bmvit.errors import ConfigError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -41,14 +44,16 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
     p.add_argument("--model", choices=("backbone", "detector"), default="backbone",
                    help="time the backbone (default) or the whole detector")
-    p.add_argument("--batch", type=int, default=1, help="clips per forward pass (default: 1)")
+    p.add_argument("--batch", type=count(1), default=1, help="clips per forward pass (default: 1)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="fp32 (default) | bf16 (autocast)")
+    p.add_argument("--autocast", action="store_true", help="bf16 through torch.autocast instead of a bf16 backbone")
+    p.add_argument("--quantize", choices=("int8",), help="int8: dynamic int8 linear layers (CPU), as `bmvit detect --quantize int8`")
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--onnx", action="store_true", help="time onnxruntime on the exported model instead of PyTorch")
-    p.add_argument("--num-classes", type=int, default=80, help="detector: action classes (default: 80, AVA)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default: 2)")
-    p.add_argument("--runs", type=int, default=5, help="timed runs (default: 5)")
-    p.add_argument("--threads", type=int, default=0, help="torch / onnxruntime CPU threads (0: torch's default)")
+    p.add_argument("--num-classes", type=count(1), default=80, help="detector: action classes (default: 80, AVA)")
+    p.add_argument("--warmup", type=count(0), default=2, help="untimed runs first (default: 2)")
+    p.add_argument("--runs", type=count(1), default=5, help="timed runs (default: 5)")
+    p.add_argument("--threads", type=count(0), default=0, help="torch / onnxruntime CPU threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.size=224")
     p.set_defaults(func=run)
@@ -95,6 +100,17 @@ def _build(cfg, what: str, num_classes: int) -> torch.nn.Module:
     return _Features(BACKBONES[cfg.model.backbone](cfg.model, size))
 
 
+def _reduced(model: torch.nn.Module, what: str, dtype: str, quantize: str | None, device) -> torch.nn.Module:
+    """The model in reduced precision, as ``bmvit detect`` runs it (:mod:`bmvit.inference.precision`)."""
+    from bmvit.inference.precision import CastBackbone, prepare_model, quantize_linears
+
+    if what == "detector":
+        return prepare_model(model, dtype, quantize, device)
+    if dtype == "bf16":
+        model.backbone = CastBackbone(model.backbone, torch.bfloat16)
+    return quantize_linears(model) if quantize else model
+
+
 def _macs_per_clip(cfg, what: str, num_classes: int) -> int:
     """MACs of one clip (meta device: nothing is computed)."""
     from bmvit.models.flops import count_macs
@@ -112,8 +128,8 @@ def run(args) -> int:
         raise ConfigError("--runs must be at least 1 and --warmup at least 0")
     if args.batch < 1:
         raise ConfigError(f"--batch must be at least 1, got {args.batch}")
-    if args.onnx and (args.dtype != "fp32" or args.compile):
-        raise ConfigError("--onnx times the fp32 ONNX export with onnxruntime: drop --dtype bf16 / --compile")
+    if args.onnx and (args.dtype != "fp32" or args.compile or args.quantize):
+        raise ConfigError("--onnx times the fp32 ONNX export with onnxruntime: drop --dtype bf16 / --quantize / --compile")
     cfg = load_config(args.config, args.overrides)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -123,6 +139,10 @@ def run(args) -> int:
     size = (cfg.data.num_frames, cfg.data.size, cfg.data.size)
     torch.manual_seed(0)
     model = _build(cfg, args.model, args.num_classes).eval().to(device)
+    if args.autocast and args.dtype == "fp32":
+        raise ConfigError("--autocast needs --dtype bf16")
+    if (args.dtype != "fp32" and not args.autocast) or args.quantize:
+        model = _reduced(model, args.model, "fp32" if args.autocast else args.dtype, args.quantize, device)
     clip = torch.randn(args.batch, 3, *size, device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -143,7 +163,7 @@ def run(args) -> int:
         fn = lambda: session.session.run(None, {"clip": x})  # noqa: E731
     else:
         forward = torch.compile(model) if args.compile else model
-        autocast = args.dtype != "fp32"
+        autocast = args.autocast
 
         def fn():
             with torch.autocast(device.type, dtype=DTYPES[args.dtype], enabled=autocast):
@@ -162,7 +182,8 @@ def run(args) -> int:
         "config": args.config, "backbone": cfg.model.backbone, "remove_last_pool": cfg.model.remove_last_pool,
         "model": args.model, "runtime": runtime, "compiled": args.compile,
         "input": list(size), "device": str(device), "threads": torch.get_num_threads(),
-        "dtype": {"fp32": "float32", "bf16": "bfloat16"}[args.dtype],
+        "dtype": {"fp32": "float32", "bf16": "bfloat16"}[args.dtype], "autocast": args.autocast,
+        "quantize": args.quantize,
         "batch": args.batch, "warmup": args.warmup, "runs": args.runs, "median_s": median,
         "min_s": min(times), "times_s": times, "clips_per_s": args.batch / median,
         "gmacs_per_clip": macs / 1e9, "gflops_per_clip": 2 * macs / 1e9,
@@ -176,7 +197,8 @@ def run(args) -> int:
     else:
         t, h, w = size
         what = cfg.model.backbone if args.model == "backbone" else f"detector ({cfg.model.backbone})"
-        extra = " + torch.compile" if args.compile else ""
+        extra = (" + torch.compile" if args.compile else "") + (" (autocast)" if args.autocast else "")
+        extra += f", {args.quantize} linear layers" if args.quantize else ""
         print(f"{what} (last pool {'removed' if cfg.model.remove_last_pool else 'kept'}) at {t}×{h}×{w}, "
               f"batch {args.batch}, {args.dtype}, {runtime}{extra}, {device} ({torch.get_num_threads()} threads): "
               f"median {median * 1e3:.0f} ms over {args.runs} runs (min {result['min_s'] * 1e3:.0f} ms, {args.warmup} warm-up)")

@@ -46,6 +46,9 @@ def add_parser(sub) -> None:
     p.add_argument("--topk", type=count(1), default=5, metavar="K", help="top actions per actor in the JSON (default: 5)")
     p.add_argument("--batch", type=count(1), default=4, metavar="B", help="clips per forward pass (default: 4)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="backbone precision: bf16 runs it in bfloat16 (CPUs with AVX-512 BF16/AMX, GPUs) (default: fp32)")
+    p.add_argument("--quantize", choices=("int8",), help="int8: dynamic int8 linear layers (CPU)")
     p.add_argument("--threads", type=count(0), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--labels", help="label map (.pbtxt) with the class names (default: the checkpoint's)")
     p.add_argument("--fps", type=number(0, open_min=True), help="frame rate of a frames folder (default: 30) or override of the video's")
@@ -96,7 +99,8 @@ def run(args) -> int:
         args.checkpoint, device=device, labels=args.labels,
         threshold=FROM_CHECKPOINT if args.threshold is None else args.threshold,
         nms_iou=FROM_CHECKPOINT if args.nms_iou == "checkpoint" else args.nms_iou,
-        score=args.score or FROM_CHECKPOINT, batch_size=args.batch, topk=args.topk)
+        score=args.score or FROM_CHECKPOINT, batch_size=args.batch, topk=args.topk, dtype=args.dtype,
+        quantize=args.quantize)
     if batch:
         return _run_batch(args, det)
     name = _name(args.input[0])
@@ -150,6 +154,7 @@ def _fingerprint(args, det) -> dict:
     return {"checkpoint": str(ck.resolve()), "checkpoint_size": st.st_size, "checkpoint_mtime_ns": st.st_mtime_ns,
             "fps_keyframes": args.fps_keyframes, "fps": args.fps, "first_second": args.first_second,
             "threshold": det.threshold, "nms_iou": det.nms_iou, "score": det.score, "topk": det.topk,
+            "dtype": det.dtype, "quantize": det.quantize,
             "labels": {str(k): v for k, v in det.labels.items()}}
 
 

@@ -173,10 +173,14 @@ class Detector:
 
     def __init__(self, model: nn.Module, cfg: Config, labels: dict[int, str], device: str | torch.device = "cpu",
                  threshold: float | None = FROM_CHECKPOINT, nms_iou: float | None = FROM_CHECKPOINT,
-                 score: str = FROM_CHECKPOINT, batch_size: int = 8, topk: int = 5) -> None:
+                 score: str = FROM_CHECKPOINT, batch_size: int = 8, topk: int = 5, dtype: str = "fp32",
+                 quantize: str | None = None) -> None:
+        from bmvit.inference.precision import prepare_model
+
         self.cfg = cfg
         self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
+        self.dtype, self.quantize = dtype, quantize
+        self.model = prepare_model(model.eval().to(self.device), dtype, quantize, self.device)
         self.labels = dict(labels)
         self.class_ids = list(self.labels)
         self.threshold = cfg.eval.threshold if threshold is FROM_CHECKPOINT else float(threshold)
@@ -196,7 +200,8 @@ class Detector:
         """Load ``model.safetensors`` written by ``bmvit train`` (the config is embedded in it).
 
         ``labels``: class names (dict or label-map file; default: see :func:`resolve_labels`);
-        ``kwargs``: ``threshold``, ``nms_iou``, ``score``, ``batch_size``, ``topk``.
+        ``kwargs``: ``threshold``, ``nms_iou``, ``score``, ``batch_size``, ``topk``, ``dtype`` (fp32 |
+        bf16), ``quantize`` (None | int8) (:mod:`~bmvit.inference.precision`).
         """
         from bmvit.engine.checkpoint import load_weights
         from bmvit.models.build import build_detector
@@ -233,7 +238,7 @@ class Detector:
         m = self.cfg.model
         return {"backbone": m.backbone, "token_selection": m.token_selection, "num_frames": self.num_frames,
                 "stride": self.stride, "size": self.size, "threshold": self.threshold, "nms_iou": self.nms_iou,
-                "score": self.score, "topk": self.topk}
+                "score": self.score, "topk": self.topk, "dtype": self.dtype, "quantize": self.quantize}
 
     # -- the steps -------------------------------------------------------------------------------
     def resize(self, frame: np.ndarray) -> np.ndarray:
