@@ -172,17 +172,26 @@ def test_unreadable_input_gives_one_clear_error(tmp_path, ckpt, capsys, kind):
     assert not (tmp_path / "o" / "detections.json").exists()
 
 
-def test_truncated_video_is_an_error_or_fewer_frames(tmp_path, ckpt, video, capsys):
-    """A file cut in half: either decoding stops early (fewer frames, no crash) or one clear error."""
-    cut = tmp_path / "cut.mp4"
-    data = video.read_bytes()
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+def test_truncated_video_is_an_error_or_fewer_frames(tmp_path, ckpt, video, capsys, container):
+    """A 40-frame file cut in half. An mp4 keeps its index (moov) at the end: the cut file cannot be
+    opened -> one clear error. Matroska is streamable: the frames before the cut are decoded -> fewer
+    frames, no crash, detections only for frames that exist."""
+    src = video if container == "mp4" else write_video(tmp_path / "clip.mkv", n=40, fps=10)
+    cut = tmp_path / f"cut.{container}"
+    data = src.read_bytes()
     cut.write_bytes(data[: len(data) // 2])
     rc = bmvit(["detect", str(cut), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--no-progress", "--no-video"])
     err = capsys.readouterr().err
-    if rc == 2:
-        assert err.startswith("error: ") and str(cut) in err and len(err.strip().splitlines()) == 1
+    if container == "mp4":
+        assert rc == 2 and err.startswith("error: ") and str(cut) in err and len(err.strip().splitlines()) == 1
+        assert "cannot open video" in err and not (tmp_path / "o" / "detections.json").exists()
     else:
-        assert rc == 0 and json.loads((tmp_path / "o" / "detections.json").read_text())["video"]["num_frames"] <= 40
+        assert rc == 0, err
+        result = json.loads((tmp_path / "o" / "detections.json").read_text())
+        n = result["video"]["num_frames"]
+        assert 0 < n < 40
+        assert result["keyframes"] and all(k["frame_index"] < n for k in result["keyframes"])
 
 
 def test_explain_writes_fig3_panels(tmp_path, ckpt, video):
