@@ -223,7 +223,6 @@ def test_files_end_to_end(tmp_path):
         ("v1,1.5,run,0.9,0,0,9,9\n", "det.csv:1: column 'frame'"),
         ("v1,1,run,high,0,0,9,9\n", "det.csv:1: column 'score' must be a finite number"),
         ("v1,1,run,nan,0,0,9,9\n", "det.csv:1: column 'score'"),
-        ("v1,1,run,0.9,9,0,0,9\n", "det.csv:1: box has x2 < x1"),
         ("video,frame,class,score,x1,y1,x2,y2\n", "det.csv:1: column 'frame' must be an integer, got 'frame' (these files have no header"),
     ],
 )
@@ -245,3 +244,49 @@ def test_bad_gt_and_class_list(tmp_path):
         read_gt(_write(tmp_path, "gt.csv", "v,1,run,0,0,9,9\n"), CLASSES, tubes=True)
     with pytest.raises(DataError, match="not found"):
         read_gt(tmp_path / "missing.csv", CLASSES)
+
+
+# ---- inverted / degenerate detection boxes: scored as ACT scores them ---------------------------
+
+
+def test_inverted_detection_boxes_get_acts_iou():
+    """ACT's formula on x2 < x1: area (x2 - x1 + 1)(y2 - y1 + 1) may be negative; hand-computed."""
+    gt = np.array([A] * 3, dtype=np.float64)
+    det = np.array([(9, 0, 0, 9), (5, 0, 4.5, 9), (20, 0, 9, 9)], dtype=np.float64)
+    iou = pixel_iou(det, gt)
+    # (9,0,0,9): area -8*10 = -80, overlap 0 -> 0 / (100 - 80) = 0
+    # (5,0,4.5,9): area 0.5*10 = 5, overlap width min(5.5, 10) - 5 = 0.5 -> 5 / (100 + 5 - 5) = 0.05
+    # (20,0,9,9): area -10*10 = -100, overlap 0 -> 0 / 0 = NaN
+    assert iou[0] == 0.0 and iou[1] == pytest.approx(0.05) and math.isnan(iou[2])
+
+
+def test_inverted_detection_boxes_are_accepted_and_scored_as_false_positives(tmp_path, capsys):
+    from bmvit.cli.main import main
+
+    classes = _write(tmp_path, "classes.txt", "run\njump\n")
+    gt = _write(tmp_path, "gt.csv", "v1,1,run,0,0,9,9\n")
+    # NaN IoU (0.9), a TP (0.8), IoU 0.05 (0.7): P = 0, 1/2, 1/3; R = 0, 1, 1 -> AP = 1 * (0 + 1/2) / 2
+    det = _write(tmp_path, "det.csv", "v1,1,run,0.9,20,0,9,9\nv1,1,run,0.8,0,0,9,9\nv1,1,run,0.7,5,0,4.5,9\n")
+    rows = read_detections(det, ["run", "jump"])
+    assert rows.inverted().tolist() == [True, False, True]
+    res = evaluate_frame_map_files(classes, gt, det)
+    assert res.per_class_ap["run"] == pytest.approx(0.25) and res.num_inverted == 2
+    assert main(["eval-frame", "--classes", str(classes), "--gt", str(gt), "--pred", str(det)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    notes = [line for line in out if line.startswith("note:")]
+    assert len(notes) == 1 and "2 detection box(es) with x2 < x1 or y2 < y1 (first at line 1)" in notes[0]
+    assert out[-1] == "frame-mAP@0.5: 0.2500"
+    # A GT box stays an error: it is annotation data, not a prediction.
+    with pytest.raises(DataError, match=r"gt.csv:1: box has x2 < x1"):
+        read_gt(_write(tmp_path, "gt.csv", "v1,1,run,9,0,0,9\n"), CLASSES)
+
+
+def test_nan_iou_among_remaining_gt_is_a_false_positive_like_acts_argmax():
+    """ACT takes ``np.argmax`` of the IoUs, which returns a NaN: the detection is a FP even if
+    another remaining GT box would match; the same GT box is matched by a later detection."""
+    # GT: A (area 100), and B = (30, 0, 39, 9); the detection (20,0,9,9) has area -100: NaN with both.
+    gt = gt_rows(("v", 1, 0, A), ("v", 1, 0, (30, 0, 39, 9)))
+    det = det_rows(("v", 1, 0, 0.9, (20, 0, 9, 9)), ("v", 1, 0, 0.8, A), ("v", 1, 0, 0.7, (30, 0, 39, 9)))
+    res = evaluate_frame_map(gt, det, CLASSES)
+    # FP, TP, TP: P = 0, 1/2, 2/3; R = 0, 1/2, 1 -> AP = (1/2)(0 + 1/2)/2 + (1/2)(1/2 + 2/3)/2
+    assert res.per_class_ap["run"] == pytest.approx(0.5 * 0.25 + 0.5 * (0.5 + 2 / 3) / 2)

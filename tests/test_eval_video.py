@@ -253,3 +253,43 @@ def test_tube_rows_group_and_validate(tmp_path):
     det.write_text("v,1,run,0.5,0,0,9,9\n")
     with pytest.raises(DataError, match=r"tubes.csv:1: expected 9 columns"):
         read_detected_tubes(det, CLASSES)
+
+
+def test_inverted_boxes_in_detected_tubes_are_accepted_and_reported(tmp_path, capsys):
+    """A tube of inverted boxes has ST-IoU 1 x mean(0) = 0 with the GT tube: a FP; hand-computed AP."""
+    from bmvit.cli.main import main
+
+    (tmp_path / "classes.txt").write_text("run\n")
+    (tmp_path / "gt.csv").write_text("".join(f"v,{f},run,g,0,0,9,9\n" for f in range(1, 21)))
+    tubes = "".join(f"v,{f},run,bad,0.9,9,0,0,9\n" for f in range(1, 21))  # x2 < x1 on every row
+    tubes += "".join(f"v,{f},run,good,0.5,0,0,9,9\n" for f in range(1, 21))
+    (tmp_path / "tubes.csv").write_text(tubes)
+    code = main(["eval-video", "--classes", str(tmp_path / "classes.txt"), "--gt", str(tmp_path / "gt.csv"),
+                 "--pred-tubes", str(tmp_path / "tubes.csv"), "--json", str(tmp_path / "v.json")])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    # FP (0.9) then TP (0.5): P = 0, 1/2; R = 0, 1 -> AP = (1 - 0)(0 + 1/2)/2 = 0.25 at every threshold
+    assert out[-4:] == ["video-mAP@0.2: 0.2500", "video-mAP@0.5: 0.2500", "video-mAP@0.75: 0.2500",
+                        "video-mAP@0.5:0.95: 0.2500"]
+    notes = [line for line in out if line.startswith("note:")]
+    assert len(notes) == 1 and "20 detection box(es) with x2 < x1" in notes[0]
+    assert __import__("json").loads((tmp_path / "v.json").read_text())["num_inverted_detection_boxes"] == 20
+
+
+def test_st_iou_gap_is_zero_but_a_nan_frame_iou_stays_nan():
+    """ACT's iou3d averages per-frame IoUs: a NaN (0/0, inverted box) makes the tube pair NaN, a
+    frame where one tube has no box counts 0 (tubes with gaps, not in ACT)."""
+    from bmvit.evaluation.frame_csv import FrameRows
+    from bmvit.evaluation.tubes import st_iou, tubes_from_rows
+
+    def tubes(rows):
+        n = len(rows)
+        return tubes_from_rows(FrameRows("mem", np.array(["v"] * n), np.array([r[0] for r in rows]), np.zeros(n, np.int64),
+                                         np.array([r[1] for r in rows], float), np.ones(n), np.array(["t"] * n),
+                                         np.arange(1, n + 1)))
+
+    a = tubes([(1, (0, 0, 9, 9)), (2, (0, 0, 9, 9))])
+    gap = tubes([(1, (0, 0, 9, 9)), (3, (0, 0, 9, 9))])  # no box on frame 2
+    nan = tubes([(1, (0, 0, 9, 9)), (2, (20, 0, 9, 9))])  # area -100 on frame 2: 0 / 0
+    assert st_iou(a, [0], gap, [0])[0] == pytest.approx(2 / 3 * (1 + 0) / 2)
+    assert math.isnan(st_iou(a, [0], nan, [0])[0])

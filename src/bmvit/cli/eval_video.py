@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bmvit.cli.argtypes import count, number
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval-video", help="video-mAP of UCF101-24/JHMDB detections (tube linking + ACT protocol)")
@@ -20,12 +22,12 @@ def add_parser(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred", type=Path, help="per-frame detections CSV: video,frame,class_name,score,x1,y1,x2,y2")
     src.add_argument("--pred-tubes", type=Path, help="linked tubes CSV: video,frame,class_name,tube_id,score,x1,y1,x2,y2")
-    p.add_argument("--link-iou", type=float, default=0.5, help="linking: min IoU with a tube's last box (0.5)")
-    p.add_argument("--frame-nms", type=float, default=0.6, help="linking: per-frame NMS IoU, <= 0 disables (0.6)")
-    p.add_argument("--top-k", type=int, default=10, help="linking: boxes kept per frame and class (10)")
-    p.add_argument("--min-tube-length", type=int, default=15, help="linking: drop shorter tubes, in frames (15)")
-    p.add_argument("--min-tube-score", type=float, default=0.005, help="linking: drop tubes scoring less (0.005)")
-    p.add_argument("--tube-nms", type=float, default=0.3, help="3-D NMS ST-IoU per video and class, <= 0 disables (0.3)")
+    p.add_argument("--link-iou", type=number(0, 1), default=0.5, help="linking: min IoU with a tube's last box (0.5)")
+    p.add_argument("--frame-nms", type=number(None, 1), default=0.6, help="linking: per-frame NMS IoU, <= 0 disables (0.6)")
+    p.add_argument("--top-k", type=count(1), default=10, help="linking: boxes kept per frame and class (10)")
+    p.add_argument("--min-tube-length", type=count(1), default=15, help="linking: drop shorter tubes, in frames (15)")
+    p.add_argument("--min-tube-score", type=number(), default=0.005, help="linking: drop tubes scoring less (0.005)")
+    p.add_argument("--tube-nms", type=number(None, 1), default=0.3, help="3-D NMS ST-IoU per video and class, <= 0 disables (0.3)")
     p.add_argument("--tubes-out", type=Path, help="write the linked tubes here (the --pred-tubes format)")
     p.add_argument("--json", type=Path, metavar="OUT", help="write metrics as JSON")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write a precision/recall PNG (at 0.5) into DIR")
@@ -47,6 +49,7 @@ def write_tubes(path: Path, tubes, classes: list[str]) -> Path:
 def run(args) -> int:
     from bmvit.errors import ConfigError
     from bmvit.evaluation.frame_csv import (
+        inverted_note,
         read_classes,
         read_detected_tubes,
         read_detections,
@@ -67,10 +70,11 @@ def run(args) -> int:
     gt = tubes_from_rows(read_gt(args.gt, classes, tubes=True))
     params = LinkingParams(args.link_iou, args.frame_nms if args.frame_nms > 0 else None, args.top_k,
                            args.min_tube_length, args.min_tube_score)
+    rows = read_detected_tubes(args.pred_tubes, classes) if args.pred_tubes else read_detections(args.pred, classes)
     if args.pred_tubes:
-        det = tubes_from_rows(read_detected_tubes(args.pred_tubes, classes))
+        det = tubes_from_rows(rows)
     else:
-        det = link_tubes(read_detections(args.pred, classes), params)
+        det = link_tubes(rows, params)
         if args.tubes_out:
             print(f"linked tubes: {write_tubes(args.tubes_out, det, classes)}")
     res = evaluate_video_map(gt, det, classes, args.tube_nms if args.tube_nms > 0 else None)
@@ -81,9 +85,13 @@ def run(args) -> int:
     columns = {f"AP@{t:g}": res.per_class_ap[t] for t in res.reported}
     columns["AP@0.5:0.95"] = res.per_class_50_95()
     print(markdown_table(classes, columns, res.num_gt, res.num_det))
+    note = inverted_note(rows)
+    if note:
+        print(note)
     if args.json:
         doc = res.to_json()
         doc.update({"classes": str(args.classes), "gt": str(args.gt), "pred": str(args.pred or args.pred_tubes),
+                    "num_inverted_detection_boxes": int(rows.inverted().sum()),
                     "linking": None if args.pred_tubes else params.__dict__, "tube_nms": args.tube_nms,
                     "seconds": round(seconds, 3)})
         print(f"\nmetrics: {write_json(args.json, doc)}")

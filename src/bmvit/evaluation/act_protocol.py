@@ -66,7 +66,8 @@ def match_best_remaining(
         best = np.maximum.reduceat(iou, starts)  # (S,)
         is_best = iou == np.repeat(best, counts)
         first = np.minimum.reduceat(np.where(is_best, np.arange(pd.size), pd.size), starts)
-        hit = best >= threshold
+        hit = best >= threshold  # a NaN IoU (degenerate box) makes ``best`` NaN: a FP, as ACT's argmax
+        first = np.minimum(first, pd.size - 1)  # rows without a best (NaN) are not hits; any index will do
         if not hit.any():
             break
         cand_det, cand_gt = pd[starts][hit], pg[first][hit]  # ascending rank
@@ -97,14 +98,17 @@ def trapezoid_ap(tp: np.ndarray, num_gt: int) -> tuple[float, np.ndarray, np.nda
 def pixel_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of row-aligned absolute pixel boxes, (P, 4) x (P, 4) -> (P,), with the +1 convention.
 
-    A box ``x1..x2`` covers ``x2 - x1 + 1`` pixels (ACT's ``area2d`` / ``overlap2d``).
+    A box ``x1..x2`` covers ``x2 - x1 + 1`` pixels (ACT's ``area2d`` / ``overlap2d``). Inverted
+    boxes (``x2 < x1``) get exactly ACT's value: a negative area, so an IoU of 0, a negative
+    number, or NaN (0 / 0), never a match.
     """
     iw = np.maximum(0.0, np.minimum(a[:, 2], b[:, 2]) + 1 - np.maximum(a[:, 0], b[:, 0]))
     ih = np.maximum(0.0, np.minimum(a[:, 3], b[:, 3]) + 1 - np.maximum(a[:, 1], b[:, 1]))
     inter = iw * ih
     area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
     area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    return inter / (area_a + area_b - inter)
+    with np.errstate(divide="ignore", invalid="ignore"):  # inverted boxes: ACT's values (NaN, inf, < 0)
+        return inter / (area_a + area_b - inter)
 
 
 def pairs_by_group(det_group: np.ndarray, gt_group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

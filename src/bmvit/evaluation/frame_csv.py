@@ -21,8 +21,12 @@ same on every row and a frame may appear once per tube. A detected tube's score 
 of its rows' scores (ACT's tube score).
 
 Every malformed row raises :class:`~bmvit.errors.DataError` naming ``file:line``: wrong column
-count, non-integer frame, non-numeric or non-finite number, ``x2 < x1`` or ``y2 < y1``, or a
-class name that is not in the class list.
+count, non-integer frame, non-numeric or non-finite number, a class name that is not in the
+class list, or a *ground-truth* box with ``x2 < x1`` or ``y2 < y1``. A *detection* box with
+``x2 < x1`` or ``y2 < y1`` is accepted, as ACT's evaluator accepts it: it is scored with ACT's
++1-pixel IoU formula applied to the inverted box (its overlap with any box is 0 once it is
+inverted by a pixel or more, so it is a false positive in practice; a NaN IoU, which the formula
+gives when the union is 0, is a false positive too). :func:`inverted_note` reports how many.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ import numpy as np
 
 from bmvit.errors import DataError
 
-__all__ = ["FrameRows", "read_classes", "read_detected_tubes", "read_detections", "read_gt", "shared_codes"]
+__all__ = ["FrameRows", "inverted_note", "read_classes", "read_detected_tubes", "read_detections", "read_gt",
+           "shared_codes"]
 
 
 @dataclass
@@ -58,6 +63,20 @@ class FrameRows:
     def where(self, line_index: int) -> str:
         """``file:line`` of row ``line_index``, for error messages."""
         return f"{self.path}:{int(self.lines[line_index])}"
+
+    def inverted(self) -> np.ndarray:
+        """(R,) bool: rows whose box has ``x2 < x1`` or ``y2 < y1``."""
+        return (self.boxes[:, 2] < self.boxes[:, 0]) | (self.boxes[:, 3] < self.boxes[:, 1])
+
+
+def inverted_note(rows: FrameRows) -> str | None:
+    """One line about the detection boxes with ``x2 < x1`` or ``y2 < y1``, or ``None`` if none."""
+    bad = np.flatnonzero(rows.inverted())
+    if bad.size == 0:
+        return None
+    return (f"note: {rows.path}: {bad.size} detection box(es) with x2 < x1 or y2 < y1 (first at line "
+            f"{int(rows.lines[bad[0]])}) scored as ACT scores them: +1-pixel IoU of the inverted box, "
+            f"in practice false positives")
 
 
 def read_classes(path: str | Path) -> list[str]:
@@ -120,7 +139,7 @@ def _read(path: str | Path, classes: list[str], layout: tuple[str, ...], what: s
                     raise DataError(f"{where}: column '{key}' must be a finite number, got {row[col[key]]!r}")
                 values.append(v)
             x1, y1, x2, y2 = values[:4]
-            if x2 < x1 or y2 < y1:
+            if (x2 < x1 or y2 < y1) and "score" not in col:  # GT; detections: scored as ACT does
                 raise DataError(f"{where}: box has x2 < x1 or y2 < y1 ({x1:g},{y1:g},{x2:g},{y2:g})")
             videos.append(row[col["video"]].strip())
             tubes.append(row[col["tube_id"]].strip() if "tube_id" in col else "")

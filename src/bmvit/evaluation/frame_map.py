@@ -34,6 +34,7 @@ from bmvit.evaluation.act_protocol import (
 )
 from bmvit.evaluation.frame_csv import (
     FrameRows,
+    inverted_note,
     read_classes,
     read_detections,
     read_gt,
@@ -54,6 +55,8 @@ class FrameMapResult:
     num_det: dict[str, int]
     # class -> (precision (N,), recall (N,)) in rank order, for classes with GT
     pr_curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    num_inverted: int = 0  # detection boxes with x2 < x1 or y2 < y1 (scored as ACT does)
+    inverted_note: str | None = None  # one line about them for the user (frame_csv.inverted_note)
 
     @property
     def mean_ap(self) -> float:
@@ -67,6 +70,7 @@ class FrameMapResult:
             "iou_threshold": self.iou_threshold,
             "num_gt": self.num_gt,
             "num_det": self.num_det,
+            "num_inverted_detection_boxes": self.num_inverted,
         }
 
 
@@ -106,6 +110,8 @@ def evaluate_frame_map(
         num_gt={n: int(gt_counts[c]) for c, n in enumerate(classes)},
         num_det={n: int(det_counts[c]) for c, n in enumerate(classes)},
         pr_curves=curves,
+        num_inverted=int(det.inverted().sum()),
+        inverted_note=inverted_note(det),
     )
 
 

@@ -132,8 +132,9 @@ def st_iou(a: Tubes, ia: np.ndarray, b: Tubes, ib: np.ndarray) -> np.ndarray:
     k = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)  # frame offset inside the intersection
     pa = start_a[ia[overlap]][pair] + (lo - sa)[overlap][pair] + k
     pb = start_b[ib[overlap]][pair] + (lo - sb)[overlap][pair] + k
+    gap = np.isnan(dense_a[pa, 0]) | np.isnan(dense_b[pb, 0])  # (K,) a tube has no box on that frame
     with np.errstate(invalid="ignore"):
-        frame_iou = np.nan_to_num(pixel_iou(dense_a[pa], dense_b[pb]), nan=0.0)  # gaps -> 0
+        frame_iou = np.where(gap, 0.0, pixel_iou(dense_a[pa], dense_b[pb]))  # gaps -> 0; NaN IoU stays NaN (ACT)
     spatial = np.bincount(pair, weights=frame_iou, minlength=overlap.size) / n
     out[overlap] = t_iou * spatial
     return out
