@@ -186,3 +186,42 @@ def test_act_pickle_split_that_is_not_a_list(tmp_path):
     path.write_bytes(pickle.dumps(ann, protocol=2))
     with pytest.raises(DataError, match=r"GT\.pkl: train_videos\[1\] should be a list of video names, got None"):
         read_act_pkl(path)
+
+
+@pytest.mark.parametrize("offset, xor", [(0, 1), (26, 255), (124, 1), (173, 1), (184, 1)])
+def test_damaged_torch_checkpoint(tmp_path, offset, xor):
+    """One flipped byte made torch.load raise IndexError / KeyError / TypeError / AttributeError /
+    AssertionError, which escaped as tracebacks."""
+    import warnings
+
+    from bmvit.errors import CheckpointError
+    from bmvit.models.convert import read_weights
+    from tests.fuzz.test_fuzz_checkpoint import TORCH_FILES
+
+    data = bytearray(TORCH_FILES[0])
+    data[offset] ^= xor
+    path = tmp_path / "ref.pth"
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            read_weights(path)
+        except CheckpointError as e:
+            assert str(path) in str(e) and "\n" not in str(e)
+
+
+@pytest.mark.parametrize("config, match", [("{'a'", "is not valid JSON"), ("[1, 2]", "is not a mapping"),
+                                           ('{"train": {"batch_size": -4}}', r"'train.batch_size': -4 must be ≥ 1")])
+def test_checkpoint_embedded_config_damaged(tmp_path, config, match):
+    """json.loads of a damaged embedded config raised JSONDecodeError."""
+    from safetensors.torch import save as st_save
+
+    import torch
+
+    from bmvit.engine.checkpoint import load_weights
+    from bmvit.errors import CheckpointError
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(st_save({"w": torch.ones(2)}, metadata={"config": config, "note": "not json"}))
+    with pytest.raises((CheckpointError, ConfigError), match=match):
+        load_weights(path)

@@ -4,7 +4,6 @@ atomically (temp file + rename). Nothing is ever unpickled from a model file."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -12,18 +11,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
+from bmvit.atomic import atomic_output, output_error
 from bmvit.config import Config, _apply, to_dict
 from bmvit.errors import CheckpointError
 
 
 def save_weights(path: str | Path, model: torch.nn.Module, cfg: Config, meta: dict | None = None) -> Path:
+    """Write ``model``'s weights and ``cfg`` to ``path`` atomically (:mod:`bmvit.atomic`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"config": json.dumps(to_dict(cfg)), **{k: json.dumps(v) for k, v in (meta or {}).items()}}
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        try:
+            save_file(state, str(tmp), metadata=metadata)
+        except SafetensorError as e:  # safetensors reports I/O failures as its own error
+            raise output_error(path, OSError(str(e))) from None
     return path
 
 
@@ -40,7 +42,21 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, dic
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
     if "config" not in metadata:
         raise CheckpointError(f"{path}: checkpoint has no embedded bmvit config (metadata key 'config')")
+    try:
+        stored = json.loads(metadata["config"])
+    except ValueError as e:
+        raise CheckpointError(f"{path}: embedded config (metadata key 'config') is not valid JSON ({e})") from None
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path}: embedded config (metadata key 'config') is not a mapping of sections")
     cfg = Config()
-    _apply(cfg, json.loads(metadata["config"]), "", f"{path} (embedded config): ")
-    meta = {k: json.loads(v) for k, v in metadata.items() if k != "config"}
+    _apply(cfg, stored, "", f"{path} (embedded config): ")
+    meta = {k: _json_or_text(v) for k, v in metadata.items() if k != "config"}
     return state, cfg, meta
+
+
+def _json_or_text(value: str):
+    """A metadata value as written by :func:`save_weights` (JSON), or the text itself (other writers)."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

@@ -246,8 +246,11 @@ def read_weights(path: str | Path) -> Mapping:
             "(torch.load weights_only=True), never arbitrary objects. Re-save just its state dict in a "
             "trusted environment."
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways (RuntimeError of the zip reader,
+        # EOFError, KeyError / IndexError of a cut pickle stream, ...); weights_only ran no code, so each
+        # means the same: not a readable checkpoint
+        detail = " ".join(str(e).split())[:160]
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {detail})") from None
     if not isinstance(sd, Mapping):
         raise CheckpointError(f"{path}: expected a mapping of weights, found {type(sd).__name__}")
     return sd
