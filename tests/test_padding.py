@@ -127,3 +127,21 @@ def test_keep_aspect_trains_and_evaluates(small_synth, tmp_path):
     model = build_detector(cfg.model, cfg.data, len(val.labels), load_pretrained=False)
     rows = predict_rows(model, val, cfg, torch.device("cpu"), progress=False)
     assert len(rows.boxes) > 0 and (rows.boxes >= 0).all() and (rows.boxes <= 1).all()
+    # Box mapping. The 96x72 val frames become 64x48 clips on a 64x64 canvas (padding below). An
+    # untrained box head outputs zero, so every token's box is its canvas cell; evaluation must keep
+    # only the tokens whose cell centre lies on the image (y < 48/64) and map their boxes to the key
+    # frame (y / (48/64)). NMS (tiny.yaml) folds the two 2(c+t) slices of a cell into one box.
+    assert tuple(val[0][0].shape[-2:]) == (48, 64)
+    with torch.no_grad():
+        cells = model.eval()(torch.zeros(1, 3, 4, 64, 64))["cells"]  # (L, 4) canvas-normalized cxcywh
+    frac = 48 / 64
+    on_image = cells[cells[:, 1] < frac]
+    want = cxcywh_to_xyxy(on_image) / torch.tensor([1.0, frac, 1.0, frac])
+    want = {tuple(round(v, 4) for v in b) for b in want.clamp(0, 1).tolist()}
+    assert 0 < len(want) < len({tuple(c) for c in cells.tolist()})  # some cells are padding only
+    frames = sorted(set(zip(rows.video_ids, rows.timestamps.tolist())))
+    assert len(frames) == len(val)
+    for vid, ts in frames:
+        sel = [i for i, (v, t) in enumerate(zip(rows.video_ids, rows.timestamps.tolist())) if (v, t) == (vid, ts)]
+        got = {tuple(round(v, 4) for v in b) for b in rows.boxes[sel].tolist()}
+        assert got == want, (vid, ts, sorted(got - want)[:3], sorted(want - got)[:3])
