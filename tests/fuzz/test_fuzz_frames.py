@@ -56,11 +56,20 @@ def folder_damage(draw):
     return ops
 
 
+def _remove(path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _apply(folder, ops, rng_bytes) -> None:
     for op, f, payload in ops:
         path = folder / f"vidA_{f:06d}.jpg"
+        if op in ("odd_size", "odd_mode", "empty"):
+            _remove(path)
         if op == "delete":
-            path.unlink(missing_ok=True)
+            _remove(path)
         elif op == "corrupt" and path.is_file():
             path.write_bytes(rng_bytes(path.read_bytes(), payload))
         elif op == "odd_size":
@@ -69,11 +78,11 @@ def _apply(folder, ops, rng_bytes) -> None:
             mode, fmt = payload
             path.write_bytes(_image_bytes((W, H), mode, fmt))
         elif op == "extra":
+            _remove(folder / payload)
             (folder / payload).write_bytes(b"x")
         elif op == "dir":
-            if path.is_file():
-                path.unlink()
-            path.mkdir(exist_ok=True)
+            _remove(path)
+            path.mkdir()
         elif op == "empty":
             path.write_bytes(b"")
         elif op == "gap":

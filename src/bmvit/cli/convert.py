@@ -10,7 +10,6 @@ objects are refused.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from bmvit.errors import CheckpointError
@@ -29,7 +28,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
+
+    from bmvit.atomic import atomic_output, output_error
 
     from bmvit.models.convert import convert, read_checkpoint
 
@@ -49,13 +51,14 @@ def run(args) -> int:
     if not out:
         raise CheckpointError(f"{args.src}: no MViTv2 weights recognized in the {args.source} layout")
     dst = Path(args.out)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
     tensors = {k: v.detach().contiguous().clone() for k, v in out.items()}
     meta = {"format": "bmvit-mvit-backbone", "source_format": args.source, "source_file": Path(args.src).name,
             "report": json.dumps(report.to_dict())}
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, dst)
+    with atomic_output(dst) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except SafetensorError as e:  # safetensors reports I/O failures as its own error
+            raise output_error(dst, OSError(str(e))) from None
     print(report)
     print(f"wrote {dst} ({len(tensors)} tensors)")
     return 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bmvit.cli.argtypes import count, number
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval-ava", help="AVA frame-mAP@0.5 of a detection CSV (official 2019 semantics)")
@@ -18,9 +20,9 @@ def add_parser(sub) -> None:
     p.add_argument("--pred", required=True, type=Path, help="detection CSV (video,timestamp,x1,y1,x2,y2,action,score)")
     p.add_argument("--labelmap", required=True, type=Path, help="label map .pbtxt (the evaluated classes)")
     p.add_argument("--exclusions", type=Path, help="excluded timestamps CSV (video,timestamp)")
-    p.add_argument("--max-dets-per-frame", type=int, default=50, metavar="N",
+    p.add_argument("--max-dets-per-frame", type=count(0), default=50, metavar="N",
                    help="keep the N highest-scoring rows per frame (official: 50; 0 = uncapped, PySlowFast)")
-    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold (default 0.5)")
+    p.add_argument("--iou", type=number(0, 1, open_min=True), default=0.5, help="IoU threshold (default 0.5)")
     p.add_argument("--json", type=Path, metavar="OUT", help="write metrics as JSON")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write a precision/recall PNG into DIR")
     p.set_defaults(func=run)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bmvit.cli.argtypes import count, number
 from bmvit.errors import BmvitError, ConfigError
 
 
@@ -14,11 +15,11 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="model.safetensors written by `bmvit train`")
     p.add_argument("--format", default="onnx", choices=("onnx",))
     p.add_argument("--out", help="output file (default: next to the checkpoint, <name>.onnx)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the traced example (default: 1)")
+    p.add_argument("--batch", type=count(1), default=1, help="batch size of the traced example (default: 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="parity check: max abs difference allowed (default: 1e-4)")
-    p.add_argument("--threads", type=int, default=0, help="torch / onnxruntime CPU threads (0: default)")
+    p.add_argument("--tolerance", type=number(0), default=1e-4, help="parity check: max abs difference allowed (default: 1e-4)")
+    p.add_argument("--threads", type=count(0), default=0, help="torch / onnxruntime CPU threads (0: default)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

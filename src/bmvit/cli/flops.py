@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bmvit.cli.argtypes import count
 from bmvit.config import load_config
 from bmvit.errors import ConfigError
 
@@ -18,7 +19,7 @@ AVA_CLASSES = 80
 def add_parser(sub) -> None:
     p = sub.add_parser("flops", help="GMACs, parameters and token grid of a config's backbone and detector")
     p.add_argument("--config", help="YAML config (default: built-in defaults)")
-    p.add_argument("--num-classes", type=int, help="action classes of the head (default: from data.label_map "
+    p.add_argument("--num-classes", type=count(1), help="action classes of the head (default: from data.label_map "
                    f"when it exists, else {AVA_CLASSES}, AVA's)")
     p.add_argument("--input", metavar="HxW", help="frame size to count at (default: data.size²); e.g. 256x455 for "
                    "a 16:9 frame with data.resize=keep_aspect, whose cost varies with the aspect ratio")

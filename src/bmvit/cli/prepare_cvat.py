@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bmvit.cli.argtypes import count, number
+
 
 def add_verb(verbs) -> None:
     """Register ``import-cvat`` under ``bmvit prepare``."""
@@ -18,12 +20,12 @@ def add_verb(verbs) -> None:
     c.add_argument("--root", required=True, type=Path, help="dataset folder (data.root): annotations/ and frames/ in it")
     c.add_argument("--split", choices=("train", "val"), default="train", help="annotations/<split>.csv (default train)")
     c.add_argument("--video-id", help="video_id in the CSV and frames folder name (default: the video's file name)")
-    c.add_argument("--keyframes-per-second", type=float, default=1.0, metavar="K",
+    c.add_argument("--keyframes-per-second", type=number(0, 1, open_min=True), default=1.0, metavar="K",
                    help="1 (default) or 1/N: a key frame every N whole seconds")
     c.add_argument("--actions", choices=("auto", "label", "attributes"), default="auto",
                    help="actions from the track's label, or from the box's checkbox attributes that are true "
                         "(default auto: attributes if the task declares checkbox attributes)")
-    c.add_argument("--fps", type=int, default=30, help="frame rate of the extracted frames (data.fps, default 30)")
+    c.add_argument("--fps", type=count(1), default=30, help="frame rate of the extracted frames (data.fps, default 30)")
     c.add_argument("--frames-dir", default="frames", help="frames folder under ROOT (data.frames_dir, default frames)")
     c.set_defaults(func=run)
 

@@ -37,6 +37,7 @@ import av
 import PIL
 from PIL import Image
 
+from bmvit.atomic import output_error, write_text
 from bmvit.data.skips import SkipLog
 from bmvit.data.transforms import keep_aspect_size
 from bmvit.data.video import (
@@ -104,7 +105,10 @@ def extract_frames(video_path: str | Path, out_root: str | Path, recipe: Recipe 
     final = out_root / vid
     tmp = out_root / f".{vid}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as e:
+        raise output_error(final, e) from None
     t0 = time.perf_counter()
     try:
         with _Stream(video_path, threads=0) as s:
@@ -119,7 +123,10 @@ def extract_frames(video_path: str | Path, out_root: str | Path, recipe: Recipe 
                 im = frame.to_image()
                 if (out_w, out_h) != im.size:
                     im = im.resize((out_w, out_h), Image.BILINEAR)
-                _save(im, tmp / f"{vid}_{k + 1:06d}.{recipe.ext}", recipe)
+                try:
+                    _save(im, tmp / f"{vid}_{k + 1:06d}.{recipe.ext}", recipe)
+                except OSError as e:  # disk full, folder removed under us
+                    raise output_error(final, e) from None
                 written += 1
             fps = float(1 / s.frame_dur)
         if written == 0:
@@ -147,7 +154,10 @@ def prepare_frames(videos: str | Path, out: str | Path, recipe: Recipe = Recipe(
     dup = sorted({s for s in stems if stems.count(s) > 1})
     if dup:
         raise DataError(f"{videos}: several files share the video id '{dup[0]}' (ids are file names without extension)")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(out, e) from None
     skips = SkipLog(on_error, str(videos))
     reports: list[VideoReport] = []
     for p in files:
@@ -176,6 +186,6 @@ def prepare_frames(videos: str | Path, out: str | Path, recipe: Recipe = Recipe(
         "kept": sum(r.status == "exists" for r in reports),
         "failed": sum(r.status == "failed" for r in reports),
     }
-    (out / REPORT_NAME).write_text(json.dumps(doc, indent=2))
+    write_text(out / REPORT_NAME, json.dumps(doc, indent=2))
     skips.print_summary()
     return reports

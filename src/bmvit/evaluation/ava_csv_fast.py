@@ -132,8 +132,9 @@ def write_rows_exact(path: str | Path, rows: "AvaRows | CodedAvaRows") -> Path:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    from bmvit.atomic import atomic_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     coded = CodedAvaRows.from_rows(rows)
     vocab = pa.array(coded.videos, pa.string())
     table = pa.table({
@@ -143,7 +144,6 @@ def write_rows_exact(path: str | Path, rows: "AvaRows | CodedAvaRows") -> Path:
         "action": pa.array(coded.actions, pa.int64()),
         "extra": pa.array(coded.extra, pa.float64()),
     })
-    tmp = path.with_name(path.name + ".tmp")
-    pacsv.write_csv(table, tmp, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
-    tmp.replace(path)
+    with atomic_output(path) as tmp:  # an unwritable folder: one OutputError naming path
+        pacsv.write_csv(table, str(tmp), write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
     return path

@@ -63,9 +63,6 @@ def markdown_table(
 
 def write_json(path: str | Path, doc: dict) -> Path:
     """Write ``doc`` as indented JSON (NaN is rejected: convert with :func:`json_number`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
-    return path
+    from bmvit.atomic import write_text  # temporary name + rename; an unwritable folder is an OutputError
+
+    return write_text(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")

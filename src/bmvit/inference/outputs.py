@@ -15,25 +15,20 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from bmvit.atomic import atomic_output, write_text
 from bmvit.inference.detector import KeyFrameResult, VideoResult
 from bmvit.inference.render import FrameBoxes, color_for, draw_frame, write_mp4
 from bmvit.inference.video_source import VideoSource
 
 
 def write_json(path: str | Path, doc: dict) -> Path:
-    """Write ``doc`` as indented JSON via a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write ``doc`` as indented JSON via a temporary file and a rename (:mod:`bmvit.atomic`)."""
+    return write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
 def csv_timestamp(time: float, fps: float, first_second: float = 0.0) -> str:
@@ -47,17 +42,14 @@ def csv_timestamp(time: float, fps: float, first_second: float = 0.0) -> str:
 def write_csv(path: str | Path, result: VideoResult, video_id: str, first_second: float = 0.0) -> Path:
     """Write the AVA-format CSV of ``result`` (all classes of every actor)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     ids = list(result.labels)
-    with open(tmp, "w", newline="") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
         for kf in result.keyframes:
             ts = csv_timestamp(kf.time, result.video.fps, first_second)
             for a in kf.actors:
                 x1, y1, x2, y2 = a.box_normalized
                 for cid, s in zip(ids, a.action_scores):
                     f.write(f"{video_id},{ts},{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},{cid},{s:.6f}\n")
-    os.replace(tmp, path)
     return path
 
 

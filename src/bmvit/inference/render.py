@@ -122,7 +122,12 @@ def write_mp4(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: f
     if len(shape) != 3 or shape[2] != 3:
         raise BmvitError(f"{path}: frames must be (H, W, 3) RGB, got {shape}")
     pad = ((0, shape[0] % 2), (0, shape[1] % 2), (0, 0))  # yuv420p needs even dims
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from bmvit.atomic import output_error
+
+        raise output_error(path, e) from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same folder: atomic rename
     try:
         with av.open(str(tmp), mode="w", format="mp4") as container:
