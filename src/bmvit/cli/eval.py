@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bmvit.cli.argtypes import count
 from bmvit.config import apply_overrides
 from bmvit.errors import ConfigError
 
@@ -18,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", help="checkpoint file (default: RUN/model.safetensors)")
     p.add_argument("--split", choices=("val", "train"), default="val")
     p.add_argument("--out", help="output folder (default: RUN/eval or next to the checkpoint)")
-    p.add_argument("--render", type=int, default=0, metavar="N", help="render N videos with predictions and GT")
+    p.add_argument("--render", type=count(0), default=0, metavar="N", help="render N videos with predictions and GT")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.threshold=0.3 data.root=DIR")
     p.set_defaults(func=run)

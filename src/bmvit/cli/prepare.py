@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bmvit.cli.argtypes import count, number
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("prepare", help="extract frames from videos (AVA layout) / export UCF-JHMDB ground truth")
@@ -18,20 +20,20 @@ def add_parser(sub) -> None:
     f = verbs.add_parser("frames", help="videos -> <out>/<id>/<id>_%%06d.jpg at a fixed frame rate (PyAV)")
     f.add_argument("--videos", required=True, type=Path, help="folder of video files (mp4, mkv, webm, avi, mov)")
     f.add_argument("--out", required=True, type=Path, help="frames folder to write (data.frames_dir)")
-    f.add_argument("--fps", type=int, default=30, help="frame rate of the grid (default 30; data.fps)")
-    f.add_argument("--start", type=float, default=0.0,
+    f.add_argument("--fps", type=count(1), default=30, help="frame rate of the grid (default 30; data.fps)")
+    f.add_argument("--start", type=number(0), default=0.0,
                    help="second of each video that becomes frame 1 (AVA full movies: 900; default 0)")
-    f.add_argument("--end", type=float, default=None, help="stop before this second (AVA full movies: 1800)")
+    f.add_argument("--end", type=number(0, open_min=True), default=None, help="stop before this second (AVA full movies: 1800)")
     f.add_argument("--ext", choices=("jpg", "png"), default="jpg", help="jpg (default) or lossless png")
-    f.add_argument("--quality", type=int, default=90, help="JPEG quality 1..95 (default 90)")
-    f.add_argument("--short-side", type=int, default=None, help="resize to this short side (default: keep size)")
+    f.add_argument("--quality", type=count(1, 95), default=90, help="JPEG quality 1..95 (default 90)")
+    f.add_argument("--short-side", type=count(1), default=None, help="resize to this short side (default: keep size)")
     f.add_argument("--on-error", choices=("error", "skip"), default="error",
                    help="a bad video stops the run (default) or is reported and skipped")
     f.add_argument("--overwrite", action="store_true", help="redo videos whose folder exists")
     f.set_defaults(func=run_frames)
     a = verbs.add_parser("act-gt", help="test-split GT of an ACT pickle (UCF101-24 / JHMDB) as evaluation CSVs")
     a.add_argument("--pkl", required=True, type=Path, help="UCF101v2-GT.pkl / JHMDB-GT.pkl")
-    a.add_argument("--split", type=int, default=1, help="split number (default 1)")
+    a.add_argument("--split", type=count(1), default=1, help="split number (default 1)")
     a.add_argument("--out", required=True, type=Path, help="folder for the CSVs (e.g. <root>/annotations)")
     a.add_argument("--prefix", default=None, help="file-name prefix (default: ucf24 / jhmdb from the pkl name)")
     a.set_defaults(func=run_act_gt)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bmvit.cli.argtypes import count, probability
 from bmvit.data.frames import FrameFolder
 from bmvit.errors import ConfigError, DataError
 
@@ -22,9 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="YAML config, when there is no checkpoint (ground truth only)")
     p.add_argument("--split", choices=("val", "train"), default="val")
     p.add_argument("--video", help="only key frames of this video id")
-    p.add_argument("--num", type=int, default=8, help="key frames to render, spread over the split (default: 8)")
+    p.add_argument("--num", type=count(1), default=8, help="key frames to render, spread over the split (default: 8)")
     p.add_argument("--out", default="runs/show", help="output folder (default: runs/show)")
-    p.add_argument("--threshold", type=float, help="p(actor) threshold (default: the checkpoint's eval.threshold)")
+    p.add_argument("--threshold", type=probability, help="p(actor) threshold (default: the checkpoint's eval.threshold)")
     p.add_argument("--device", default="cpu")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.root=DIR")
     p.set_defaults(func=run)
