@@ -225,3 +225,17 @@ def test_checkpoint_embedded_config_damaged(tmp_path, config, match):
     path.write_bytes(st_save({"w": torch.ones(2)}, metadata={"config": config, "note": "not json"}))
     with pytest.raises((CheckpointError, ConfigError), match=match):
         load_weights(path)
+
+
+def test_eval_frame_csvs_not_utf8(tmp_path):
+    """UnicodeDecodeError escaped from the class list and the eval-frame CSV readers."""
+    from bmvit.evaluation.frame_csv import read_classes, read_gt
+
+    classes = tmp_path / "classes.txt"
+    classes.write_bytes(b"Jump\nRun\xe9\n")
+    with pytest.raises(DataError, match=r"classes\.txt:2: class list is not UTF-8 text"):
+        read_classes(classes)
+    gt = tmp_path / "gt.csv"
+    gt.write_bytes(b"v1,1,Run,10,10,40,60\nv\xff1,2,Run,10,10,40,60\n")
+    with pytest.raises(DataError, match=r"gt\.csv:2: .*not UTF-8 text"):
+        read_gt(gt, ["Jump", "Run"])

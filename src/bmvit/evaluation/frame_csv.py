@@ -31,13 +31,13 @@ gives when the union is 0, is a false positive too). :func:`inverted_note` repor
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bmvit.data.text_file import csv_rows, read_text
 from bmvit.errors import DataError
 
 __all__ = ["FrameRows", "inverted_note", "read_classes", "read_detected_tubes", "read_detections", "read_gt",
@@ -86,7 +86,7 @@ def read_classes(path: str | Path) -> list[str]:
         raise DataError(f"{path}: class list not found")
     names: list[str] = []
     seen: dict[str, int] = {}
-    for line, text in enumerate(path.read_text().splitlines(), start=1):
+    for line, text in enumerate(read_text(path, "class list").splitlines(), start=1):
         name = text.strip()
         if not name:
             continue
@@ -113,41 +113,40 @@ def _read(path: str | Path, classes: list[str], layout: tuple[str, ...], what: s
     boxes: list[tuple[float, float, float, float]] = []
     scores: list[float] = []
     spec = ",".join(layout)
-    with open(path, newline="") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            where = f"{path}:{line}"
-            if len(row) != len(layout):
-                raise DataError(f"{where}: expected {len(layout)} columns ({spec}), got {len(row)}")
-            frame_text = row[col["frame"]].strip()
-            try:
-                frame = int(frame_text)
-            except ValueError:
-                value = _number(frame_text)
-                if value is None or not value.is_integer():
-                    hint = " (these files have no header line)" if line == 1 else ""
-                    raise DataError(f"{where}: column 'frame' must be an integer, got {frame_text!r}{hint}") from None
-                frame = int(value)
-            name = row[col["class_name"]].strip()
-            if name not in index:
-                raise DataError(f"{where}: unknown class {name!r} (not in the class list)")
-            values = []
-            for key in ("x1", "y1", "x2", "y2") + (("score",) if "score" in col else ()):
-                v = _number(row[col[key]])
-                if v is None or not math.isfinite(v):
-                    raise DataError(f"{where}: column '{key}' must be a finite number, got {row[col[key]]!r}")
-                values.append(v)
-            x1, y1, x2, y2 = values[:4]
-            if (x2 < x1 or y2 < y1) and "score" not in col:  # GT; detections: scored as ACT does
-                raise DataError(f"{where}: box has x2 < x1 or y2 < y1 ({x1:g},{y1:g},{x2:g},{y2:g})")
-            videos.append(row[col["video"]].strip())
-            tubes.append(row[col["tube_id"]].strip() if "tube_id" in col else "")
-            frames.append(frame)
-            labels.append(index[name])
-            boxes.append((x1, y1, x2, y2))
-            scores.append(values[4] if "score" in col else 1.0)
-            lines.append(line)
+    for line, row in csv_rows(path, f"{what} file"):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        where = f"{path}:{line}"
+        if len(row) != len(layout):
+            raise DataError(f"{where}: expected {len(layout)} columns ({spec}), got {len(row)}")
+        frame_text = row[col["frame"]].strip()
+        try:
+            frame = int(frame_text)
+        except ValueError:
+            value = _number(frame_text)
+            if value is None or not value.is_integer():
+                hint = " (these files have no header line)" if line == 1 else ""
+                raise DataError(f"{where}: column 'frame' must be an integer, got {frame_text!r}{hint}") from None
+            frame = int(value)
+        name = row[col["class_name"]].strip()
+        if name not in index:
+            raise DataError(f"{where}: unknown class {name!r} (not in the class list)")
+        values = []
+        for key in ("x1", "y1", "x2", "y2") + (("score",) if "score" in col else ()):
+            v = _number(row[col[key]])
+            if v is None or not math.isfinite(v):
+                raise DataError(f"{where}: column '{key}' must be a finite number, got {row[col[key]]!r}")
+            values.append(v)
+        x1, y1, x2, y2 = values[:4]
+        if (x2 < x1 or y2 < y1) and "score" not in col:  # GT; detections: scored as ACT does
+            raise DataError(f"{where}: box has x2 < x1 or y2 < y1 ({x1:g},{y1:g},{x2:g},{y2:g})")
+        videos.append(row[col["video"]].strip())
+        tubes.append(row[col["tube_id"]].strip() if "tube_id" in col else "")
+        frames.append(frame)
+        labels.append(index[name])
+        boxes.append((x1, y1, x2, y2))
+        scores.append(values[4] if "score" in col else 1.0)
+        lines.append(line)
     return FrameRows(
         path=str(path),
         videos=np.asarray(videos, dtype=str),
@@ -196,10 +195,9 @@ def _first_row_width(path: Path) -> int:
     """Column count of the first non-blank row (0 for an empty or missing file)."""
     if not path.is_file():
         return 0
-    with open(path, newline="") as f:
-        for row in csv.reader(f):
-            if row and not (len(row) == 1 and not row[0].strip()):
-                return len(row)
+    for _, row in csv_rows(path):
+        if row and not (len(row) == 1 and not row[0].strip()):
+            return len(row)
     return 0
 
 
