@@ -25,14 +25,11 @@ modules it uses). This is an independent, vectorized re-implementation. Rules, i
 
 Equal scores. The original lists a frame's detections by a stable sort on descending score of
 its heap's array, matches them in that order (rule 4), concatenates the frames of a class in
-order of first appearance in the detection file, and ranks with ``np.argsort(scores)[::-1]``.
-We use exactly that per-frame order for matching, and rank equal scores in *reverse*
-concatenation order (later frame first; within a frame, later listed first): this is what the
-original's sort gives whenever numpy sorts the class stably (arrays of at most 16 scores, where
-numpy's quicksort is an insertion sort). For longer arrays the original's order among equal
-scores is whatever numpy's introsort leaves, so no re-implementation can promise it; such ties
-change AP only when equal-score detections of one class mix true and false positives (see
-``docs/evaluation.md`` for the size of that effect on a realistic input).
+order of first appearance in the detection file, and ranks with ``np.argsort(scores)[::-1]``
+under numpy 1.23 (what its ``np.bool``/``np.float`` need). We use exactly that per-frame order
+for matching, rebuild each class's concatenated score list, and rank it with numpy's generic
+introsort (:func:`introsort_argsort`), the algorithm behind that ``np.argsort``: the order among
+equal scores, and so AP, is the original's to the last bit, for any number of ties.
 """
 
 from __future__ import annotations
