@@ -239,3 +239,18 @@ def test_eval_frame_csvs_not_utf8(tmp_path):
     gt.write_bytes(b"v1,1,Run,10,10,40,60\nv\xff1,2,Run,10,10,40,60\n")
     with pytest.raises(DataError, match=r"gt\.csv:2: .*not UTF-8 text"):
         read_gt(gt, ["Jump", "Run"])
+
+
+@pytest.mark.parametrize("backbone, over, match", [
+    ("mvit_tiny", ["data.num_frames=1", "data.size=64"], r"too small for the mvit_tiny backbone"),  # RuntimeError
+    ("mvit_tiny", ["data.num_frames=2", "data.size=16"], r"2\(c\+t\) needs at least 2 output time slices"),  # ValueError
+    ("hiera_tiny", ["data.num_frames=2", "data.size=48"], r"2\(c\+t\) needs at least 2 output time slices"),
+    ("vit_tiny", ["data.num_frames=8", "data.size=40"], r"multiple of the tubelet"),
+])
+def test_clip_too_small_for_backbone(backbone, over, match):
+    """Clip sizes the backbone cannot take were a RuntimeError at construction or a ValueError in forward."""
+    from bmvit.models.build import build_detector
+
+    cfg = load_config(None, [f"model.backbone={backbone}", "model.head_hidden=8", *over])
+    with pytest.raises(ConfigError, match=match):
+        build_detector(cfg.model, cfg.data, 3, load_pretrained=False)

@@ -27,7 +27,11 @@ def _mvit(name: str) -> Callable[[ModelConfig, tuple[int, int, int]], nn.Module]
             if len(cfg.kv_stride) != 3:
                 raise ConfigError(f"'model.kv_stride': expected 3 integers (t, h, w), got {cfg.kv_stride}")
             spec = replace(spec, pool_kv_stride_adaptive=tuple(cfg.kv_stride))
-        return MViT(spec, input_size, remove_last_pool=cfg.remove_last_pool, grad_checkpointing=cfg.grad_checkpointing)
+        try:
+            return MViT(spec, input_size, remove_last_pool=cfg.remove_last_pool, grad_checkpointing=cfg.grad_checkpointing)
+        except RuntimeError as e:  # a pooled (key/value) grid of size < 1: the clip is too small for this backbone
+            raise ConfigError(f"'data.num_frames' x 'data.size' = {input_size[0]}x{input_size[1]}: too small for the "
+                              f"{name} backbone ({e}); use more frames or a larger size") from None
 
     return build
 
@@ -67,12 +71,25 @@ BACKBONES: dict[str, Callable[[ModelConfig, tuple[int, int, int]], nn.Module]] =
 }
 
 
+def _check_grid(backbone: nn.Module, model: ModelConfig, data: DataConfig) -> None:
+    """The clip size must leave the backbone a token grid the token selection can use (ConfigError)."""
+    t, h, w = backbone.grid(data.num_frames, data.size, data.size)
+    clip = f"'data.num_frames'={data.num_frames}, 'data.size'={data.size}"
+    if min(t, h, w) < 1:
+        raise ConfigError(f"{clip}: the {model.backbone} backbone's token grid would be {t}x{h}x{w} (t x h x w); "
+                          "use more frames or a larger size")
+    if model.token_selection == "2(c+t)" and t < 2:
+        raise ConfigError(f"{clip}: 'model.token_selection' 2(c+t) needs at least 2 output time slices, the "
+                          f"{model.backbone} backbone gives {t}; use more frames or another token selection")
+
+
 def build_detector(model: ModelConfig, data: DataConfig, num_classes: int, load_pretrained: bool = True) -> BMViT:
     """Detector for ``data``'s clip size; the backbone starts from ``model.pretrained`` when set and
     ``load_pretrained`` (pass False when the weights are about to be replaced, e.g. by a trained checkpoint)."""
     if model.backbone not in BACKBONES:
         raise ConfigError(f"'model.backbone': unknown backbone {model.backbone!r}; expected one of {', '.join(BACKBONES)}")
     backbone = BACKBONES[model.backbone](model, (data.num_frames, data.size, data.size))
+    _check_grid(backbone, model, data)
     if model.pretrained and load_pretrained:
         _load_pretrained(backbone, model)
     heads = BMViTHeads(backbone.out_dim, num_classes, model.head_hidden, model.box_layers, model.cls_layers,
