@@ -44,7 +44,22 @@ def _frames(rng: np.random.Generator, w: int, h: int, n: int) -> list[Image.Imag
     return out
 
 
-def make_fixture(root: Path, videos: int, seconds: int, width: int, height: int) -> None:
+def _write_video(path: Path, frames: list[Image.Image], fps: int, width: int, height: int) -> None:
+    import av  # only here: the frames fixture needs no PyAV
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        s.options = {"crf": "23", "g": "32"}
+        for im in frames:
+            for p in s.encode(av.VideoFrame.from_image(im)):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def make_fixture(root: Path, videos: int, seconds: int, width: int, height: int, video: bool = True) -> None:
+    """AVA-layout JPEG frames (+ ACT layout links, + ``videos/*.mp4`` when ``video``: needs PyAV)."""
     rng = np.random.default_rng(0)
     fps = 30
     rows = []
@@ -59,17 +74,8 @@ def make_fixture(root: Path, videos: int, seconds: int, width: int, height: int)
         for i, im in enumerate(frames, start=1):
             im.save(root / "frames" / vid / f"{vid}_{i:06d}.jpg", quality=90)
             os.link(root / "frames" / vid / f"{vid}_{i:06d}.jpg", root / "rgb-images" / "a" / vid / f"{i:05d}.jpg")
-        import av
-
-        with av.open(str(root / "videos" / f"{vid}.mp4"), "w") as c:
-            s = c.add_stream("libx264", rate=fps)
-            s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-            s.options = {"crf": "23", "g": "32"}
-            for im in frames:
-                for p in s.encode(av.VideoFrame.from_image(im)):
-                    c.mux(p)
-            for p in s.encode():
-                c.mux(p)
+        if video:
+            _write_video(root / "videos" / f"{vid}.mp4", frames, fps, width, height)
         for t in range(901, 900 + seconds):
             rows.append(f"{vid},{t:04d},0.1,0.2,0.4,0.9,1,0\n{vid},{t:04d},0.5,0.1,0.8,0.95,2,1\n")
         n = seconds * fps

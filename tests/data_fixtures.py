@@ -35,9 +35,14 @@ def decode_frame_numbers(clip_uint8: np.ndarray) -> np.ndarray:
 
 
 def unnormalize(clip) -> np.ndarray:
-    """(3, T, h, w) normalized float clip (Kinetics mean/std) -> (T, h, w, 3) uint8."""
+    """(3, T, h, w) clip -> (T, h, w, 3) uint8: a dataset's uint8 clip as is, a normalized float
+    clip (Kinetics mean/std) mapped back to 0..255."""
+    import torch
+
     from bmvit.data.transforms import KINETICS_MEAN, KINETICS_STD
 
+    if clip.dtype == torch.uint8:
+        return np.ascontiguousarray(clip.permute(1, 2, 3, 0).numpy())
     x = clip.numpy().transpose(1, 2, 3, 0) * np.array(KINETICS_STD) + np.array(KINETICS_MEAN)
     return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
 

@@ -73,6 +73,7 @@ def test_train_then_eval_learns(medium_synth, tmp_path):
 def test_overfits_a_handful_of_clips(small_synth):
     """Four clips, 150 steps: the loss must collapse and the clips' own frame-mAP approach 1."""
     from bmvit.data.collate import collate_square as collate
+    from bmvit.data.transforms import normalize_clips
     from bmvit.data.ava_format import read_rows
     from bmvit.data.keyframes import KeyFrameTable
     from bmvit.engine.evaluate import predict_rows
@@ -86,6 +87,7 @@ def test_overfits_a_handful_of_clips(small_synth):
     ds = make_dataset(cfg, "train")
     ds.table = KeyFrameTable.from_keyframes([k for k in ds.keyframes if len(k.boxes)][:4], len(ds.labels))
     clips, targets = collate([ds[i] for i in range(4)])
+    clips = normalize_clips(clips, cfg.data.mean, cfg.data.std)  # uint8 -> normalized float (the device step)
     model = build_detector(cfg.model, cfg.data, 6)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     matcher, criterion = HungarianMatcher(5, 2, 1, 0.5), SetCriterion()

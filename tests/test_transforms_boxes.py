@@ -1,4 +1,5 @@
-"""Boxes stay on their pixels through every transform: resize, flip, keep-aspect, jitter, padding."""
+"""Boxes stay on their pixels through every transform: resize, flip, keep-aspect, jitter, padding;
+the device half (normalize_clips) equals the former all-CPU float transform."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from PIL import Image
 
 from bmvit.boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
 from bmvit.data.collate import pad_collate
-from bmvit.data.transforms import ClipTransform, jitter_boxes
+from bmvit.data.transforms import ClipTransform, batch_colour, jitter_boxes, normalize_clips, resize_frames
 
 BOX = torch.tensor([[0.15, 0.25, 0.45, 0.8]])  # normalized xyxy
 
@@ -18,12 +19,12 @@ def _decoded(t: ClipTransform, w=120, h=80, frames=4) -> torch.Tensor:
     im = np.full((h, w, 3), 40, np.uint8)
     x1, y1, x2, y2 = (BOX[0] * torch.tensor([w, h, w, h])).round().int().tolist()
     im[y1:y2, x1:x2] = 255
-    arr = np.asarray(t.decode_resize(Image.fromarray(im)))
-    return torch.from_numpy(np.stack([arr] * frames))
+    arr = t.decode_resize(im[None])[0]
+    return torch.stack([arr] * frames)
 
 
 def _white_box(clip: torch.Tensor) -> torch.Tensor:
-    """Normalized xyxy of the white pixels of the first frame of a normalized clip."""
+    """Normalized xyxy of the white pixels of the first frame of a clip."""
     fr = unnormalize(clip)[0, :, :, 0]
     ys, xs = np.nonzero(fr > 150)
     h, w = fr.shape
@@ -33,7 +34,7 @@ def _white_box(clip: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("flip", [0.0, 1.0])
 def test_square_resize_and_flip(flip):
     t = ClipTransform(size=64, train=True, hflip_prob=flip)
-    clip, boxes, _ = t(_decoded(t), BOX.clone(), torch.ones(1, 2), seed=0)
+    clip, boxes, _, _ = t(_decoded(t), BOX.clone(), torch.ones(1, 2), seed=0)
     assert clip.shape == (3, 4, 64, 64)
     iou = box_iou(_white_box(clip), boxes)[0]
     assert iou.item() > 0.9
@@ -46,7 +47,7 @@ def test_keep_aspect_random_short_side(seed):
     t = ClipTransform(size=32, train=True, hflip_prob=0.5, resize="keep_aspect", short_side=(24, 40))
     frames = _decoded(t)  # decoded at short side 40: 60 x 40
     assert frames.shape[1:3] == (40, 60)
-    clip, boxes, _ = t(frames, BOX.clone(), torch.ones(1, 2), seed=seed)
+    clip, boxes, _, _ = t(frames, BOX.clone(), torch.ones(1, 2), seed=seed)
     h, w = clip.shape[-2:]
     assert 24 <= h <= 40 and abs(w / h - 1.5) < 0.05  # aspect kept
     assert box_iou(_white_box(clip), boxes)[0].item() > 0.85
@@ -59,7 +60,7 @@ def test_box_jitter_stays_near_the_pixels_and_in_the_frame():
     frames = _decoded(t)
     ious = []
     for seed in range(20):
-        clip, boxes, _ = t(frames, BOX.clone(), torch.ones(1, 2), seed=seed)
+        clip, boxes, _, _ = t(frames, BOX.clone(), torch.ones(1, 2), seed=seed)
         assert not torch.equal(boxes, BOX)
         ious.append(box_iou(_white_box(clip), boxes)[0].item())
     assert min(ious) > 0.8 and np.mean(ious) < 0.99  # moved, but still on the actor
@@ -75,7 +76,7 @@ def test_pad_collate_keeps_boxes_on_pixels():
     t = ClipTransform(size=32, train=True, resize="keep_aspect", short_side=(24, 40))
     items = []
     for seed in (0, 5):
-        clip, boxes, labels = t(_decoded(t), BOX.clone(), torch.ones(1, 2), seed=seed)
+        clip, boxes, labels, _ = t(_decoded(t), BOX.clone(), torch.ones(1, 2), seed=seed)
         items.append((clip, {"boxes": xyxy_to_cxcywh(boxes), "labels": labels}))
     clips, targets = pad_collate(items, multiple=16)
     assert clips.shape[-2] % 16 == 0 and clips.shape[-1] % 16 == 0
@@ -84,20 +85,71 @@ def test_pad_collate_keeps_boxes_on_pixels():
         assert box_iou(_white_box(clips[i]), cxcywh_to_xyxy(tg["boxes"]))[0].item() > 0.85
 
 
-def test_fused_colour_jitter_matches_reference_formula():
+def _old_cpu_transform(frames, seed, jitter=0.4):
+    """The former all-CPU float path (flip, colour jitter, normalization) as a reference."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def r():
+        return float(torch.rand((), generator=gen))
+    x = frames.permute(3, 0, 1, 2).float() / 255
+    if r() < 0.5:
+        x = x.flip(-1)
+    b, c, s = (1 + (2 * r() - 1) * jitter for _ in range(3))
+    g = x.mean(0, keepdim=True)
+    x = g + (x - g) * s
+    x = ((x - x.mean()) * c + x.mean()) * b
+    return (x.clamp(0, 1) - 0.45) / 0.225
+
+
+def test_device_colour_jitter_equals_former_cpu_transform():
+    """uint8 clip + colour factors from the loader, jitter + normalization in normalize_clips: equal to
+    the former float CPU transform within 1e-5 (float32 rounding), same random draws."""
     frames = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)
     t = ClipTransform(size=16, train=True, hflip_prob=0.5, color_jitter=0.4)
+    items = []
     for seed in range(3):
-        gen = torch.Generator().manual_seed(seed)
+        clip, _, _, colour = t(frames, BOX.clone(), torch.ones(1, 2), seed=seed)
+        assert clip.dtype == torch.uint8 and clip.shape == (3, 4, 16, 16)
+        items.append((clip, {"colour": colour}))
+        got = normalize_clips(clip[None], t.mean, t.std, colour=colour[None])[0]
+        torch.testing.assert_close(got, _old_cpu_transform(frames, seed), atol=1e-5, rtol=0)
+    from bmvit.data.collate import collate_square
 
-        def r(gen=gen):
-            return float(torch.rand((), generator=gen))
-        x = frames.permute(3, 0, 1, 2).float() / 255
-        if r() < 0.5:
-            x = x.flip(-1)
-        b, c, s = (1 + (2 * r() - 1) * 0.4 for _ in range(3))
-        g = x.mean(0, keepdim=True)
-        x = g + (x - g) * s
-        x = ((x - x.mean()) * c + x.mean()) * b
-        want = (x.clamp(0, 1) - 0.45) / 0.225
-        torch.testing.assert_close(t(frames, BOX.clone(), torch.ones(1, 2), seed=seed)[0], want, atol=1e-5, rtol=0)
+    clips, targets = collate_square(items)  # batched: the same per clip
+    got = normalize_clips(clips, t.mean, t.std, targets, batch_colour(targets))
+    for seed in range(3):
+        torch.testing.assert_close(got[seed], _old_cpu_transform(frames, seed), atol=1e-5, rtol=0)
+    plain = ClipTransform(size=16)
+    clip, _, _, colour = plain(frames, BOX.clone(), torch.ones(1, 2))
+    assert batch_colour([{"colour": colour}]) is None  # evaluation: no jitter work on the device
+    want = (frames.permute(3, 0, 1, 2).float() / 255 - 0.45) / 0.225
+    torch.testing.assert_close(normalize_clips(clip[None], plain.mean, plain.std)[0], want, atol=1e-5, rtol=0)
+
+
+def test_padded_batch_normalizes_each_valid_region_and_zeroes_padding():
+    t = ClipTransform(size=16, train=True, color_jitter=0.4)
+    a = torch.randint(0, 256, (2, 16, 24, 3), dtype=torch.uint8)
+    b = torch.randint(0, 256, (2, 20, 12, 3), dtype=torch.uint8)
+    items, singles = [], []
+    for k, fr in enumerate((a, b)):
+        clip, boxes, labels, colour = t(fr, BOX.clone(), torch.ones(1, 2), seed=k)
+        items.append((clip, {"boxes": xyxy_to_cxcywh(boxes), "labels": labels, "colour": colour}))
+        singles.append(normalize_clips(clip[None], t.mean, t.std, colour=colour[None])[0])
+    clips, targets = pad_collate(items, multiple=16)
+    got = normalize_clips(clips, t.mean, t.std, targets, batch_colour(targets))
+    for k, tg in enumerate(targets):
+        h, w = tg["image_size"]
+        torch.testing.assert_close(got[k, :, :, :h, :w], singles[k], atol=1e-5, rtol=0)
+        assert float(got[k].abs().sum()) == pytest.approx(float(singles[k].abs().sum()), rel=1e-5)  # zeros elsewhere
+
+
+def test_resize_frames_is_within_two_levels_of_pillow():
+    """The stated tolerance of the vectorized uint8 resize against Pillow's bilinear resize (the former one)."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (40, 71, 3), dtype=np.uint8)
+    frames = np.stack([np.asarray(Image.fromarray(base).resize((568, 320), Image.BICUBIC))] * 2)
+    frames[1] = 255 - frames[1]
+    got = resize_frames(frames, (256, 256)).numpy()
+    want = np.stack([np.asarray(Image.fromarray(f).resize((256, 256), Image.BILINEAR)) for f in frames])
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert got.shape == (2, 256, 256, 3) and got.dtype == np.uint8 and diff.max() <= 2 and diff.mean() < 0.2

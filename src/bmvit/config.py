@@ -121,7 +121,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = one per free core
     device: str = "auto"  # auto | cpu | cuda
-    amp: str = "none"  # none | bf16 | fp16
+    amp: str = "none"  # none | bf16 | fp16: autocast on CUDA; ignored on CPU (fp32)
     log_every: int = 20
     ckpt_every: int = 0  # optimizer steps between resumable checkpoints (0: only at epoch ends / the end)
     ckpt_each_epoch: bool = True  # also checkpoint at every epoch end

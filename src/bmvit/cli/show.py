@@ -42,7 +42,7 @@ def _pick(ds, video: str | None, num: int) -> list[int]:
 
 def _key_frame_image(ds, i: int, clip, target) -> np.ndarray:
     """The key-frame image of sample ``i``: the original file for frame-folder datasets, else the
-    model's input key frame (de-normalized) resized to the original frame size."""
+    model's input key frame (uint8) resized to the original frame size."""
     from PIL import Image
 
     kf = ds.keyframes[i]
@@ -55,9 +55,7 @@ def _key_frame_image(ds, i: int, clip, target) -> np.ndarray:
                     return np.asarray(im.convert("RGB"))
             except OSError as e:
                 raise DataError(f"{path}: cannot read key frame ({e})") from None
-    t = ds.transform
-    x = clip[:, clip.shape[1] // 2].permute(1, 2, 0).numpy() * np.array(t.std) + np.array(t.mean)  # (S, S, 3)
-    small = Image.fromarray((x.clip(0, 1) * 255).round().astype(np.uint8))
+    small = Image.fromarray(np.ascontiguousarray(clip[:, clip.shape[1] // 2].permute(1, 2, 0).numpy()))  # (S, S, 3) uint8
     h, w = target["orig_size"]
     return np.asarray(small.resize((int(w), int(h)), Image.BILINEAR))
 
@@ -103,7 +101,9 @@ def run(args) -> int:
         panels = [gt]
         n_pred = 0
         if det is not None:
-            d = det.detect(det.forward(clip[None]))[0]
+            from bmvit.data.transforms import normalize_clips
+
+            d = det.detect(det.forward(normalize_clips(clip[None], ds.transform.mean, ds.transform.std)))[0]
             kf = KeyFrameResult(0, 0.0, det.actors(d, W, H))
             for j, a in enumerate(kf.actors):
                 a.track_id = j

@@ -1,9 +1,11 @@
 """Clip dataset over any frame source: the shared part of the UCF/JHMDB and video-file readers.
 
 Contract: one sample = one annotated key frame. ``__getitem__(i)`` (or ``(i, aug_seed)``)
-returns ``(clip, target)`` exactly like :class:`bmvit.data.ava.AvaClips`: ``clip`` float
-``(3, T, S, S)`` normalized, ``target`` a dict with ``boxes (N, 4)`` normalized cxcywh of the key
-frame, ``labels (N, K)`` multi-hot float, ``video_id``, ``timestamp`` and ``orig_size (H, W)``.
+returns ``(clip, target)`` exactly like :class:`bmvit.data.ava.AvaClips`: ``clip`` uint8
+``(3, T, S, S)`` (0..255 RGB, not yet normalized: :func:`bmvit.data.transforms.normalize_clips` does
+that on the device), ``target`` a dict with ``boxes (N, 4)`` normalized cxcywh of the key frame,
+``labels (N, K)`` multi-hot float, ``colour (3,)`` colour-jitter factors, ``video_id``,
+``timestamp`` and ``orig_size (H, W)``.
 
 Time: the key frame of ``timestamp`` is frame number ``(timestamp - first_timestamp) * rate + 1``
 (AVA: ``first_timestamp`` = 900 s and ``rate`` = 30 fps; UCF/JHMDB, whose timestamps *are*
@@ -12,7 +14,8 @@ frame numbers: 1 and 1). Clip index ``k`` reads frame ``key + (k - T // 2) * str
 
 A frame source (:class:`bmvit.data.frames.FrameFolder`, :class:`bmvit.data.video.VideoFrames`)
 provides ``num_frames(video)``, ``frame_size(video) -> (H, W)`` and
-``read(video, frames, resize, draft, expect_size) -> (T, h, w, 3) uint8``.
+``read(video, frames, resize, draft, expect_size) -> (T, h, w, 3) uint8`` (``resize`` works on a
+whole ``(n, H, W, 3)`` uint8 stack).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from bmvit.boxes import xyxy_to_cxcywh
@@ -82,8 +84,8 @@ class KeyFrameClips(Dataset):
         idx = self.key_frame(timestamp) + (np.arange(self.num_frames) - self.num_frames // 2) * self.stride
         return np.clip(idx, 1, n)
 
-    def _decode_resize(self, im: Image.Image) -> Image.Image:
-        return self.transform.decode_resize(im)
+    def _decode_resize(self, frames: np.ndarray) -> torch.Tensor:
+        return self.transform.decode_resize(frames)  # (n, H, W, 3) -> (n, h, w, 3) uint8
 
     def __getitem__(self, item: int | tuple[int, int]):
         i, seed = item if isinstance(item, tuple) else (item, None)
@@ -95,12 +97,13 @@ class KeyFrameClips(Dataset):
         frames = self.source.read(kf.video_id, idx, self._decode_resize, self.transform.decode_size(),
                                   size if self._check_sizes else None)  # (T, h, w, 3) uint8
         boxes, labels = torch.from_numpy(kf.boxes), torch.from_numpy(kf.labels)
-        clip, boxes, labels = self.transform(torch.from_numpy(frames), boxes, labels, seed)
+        clip, boxes, labels, colour = self.transform(torch.from_numpy(frames), boxes, labels, seed)  # (3, T, h, w) uint8
         target = {
             "boxes": xyxy_to_cxcywh(boxes),
             "labels": labels,
             "video_id": kf.video_id,
             "timestamp": kf.timestamp,
             "orig_size": tuple(size),
+            "colour": colour,
         }
         return clip, target

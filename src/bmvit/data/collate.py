@@ -1,11 +1,15 @@
 """Batching clips, and the padding contract for clips of different sizes (Table 1c).
 
+Clips are uint8 ``(3, T, h, w)`` views of ``(T, h, w, 3)`` memory (:class:`~bmvit.data.transforms.ClipTransform`);
+batches are ``(B, 3, T, H, W)`` views of ``(B, T, H, W, 3)`` memory, so batching is one contiguous
+copy per clip. :func:`~bmvit.data.transforms.normalize_clips` makes them float on the device.
+
 With ``data.resize=square`` (the paper) every clip is ``(3, T, S, S)`` and :func:`collate_square`
 stacks them. With ``data.resize=keep_aspect`` clips differ in size and :func:`pad_collate`:
 
 * returns ``clips (B, 3, T, H, W)`` with ``H, W`` the largest sizes of the batch rounded up to
   ``multiple`` (32: a multiple of every backbone's total stride, so token cells tile the canvas),
-  each clip at the top-left and zeros (the normalized mean colour) elsewhere;
+  each clip at the top-left and zeros elsewhere (after device normalization: 0, the mean colour);
 * re-normalizes each target's ``boxes`` to the padded canvas and adds ``image_size (h_i, w_i)``
   (the valid region) and ``canvas_size (H, W)``.
 
@@ -27,7 +31,7 @@ __all__ = ["collate_fn", "collate_square", "pad_collate", "unpad_boxes", "valid_
 def collate_square(batch):
     """Stack same-size clips ``(B, 3, T, S, S)``; targets stay a list of dicts."""
     clips, targets = zip(*batch)
-    return torch.stack(clips), list(targets)
+    return torch.stack([c.permute(1, 2, 3, 0) for c in clips]).permute(0, 4, 1, 2, 3), list(targets)
 
 
 def pad_collate(batch, multiple: int = 32):
@@ -36,17 +40,17 @@ def pad_collate(batch, multiple: int = 32):
     H = max(c.shape[-2] for c in clips)
     W = max(c.shape[-1] for c in clips)
     H, W = -(-H // multiple) * multiple, -(-W // multiple) * multiple
-    out = clips[0].new_zeros((len(clips), clips[0].shape[0], clips[0].shape[1], H, W))  # (B, 3, T, H, W)
+    out = clips[0].new_zeros((len(clips), clips[0].shape[1], H, W, clips[0].shape[0]))  # (B, T, H, W, 3)
     new_targets = []
     for i, (c, t) in enumerate(zip(clips, targets)):
         h, w = c.shape[-2:]
-        out[i, :, :, :h, :w] = c
+        out[i, :, :h, :w] = c.permute(1, 2, 3, 0)
         t = dict(t)
         t["boxes"] = t["boxes"] * t["boxes"].new_tensor([w / W, h / H, w / W, h / H])  # cxcywh/xyxy: per axis
         t["image_size"] = (h, w)
         t["canvas_size"] = (H, W)
         new_targets.append(t)
-    return out, new_targets
+    return out.permute(0, 4, 1, 2, 3), new_targets  # (B, 3, T, H, W)
 
 
 def collate_fn(resize: str):

@@ -111,10 +111,9 @@ class SkipBadSamples(Dataset):
         raise DataError(f"{self.max_tries} consecutive samples from {i} could not be read; last: {last}")
 
     def _blank(self, i: int):
-        """Zero clip with the identifiers and ground truth of sample ``i`` (evaluation)."""
+        """Mean-colour clip with the identifiers and ground truth of sample ``i`` (evaluation)."""
         kf = self.dataset.keyframes[i]
-        w, h = self.dataset.transform.decode_size()
-        clip = torch.zeros(3, self.dataset.num_frames, h, w)  # (3, T, S, S): the mean colour after normalization
+        clip = self.dataset.transform.blank(self.dataset.num_frames)  # (3, T, S, S) uint8: ~0 after normalization
         sizes = getattr(self.dataset, "sizes", None) or getattr(self.dataset, "_sizes", {})
         size = sizes.get(kf.video_id, (0, 0))
         return clip, {"boxes": xyxy_to_cxcywh(torch.from_numpy(kf.boxes.copy())),

@@ -1,4 +1,4 @@
-"""Clip + box transforms applied together.
+"""Clip + box transforms applied together: the CPU half in the data loader, the device half in the step.
 
 Frames are resized to a fixed square without cropping (BMViT §4): normalized box coordinates are
 unchanged by the resize. Training adds horizontal flips (with optional label swaps for
@@ -10,19 +10,57 @@ frames are decoded with short side ``short_side[1]`` and, in training, resized a
 side drawn uniformly from ``short_side``; evaluation uses short side ``size``. Boxes stay
 normalized to the whole frame (no crop), so they are unchanged. Clips of one batch then differ
 in size: batch them with :func:`bmvit.data.collate.pad_collate`.
+
+Split between loader and device (a GPU consumes clips faster than float work on the CPU allows):
+
+* CPU (:class:`ClipTransform`, in the DataLoader workers): resize (:func:`resize_frames`: torch's
+  antialiased bilinear uint8 kernel on the whole clip), flip, box jitter, and the *draw* of the
+  colour-jitter factors. The clip stays **uint8** ``(3, T, h, w)`` (a channels-last view: the
+  memory is ``(T, h, w, 3)``, no copy); the factors ``(brightness, contrast, saturation)`` travel
+  in the target as ``colour (3,)``.
+* Device (:func:`normalize_clips`, called by training, evaluation and the Detector after the
+  host-to-device copy): uint8 -> float, colour jitter with the target's factors, ``mean``/``std``
+  normalization, zeros outside each clip's valid region of a padded batch.
+
+The random draws are those of the former all-CPU transform, in the same order and from the same
+per-sample seed, so the augmentation distribution is unchanged; the float results equal the
+former CPU ones to float32 rounding (``atol`` 1e-4 after normalization, ``tests/test_transforms_boxes.py``).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)  # PySlowFast / MViTv2 Kinetics checkpoints
 KINETICS_STD = (0.225, 0.225, 0.225)
+NO_JITTER = (1.0, 1.0, 1.0)  # colour factors (brightness, contrast, saturation) that change nothing
+
+__all__ = ["ClipTransform", "KINETICS_MEAN", "KINETICS_STD", "jitter_boxes", "keep_aspect_size", "normalize_clips",
+           "resize_frames"]
+
+
+def resize_frames(frames: Tensor | np.ndarray, hw: tuple[int, int]) -> Tensor:
+    """``(T, H, W, 3)`` uint8 -> ``(T, h, w, 3)`` uint8, bilinear, antialiased when shrinking.
+
+    torch's uint8 channels-last kernel (vectorized; ~6x cheaper than Pillow's per-frame resize).
+    Its pixels differ from Pillow's ``BILINEAR`` resize by at most 2 levels (a few per cent of the
+    values by 1). Returned contiguous; the input itself when the size already fits."""
+    if isinstance(frames, np.ndarray):
+        frames = np.ascontiguousarray(frames) if frames.flags.writeable else frames.copy()  # torch needs writable
+        x = torch.from_numpy(frames)
+    else:
+        x = frames.contiguous()
+    if tuple(x.shape[1:3]) == tuple(hw):
+        return x
+    y = F.interpolate(x.permute(0, 3, 1, 2), size=tuple(hw), mode="bilinear", align_corners=False,
+                      antialias=True)  # (T, 3, h, w) channels-last
+    return y.permute(0, 2, 3, 1).contiguous()  # (T, h, w, 3): no copy when channels-last
 
 
 @dataclass
@@ -48,15 +86,28 @@ class ClipTransform:
         s = self._decode_short() if self.resize == "keep_aspect" else self.size
         return (s, s)
 
-    def decode_resize(self, im: Image.Image) -> Image.Image:
-        """One decoded frame -> the size the clip is assembled at (``size``² or keep-aspect)."""
+    def decode_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """``(h, w)`` that frames decoded at ``hw`` are resized to (``size``² or keep-aspect)."""
         if self.resize == "keep_aspect":
-            return im.resize(keep_aspect_size(im.size, self._decode_short()), Image.BILINEAR)
-        return im.resize((self.size, self.size), Image.BILINEAR)
+            w, h = keep_aspect_size((hw[1], hw[0]), self._decode_short())
+            return h, w
+        return self.size, self.size
 
-    def __call__(self, frames: Tensor, boxes: Tensor, labels: Tensor, seed: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """frames (T, S, S, 3) uint8, boxes (N, 4) normalized xyxy, labels (N, K) ->
-        clip (3, T, S, S) float normalized, boxes, labels (``keep_aspect``: (3, T, h, w)).
+    def decode_resize(self, frames: Tensor | np.ndarray) -> Tensor:
+        """Decoded frames ``(T, H, W, 3)`` uint8 -> the size the clip is assembled at, ``(T, h, w, 3)``."""
+        return resize_frames(frames, self.decode_hw(tuple(frames.shape[1:3])))
+
+    def blank(self, num_frames: int) -> Tensor:
+        """A uint8 clip ``(3, T, s, s)`` of the mean colour (a placeholder for an unreadable sample)."""
+        w, h = self.decode_size()
+        fill = torch.tensor([round(255 * m) for m in self.mean], dtype=torch.uint8)
+        return fill[:, None, None, None].expand(3, num_frames, h, w).contiguous()
+
+    def __call__(self, frames: Tensor, boxes: Tensor, labels: Tensor, seed: int | None = None
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """frames (T, h, w, 3) uint8, boxes (N, 4) normalized xyxy, labels (N, K) ->
+        clip (3, T, h, w) uint8, boxes, labels, colour (3,) float (brightness, contrast, saturation
+        factors for :func:`normalize_clips`; ``keep_aspect`` training: a random (h, w)).
 
         Random choices come from a generator seeded with ``seed`` when given (training: the
         sampler's per-sample seed, so results do not depend on worker count or resumption),
@@ -66,42 +117,86 @@ class ClipTransform:
         def rand() -> float:
             return float(torch.rand((), generator=gen))
 
-        # Work on the 0..255 scale and fold 1/255, colour jitter and normalization into two
-        # in-place affine passes (the clip is ~3 M values: every full pass costs ~1-2 ms).
         if self.train and self.resize == "keep_aspect":
             lo, hi = int(self.short_side[0]), int(self.short_side[1])
             short = lo + int(torch.randint(hi - lo + 1, (), generator=gen))
         flip = self.train and self.hflip_prob > 0 and rand() < self.hflip_prob
         if flip:
-            frames = frames.flip(2)  # (T, H, W, 3) uint8: a quarter of the bytes of the float clip
+            frames = frames.flip(2)  # (T, H, W, 3) uint8
             boxes = torch.stack((1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]), dim=-1)
             if self.hflip_swap and len(labels):
                 labels = labels.clone()
                 for a, b in self.hflip_swap:
                     labels[:, [a, b]] = labels[:, [b, a]]
-        T, H, W, _ = frames.shape
-        clip = torch.empty((3, T, H, W), dtype=torch.float32).copy_(frames.permute(3, 0, 1, 2))  # (3, T, H, W) 0..255
         if self.train and self.resize == "keep_aspect":
+            T, H, W, _ = frames.shape
             w, h = keep_aspect_size((W, H), short)
-            if (h, w) != (H, W):  # (3, T, h, w): bilinear, antialiased when shrinking
-                clip = F.interpolate(clip, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+            frames = resize_frames(frames, (h, w))  # (T, h, w, 3)
         if self.train and self.box_jitter > 0 and len(boxes):
             boxes = jitter_boxes(boxes, self.box_jitter, torch.rand((len(boxes), 4), generator=gen))
-        if self.train and self.color_jitter > 0:
-            # saturation s (towards the per-pixel grey g), contrast c (towards the clip mean m, which
-            # saturation leaves unchanged), brightness b, then clamp:
-            #   out = b·c·s·x + b·c·(1 - s)·g + b·(1 - c)·m
+        colour = NO_JITTER
+        if self.train and self.color_jitter > 0:  # applied on the device: normalize_clips
             j = self.color_jitter
-            bright = 1 + (2 * rand() - 1) * j
-            contrast = 1 + (2 * rand() - 1) * j
-            sat = 1 + (2 * rand() - 1) * j
-            grey = clip.mean(0)  # (T, H, W)
-            m = float(grey.mean())
-            grey.mul_(bright * contrast * (1 - sat)).add_(bright * (1 - contrast) * m)
-            clip.mul_(bright * contrast * sat).add_(grey).clamp_(0, 255)
-        scale = torch.tensor([1 / (255 * s) for s in self.std])[:, None, None, None]
-        shift = torch.tensor([-mu / s for mu, s in zip(self.mean, self.std)])[:, None, None, None]
-        return clip.mul_(scale).add_(shift), boxes, labels
+            colour = tuple(1 + (2 * rand() - 1) * j for _ in range(3))  # brightness, contrast, saturation
+        clip = frames.contiguous().permute(3, 0, 1, 2)  # (3, T, h, w) view of (T, h, w, 3) memory
+        return clip, boxes, labels, torch.tensor(colour, dtype=torch.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per-channel ``scale, shift`` ``(3, 1, 1, 1)`` on ``device`` mapping 0..255 to normalized values
+    (made once per device: a later call copies nothing to the device)."""
+    scale = torch.tensor([1 / (255 * s) for s in std])[:, None, None, None]
+    shift = torch.tensor([-mu / s for mu, s in zip(mean, std)])[:, None, None, None]
+    return scale.to(device), shift.to(device)
+
+
+def normalize_clips(clips: Tensor, mean, std, targets: list[dict] | None = None,
+                    colour: Tensor | None = None) -> Tensor:
+    """Device half of the transform: ``clips (B, 3, T, H, W)`` uint8 (or float 0..255) -> float32
+    normalized ``(B, 3, T, H, W)`` contiguous, on the clips' device.
+
+    Colour jitter (when ``colour (B, 3)``, the targets' ``colour`` factors, is given and not all
+    ones): saturation ``s`` towards the per-pixel grey ``g``, contrast ``c`` towards the clip's mean
+    grey ``m`` (over its valid region), brightness ``b``, then clamp to 0..255::
+
+        out = b·c·s·x + b·c·(1 - s)·g + b·(1 - c)·m
+
+    ``targets`` with ``image_size``/``canvas_size`` (padded batches, :func:`~bmvit.data.collate.pad_collate`):
+    the mean uses each clip's valid region and everything outside it becomes 0 (the mean colour).
+    Tensors reach the device without a host synchronization (``colour`` should come pinned or be
+    on the device already)."""
+    x = clips.float()  # (B, 3, T, H, W) 0..255
+    sizes = None
+    if targets is not None and any("canvas_size" in t for t in targets):
+        sizes = [t.get("image_size", tuple(x.shape[-2:])) for t in targets]
+    if colour is not None:
+        if x.is_cuda and colour.device.type == "cpu" and not colour.is_pinned():
+            colour = colour.pin_memory()  # a non_blocking copy from pageable memory would wait for the stream
+        colour = colour.to(x.device, non_blocking=True).float()
+        b, c, s = (v[:, None, None, None] for v in colour.unbind(1))  # (B, 1, 1, 1) each
+        grey = x.mean(1)  # (B, T, H, W)
+        if sizes is None:
+            m = grey.mean((1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+        else:
+            m = torch.stack([grey[i, :, :h, :w].mean() for i, (h, w) in enumerate(sizes)])[:, None, None, None]
+        grey = grey * (b * c * (1 - s)) + b * (1 - c) * m
+        x = (x * (b * c * s)[:, None] + grey[:, None]).clamp_(0, 255)
+    scale, shift = _affine(tuple(float(v) for v in mean), tuple(float(v) for v in std), x.device)
+    x = (x * scale + shift).contiguous()
+    if sizes is not None:
+        for i, (h, w) in enumerate(sizes):
+            x[i, :, :, h:, :] = 0
+            x[i, :, :, :, w:] = 0
+    return x
+
+
+def batch_colour(targets: list[dict]) -> Tensor | None:
+    """``(B, 3)`` colour-jitter factors of a batch's targets; ``None`` when no clip is jittered."""
+    rows = [t.get("colour") for t in targets]
+    if all(r is None or bool((r == 1).all()) for r in rows):
+        return None
+    return torch.stack([r if r is not None else torch.ones(3) for r in rows])
 
 
 def keep_aspect_size(wh: tuple[int, int], short: int) -> tuple[int, int]:

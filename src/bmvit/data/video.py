@@ -14,6 +14,9 @@ duration) from the container's metadata. Reading seeks to the key frame before t
 needed frame and decodes forward to the last one. Errors name the file: missing video, no video
 stream, undecodable data, and a *truncated* file (the data ends before the needed time that
 the metadata promises).
+
+PyAV is imported when a video is first opened, so that importing this module (and the training
+engine) works where PyAV is not installed.
 """
 
 from __future__ import annotations
@@ -23,9 +26,7 @@ from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
-from PIL import Image
 
 from bmvit.errors import DataError
 
@@ -33,7 +34,7 @@ __all__ = ["VIDEO_EXTENSIONS", "VideoFrames", "frame_count", "frame_time", "grid
 
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")
 
-Resize = Callable[[Image.Image], Image.Image]
+Resize = Callable[[np.ndarray], "np.ndarray | object"]  # (n, H, W, 3) uint8 -> (n, h, w, 3) uint8
 
 
 def _fraction(x: float | str | Fraction) -> Fraction:
@@ -52,10 +53,21 @@ def frame_count(end: Fraction, fps: int | Fraction, offset: float | Fraction = 0
     return max(0, math.ceil((limit - _fraction(offset)) * _fraction(fps)))
 
 
+def _av():
+    """The PyAV module (imported on first use; a clear error where it is missing)."""
+    try:
+        import av
+    except ImportError:
+        raise DataError("reading video files needs PyAV (pip install av); data.source=frames reads "
+                        "frame folders without it") from None
+    return av
+
+
 class _Stream:
     """An open video stream with exact times (seconds as Fractions after the stream start)."""
 
     def __init__(self, path: Path, threads: int) -> None:
+        av = _av()
         self.path = path
         try:
             self.container = av.open(str(path))
@@ -101,6 +113,7 @@ class _Stream:
         return cc.height, cc.width
 
     def seek(self, t: Fraction) -> None:
+        av = _av()
         target = math.floor(self.start + t / self.tb)
         try:
             self.container.seek(max(target, self.start), stream=self.stream, backward=True, any_frame=False)
@@ -110,6 +123,7 @@ class _Stream:
     def frames(self) -> Iterator[av.VideoFrame]:
         """Decoded frames in presentation order; undecodable data ends the stream (``decode_error``
         keeps why), so that a cut file reads as truncated at the last good frame."""
+        av = _av()
         self.decode_error = ""
         try:
             for frame in self.container.decode(self.stream):
@@ -221,7 +235,7 @@ class VideoFrames:
 
     def read(self, video: str, frames: np.ndarray, resize: Resize, draft: tuple[int, int] | None = None,
              expect_size: tuple[int, int] | None = None) -> np.ndarray:
-        """``frames (T,)`` 1-based grid numbers -> ``(T, h, w, 3)`` uint8, each frame through ``resize``."""
+        """``frames (T,)`` 1-based grid numbers -> ``(T, h, w, 3)`` uint8 through ``resize`` (per clip)."""
         n, size, end = self.info(video)
         if expect_size is not None and tuple(size) != tuple(expect_size):
             raise DataError(f"{self.path(video)}: video is {size[1]}x{size[0]} (WxH) but the annotations "
@@ -234,9 +248,11 @@ class VideoFrames:
         decoded: dict[int, np.ndarray] = {}
         with self._open(video) as s:
             for k, frame in grid_frames(s, times, truncated_at=end):
-                decoded[need[k]] = np.asarray(resize(frame.to_image()))
+                decoded[need[k]] = frame.to_ndarray(format="rgb24")  # (H, W, 3)
         missing = [f for f in need if f not in decoded]
         if missing:
             raise DataError(f"{s.path}: truncated video: no data for frame {missing[0]} "
                             f"({float(frame_time(missing[0], self.fps, self.offset)):.3f} s)")
-        return np.stack([decoded[int(f)] for f in frames.tolist()])  # (T, h, w, 3)
+        small = np.asarray(resize(np.stack([decoded[f] for f in need])))  # (U, h, w, 3): one resize per clip
+        pos = {f: k for k, f in enumerate(need)}
+        return small[[pos[int(f)] for f in frames.tolist()]]  # (T, h, w, 3)

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from bmvit.config import Config
 from bmvit.data.ava import AvaClips
 from bmvit.data.collate import collate_fn, unpad_boxes, valid_tokens
+from bmvit.data.transforms import normalize_clips
 from bmvit.data.ava_format import AvaRows, read_exclusions, read_rows
 from bmvit.evaluation.ava import AvaEvalResult, evaluate_ava
 from bmvit.evaluation.frame_csv import FrameRows
@@ -65,14 +66,15 @@ def _predict_blocks(model: torch.nn.Module, dataset: AvaClips, batches: list[tup
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
     loader = DataLoader(dataset, batch_sampler=[idx for _, idx in batches], collate_fn=collate_fn(cfg.data.resize),
-                        num_workers=cfg.data.num_workers)
+                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval()
     class_ids = np.asarray(dataset.class_ids)
     blocks: list[tuple[int, _Block]] = []
     for (b, _), (clips, targets) in zip(batches, tqdm(loader, desc="eval", disable=not progress, leave=False)):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16"):
-            outputs = model(clips.to(device))
+        x = normalize_clips(clips.to(device, non_blocking=True), cfg.data.mean, cfg.data.std, targets)  # uint8 -> float
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16" and device.type == "cuda"):
+            outputs = model(x)
         valid = valid_tokens(outputs["cells"], targets)  # (B, L) padded batches (keep_aspect), else None
         dets = postprocess(outputs, cfg.eval.threshold, cfg.eval.nms_iou, cfg.eval.score, valid)
         vids, ts, boxes, acts, scores = [], [], [], [], []

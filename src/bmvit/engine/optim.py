@@ -8,6 +8,9 @@ Layer-wise lr decay (``train.layer_decay < 1``, off by default — not in the pa
 block ``i`` of ``D`` gets ``lr * decay^(D - i)``, the patch embedding / class token / position
 embeddings ``lr * decay^(D + 1)``; the final backbone norm and the heads keep ``lr``.
 
+On CUDA the optimizer is the fused AdamW kernel (one launch for all parameters); elsewhere
+torch's default implementation.
+
 Schedule: linear warm-up over ``warmup_steps`` optimizer steps, then cosine decay to
 ``lr * min_lr_ratio`` at the last step.
 """
@@ -50,6 +53,13 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
         groups.setdefault((_no_decay(name, p), scale), []).append(p)
     return [{"params": ps, "weight_decay": 0.0 if nd else weight_decay, "lr_scale": s}
             for (nd, s), ps in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))]
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float,
+                   device: torch.device) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`; fused on CUDA."""
+    fused = torch.device(device).type == "cuda"
+    return torch.optim.AdamW(param_groups(model, weight_decay, layer_decay), lr=lr, fused=fused or None)
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:

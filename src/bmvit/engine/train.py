@@ -18,6 +18,14 @@ Distributed: under ``torchrun`` each process takes a slice of every global batch
 so N processes follow the same trajectory as one process with N times the batch.
 Gradient accumulation (``train.accum_steps``) does the same within a process: the micro-batches
 of one optimizer step share one normalizer.
+
+Device feeding: the loader yields uint8 clips (pinned on CUDA, persistent workers prefetching
+four batches each); they are copied with ``non_blocking`` and normalized (and
+colour-jittered) on the device by :func:`bmvit.data.transforms.normalize_clips`. On CUDA the
+optimizer is fused AdamW and ``train.amp`` (bf16 in the paper configs) runs the forward under
+autocast; on the CPU ``train.amp`` is ignored (fp32). The step's remaining host synchronizations
+are the Hungarian matcher's (its cost matrices go to scipy on the CPU) and the non-finite-loss
+check right after it.
 """
 
 from __future__ import annotations
@@ -40,12 +48,12 @@ from tqdm import tqdm
 from bmvit.config import Config, save_config
 from bmvit.data.ava import AvaClips
 from bmvit.data.collate import collate_fn, valid_tokens
-from bmvit.data.transforms import ClipTransform
+from bmvit.data.transforms import ClipTransform, batch_colour, normalize_clips
 from bmvit.engine import distributed as dist
 from bmvit.engine.checkpoint import save_weights
 from bmvit.engine.ema import ModelEMA
 from bmvit.engine.evaluate import evaluate_split
-from bmvit.engine.optim import lr_factor, param_groups, set_lr
+from bmvit.engine.optim import lr_factor, make_optimizer, set_lr
 from bmvit.engine.sampler import ResumableBatchSampler
 from bmvit.engine.state import CKPT_DIR, list_checkpoints, load_latest, load_path, rng_state, save_checkpoint, set_rng_state
 from bmvit.errors import ConfigError, TrainingError
@@ -83,6 +91,32 @@ def normalization(d) -> dict:
             raise ConfigError(f"'data.{key}': expected 3 per-channel (RGB) values{' > 0' if key == 'std' else ''}, "
                               f"got {v}")
     return {"mean": tuple(d.mean), "std": tuple(d.std)}
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype of ``train.amp`` on ``device``: bf16/fp16 on CUDA, ``None`` (fp32) elsewhere."""
+    if device.type != "cuda":
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+
+def make_loader(ds, sampler, collate, num_workers: int, device: torch.device, seed: int, prefetch: int = 4) -> DataLoader:
+    """The training DataLoader: pinned batches on CUDA, persistent workers prefetching ``prefetch`` batches each."""
+    workers = num_workers > 0
+    return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+                      pin_memory=device.type == "cuda", persistent_workers=workers,
+                      prefetch_factor=prefetch if workers else None,
+                      generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
+
+
+def to_device(clips: torch.Tensor, targets: list[dict], device: torch.device, mean, std) -> tuple[torch.Tensor, list[dict]]:
+    """A loader batch on ``device``: uint8 clips copied without blocking, then normalized (and
+    colour-jittered) there: ``(B, 3, T, H, W)`` float32; targets' boxes/labels moved."""
+    colour = batch_colour(targets)  # (B, 3) or None, from the CPU targets
+    x = normalize_clips(clips.to(device, non_blocking=True), mean, std, targets, colour)
+    targets = [{**t, "boxes": t["boxes"].to(device, non_blocking=True), "labels": t["labels"].to(device, non_blocking=True)}
+               for t in targets]
+    return x, targets
 
 
 def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torch.Generator | None = None) -> AvaClips:
@@ -186,13 +220,13 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
     if sampler.batches_per_epoch < tc.accum_steps:
         raise ConfigError(f"'train.batch_size' ({tc.batch_size}) x {info.world_size} process(es) x 'train.accum_steps' "
                           f"({tc.accum_steps}) exceeds the {len(train_ds)} training key frames")
-    loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate_fn(cfg.data.resize), num_workers=cfg.data.num_workers,
-                        generator=torch.Generator().manual_seed(tc.seed))  # leaves the global RNG alone
+    loader = make_loader(train_ds, sampler, collate_fn(cfg.data.resize), cfg.data.num_workers, device, tc.seed)
+    mean, std = normalization(cfg.data).values()
     steps_per_epoch = sampler.batches_per_epoch / tc.accum_steps
     total = tc.max_steps or max(1, int(round(tc.epochs * steps_per_epoch)))
-    opt = torch.optim.AdamW(param_groups(model, tc.weight_decay, tc.layer_decay), lr=tc.lr)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(tc.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16")
+    opt = make_optimizer(model, tc.lr, tc.weight_decay, tc.layer_decay, device)
+    autocast = amp_dtype(tc.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
     ema = ModelEMA(model, tc.ema_decay) if tc.ema_decay > 0 else None
     matcher = HungarianMatcher(cfg.loss.cost_l1, cfg.loss.cost_giou, cfg.loss.cost_actor, cfg.loss.cost_action)
     criterion = SetCriterion(cfg.loss.actor, cfg.loss.action, cfg.loss.l1, cfg.loss.giou,
@@ -273,11 +307,10 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
         sums: dict[str, torch.Tensor] = {}  # detached loss terms summed over micro-batches (no host sync)
         bad: list[str] = []
         for k, (clips, targets) in enumerate(micro):
-            clips = clips.to(device, non_blocking=True)
-            targets = [{**t, "boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets]
+            clips, targets = to_device(clips, targets, device, mean, std)  # (B, 3, T, H, W) float32 normalized
             sync = contextlib.nullcontext() if (k == len(micro) - 1 or not info.enabled) else net.no_sync()
             with sync:
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
                     outputs = net(clips)
                 valid = valid_tokens(outputs["cells"], targets)  # (B, L) padded batches (keep_aspect), else None
                 matches = matcher(outputs, targets, valid)
