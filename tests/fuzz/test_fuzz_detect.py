@@ -1,0 +1,45 @@
+"""Fuzz: ``bmvit detect`` on damaged inputs (video files, frames folders) with a tiny untrained
+checkpoint (tests/fuzz/invariant.py). The verb either writes its outputs or prints one error
+line naming the input.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from hypothesis import strategies as st
+
+from bmvit.config import load_config
+from bmvit.engine.checkpoint import save_weights
+from bmvit.models.build import build_detector
+from tests.fuzz.invariant import mutated_bytes, run_cli
+from tests.fuzz.test_fuzz_video import VARIANTS, _encode
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("detect_ckpt")
+    cfg = load_config(None, ["model.backbone=mvit_tiny", "model.head_hidden=16", "data.num_frames=4", "data.stride=2",
+                             "data.size=32", f"data.label_map={root / 'labels.pbtxt'}", "model.kv_stride=[1, 4, 4]"])
+    (root / "labels.pbtxt").write_text('item {\n  name: "a"\n  id: 1\n}\nitem {\n  name: "b"\n  id: 2\n}\n')
+    model = build_detector(cfg.model, cfg.data, 2, load_pretrained=False)
+    path = save_weights(root / "model.safetensors", model, cfg, {"labels": {"1": "a", "2": "b"}})
+    video = _encode(root / "clip.mp4", *VARIANTS[0][1:])
+    return path, video
+
+
+def test_fuzz_detect_video_cli(fuzz, tiny_checkpoint, tmp_path):
+    ckpt, video = tiny_checkpoint
+
+    def check(data):
+        src = tmp_path / "clip.mp4"
+        src.write_bytes(data)
+        out = tmp_path / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        rc, _, err = run_cli(["detect", src, "--checkpoint", ckpt, "--out", out, "--no-video", "--no-progress",
+                              "--threads", "1"], [src])
+        if rc == 0:
+            assert (out / "detections.json").is_file() and (out / "detections.csv").is_file(), err
+
+    fuzz.run(st.just(video) | mutated_bytes(video), check, "bmvit detect on video files (CLI)", 8)
