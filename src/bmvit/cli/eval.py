@@ -1,9 +1,14 @@
-"""``bmvit eval``: evaluate a trained checkpoint on a split (AVA frame-mAP@0.5) and optionally
-render annotated videos of it."""
+"""``bmvit eval``: evaluate a trained checkpoint on a split and optionally render annotated videos.
+
+Prints the per-class table of the headline frame-mAP, then labelled lines: for AVA-layout data the
+frame-mAP@0.5 on the classes of ``eval.label_map`` under both protocols (ActivityNet 2019, at most 50
+detections per frame; PySlowFast, uncapped; ``eval.max_dets_per_frame`` picks the headline), the
+actor detector's precision/recall at θ and actor AP, and last ``frame-mAP@0.5: X`` (the headline).
+Writes ``detections_<split>.csv`` (evaluated classes only) and ``metrics_<split>.json``.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +19,7 @@ from bmvit.errors import ConfigError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="evaluate a checkpoint (frame-mAP@0.5, AVA semantics)")
+    p = sub.add_parser("eval", help="evaluate a checkpoint (frame-mAP@0.5 and actor precision/recall)")
     p.add_argument("--run", help="run folder written by `bmvit train` (uses its model.safetensors)")
     p.add_argument("--checkpoint", help="checkpoint file (default: RUN/model.safetensors)")
     p.add_argument("--split", choices=("val", "train"), default="val")
@@ -26,13 +31,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from bmvit.data.ava_format import write_rows
     from bmvit.engine.checkpoint import load_weights
     from bmvit.engine.evaluate import evaluate_split
     from bmvit.engine.train import make_dataset, resolve_device, set_threads
     from bmvit.evaluation.ava import format_table
+    from bmvit.evaluation.ava_csv_fast import write_rows_exact
     from bmvit.evaluation.frame_map import FrameMapResult
-    from bmvit.evaluation.report import markdown_table
+    from bmvit.evaluation.report import markdown_table, write_json
     from bmvit.models.build import build_detector
 
     if not args.run and not args.checkpoint:
@@ -51,18 +56,20 @@ def run(args) -> int:
     result, dets = evaluate_split(model, ds, gt_csv, cfg, device, progress=not args.no_progress)
     out = Path(args.out) if args.out else (Path(args.run) / "eval" if args.run else ckpt.parent / "eval")
     out.mkdir(parents=True, exist_ok=True)
-    write_rows(out / f"detections_{args.split}.csv", dets)
-    (out / f"metrics_{args.split}.json").write_text(json.dumps({"checkpoint": str(ckpt), "split": args.split,
-                                                                **result.to_json()}, indent=2))
-    if isinstance(result, FrameMapResult):  # data.format=act: ACT frame-mAP, as eval-frame prints it
-        classes = list(result.per_class_ap)
-        print(markdown_table(classes, {"AP@0.5": result.per_class_ap}, result.num_gt, result.num_det))
+    write_rows_exact(out / f"detections_{args.split}.csv", dets)  # floats round-trip: eval-ava scores the same
+    write_json(out / f"metrics_{args.split}.json", {"checkpoint": str(ckpt), "split": args.split, **result.to_json()})
+    head = result.frame_map
+    if isinstance(head, FrameMapResult):  # data.format=act: ACT frame-mAP, as eval-frame prints it
+        classes = list(head.per_class_ap)
+        print(markdown_table(classes, {"AP@0.5": head.per_class_ap}, head.num_gt, head.num_det))
     else:
-        print(format_table(result))
+        print(format_table(head))
     for vid in _videos_to_render(ds, args.render):
         path = render_video(ds, dets, vid, out / f"render_{vid}.mp4")
         print(f"rendered {path}")
     print(f"predictions: {out / f'detections_{args.split}.csv'}")
+    for line in result.lines():
+        print(line)
     print(f"frame-mAP@0.5: {result.mean_ap:.4f}")
     return 0
 

@@ -275,17 +275,17 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
             save_checkpoint(out, step, model, cfg, state, ema.module if ema is not None else None, tc.keep_checkpoints)
         dist.barrier()
 
-    def evaluate(tag: dict) -> float:
+    def evaluate(tag: dict):
         nonlocal best
         eval_model = ema.module if ema is not None else model
         res, _ = evaluate_split(eval_model, val_ds, cfg.data.path(cfg.data.val_csv), cfg, device, progress=False)
         model.train()
-        if info.is_main:
-            log({**tag, "val_frame_map": res.mean_ap})
+        if info.is_main:  # every protocol's mAP and the actor metrics; the headline selects best.safetensors
+            log({**tag, **res.metrics(), "val_frame_map": res.mean_ap})
             if res.mean_ap > best:
                 best = res.mean_ap
                 save_weights(out / "best.safetensors", eval_model, cfg, {"step": step, "val_frame_map": best})
-        return res.mean_ap
+        return res
 
     stream = _MicroBatches(loader, sampler, epoch, batch)
     start = time.perf_counter()
@@ -366,7 +366,7 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
             t0 = time.perf_counter()
             m = evaluate({"step": step, "train_minutes": round(minutes, 2)})
             eval_time += time.perf_counter() - t0
-            bar.write(f"step {step} ({minutes:.1f} train-min): val frame-mAP@0.5 {m:.4f}")
+            bar.write(f"step {step} ({minutes:.1f} train-min): val frame-mAP@0.5 {m.mean_ap:.4f}; " + "; ".join(m.lines()))
         if (tc.ckpt_every and step % tc.ckpt_every == 0) or (tc.ckpt_each_epoch and stream.epoch != epoch_before) \
                 or step == total:
             checkpoint()
@@ -377,7 +377,8 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
         save_weights(out / "model.safetensors", final_model, cfg, {"step": step})
     res, _ = evaluate_split(final_model, val_ds, cfg.data.path(cfg.data.val_csv), cfg, device,
                             progress=progress and info.is_main)
-    final = {"step": step, "train_minutes": round(train_s / 60, 2), "val_frame_map": res.mean_ap, "final": True}
+    final = {"step": step, "train_minutes": round(train_s / 60, 2), **res.metrics(), "val_frame_map": res.mean_ap,
+             "final": True}
     log(final)
     if metrics_file is not None:
         metrics_file.close()
