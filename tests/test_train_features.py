@@ -56,21 +56,30 @@ def _assert_same(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-def test_ema_follows_the_documented_average_and_is_the_saved_model(small_synth, tmp_path):
-    """``ema = d·ema + (1-d)·w`` after each step, ``d = min(decay, (1+n)/(10+n))`` with n updates so far;
-    the final ``model.safetensors`` holds the EMA weights."""
-    run = tmp_path / "ema"
-    train(_cfg(small_synth, run, **{"train.max_steps": 3, "train.ckpt_every": 1, "train.ema_decay": 0.9}),
-          progress=False)
-    w = {s: load_file(str(_ckpt(run, s) / "model.safetensors")) for s in (1, 2, 3)}
-    ema = {s: load_file(str(_ckpt(run, s) / "ema.safetensors")) for s in (1, 2, 3)}
-    for s in (2, 3):
-        d = min(0.9, s / (9 + s))  # n = s - 1 updates before step s: (1 + n) / (10 + n)
+@pytest.fixture(scope="module")
+def ema_run(small_synth, tmp_path_factory):
+    """4 steps with EMA (decay 0.2), a checkpoint and a periodic evaluation after every step."""
+    run = tmp_path_factory.mktemp("ema") / "run"
+    final = train(_cfg(small_synth, run, **{"train.max_steps": 4, "train.ckpt_every": 1, "train.eval_every": 1,
+                                            "train.ema_decay": 0.2, "train.lr": 1e-2, "train.warmup_steps": 0}),
+                  progress=False)
+    return run, final
+
+
+def test_ema_follows_the_documented_average_and_is_the_saved_model(ema_run):
+    """``ema = d·ema + (1-d)·w`` after each step, ``d = min(decay, (1+n)/(10+n))`` with n updates so far
+    (decay 0.2: the warm-up value 2/11 at step 2, the cap 0.2 from step 3); the final
+    ``model.safetensors`` holds the EMA weights."""
+    run, _ = ema_run
+    w = {s: load_file(str(_ckpt(run, s) / "model.safetensors")) for s in (1, 2, 3, 4)}
+    ema = {s: load_file(str(_ckpt(run, s) / "ema.safetensors")) for s in (1, 2, 3, 4)}
+    for s in (2, 3, 4):
+        d = min(0.2, s / (9 + s))  # n = s - 1 updates before step s: (1 + n) / (10 + n)
         for k, v in ema[s].items():
             want = d * ema[s - 1][k].double() + (1 - d) * w[s][k].double()
             assert torch.allclose(v.double(), want, atol=1e-6, rtol=1e-5), (s, k)
-    assert any(not torch.allclose(ema[3][k], w[3][k]) for k in w[3])  # the average is not the weights
-    _assert_same(load_file(str(run / "model.safetensors")), ema[3])
+    assert any(not torch.allclose(ema[4][k], w[4][k]) for k in w[4])  # the average is not the weights
+    _assert_same(load_file(str(run / "model.safetensors")), ema[4])
 
 
 def _eval_cli(checkpoint: Path, out: Path, capsys) -> float:
@@ -80,13 +89,10 @@ def _eval_cli(checkpoint: Path, out: Path, capsys) -> float:
     return json.loads((out / "metrics_val.json").read_text())["mean_ap"]
 
 
-def test_periodic_evaluation_scores_the_ema_weights_and_keeps_the_best(small_synth, tmp_path, capsys):
+def test_periodic_evaluation_scores_the_ema_weights_and_keeps_the_best(ema_run, tmp_path, capsys):
     """``train.eval_every``: each logged val mAP is that step's (EMA) weights' score, as ``bmvit eval``
     computes it; ``best.safetensors`` holds the weights of the first best evaluation."""
-    run = tmp_path / "periodic"
-    final = train(_cfg(small_synth, run, **{"train.max_steps": 4, "train.eval_every": 1, "train.ckpt_every": 1,
-                                            "train.ema_decay": 0.5, "train.lr": 1e-2, "train.warmup_steps": 0}),
-                  progress=False)
+    run, final = ema_run
     records = _records(run)
     periodic = [r for r in records if "val_frame_map" in r and not r.get("final")]
     assert [r["step"] for r in periodic] == [1, 2, 3]  # every step but the last, which the final evaluation covers
