@@ -44,8 +44,9 @@ import numpy as np
 from bmvit.data.ava_format import AvaRows, read_exclusions, read_label_map
 from bmvit.errors import DataError
 from bmvit.evaluation.ava_csv_fast import CodedAvaRows, read_rows_fast
+from bmvit.evaluation.ava_ranking import concatenation_order, introsort_argsort, score_levels
 
-__all__ = ["AvaEvalResult", "evaluate_ava", "evaluate_ava_files", "format_table"]
+__all__ = ["AvaEvalResult", "evaluate_ava", "evaluate_ava_files", "format_table", "introsort_argsort"]
 
 
 @dataclass
@@ -255,42 +256,6 @@ def _cap_and_list(
     return keep, replay[frame], listed
 
 
-def introsort_argsort(values: np.ndarray) -> np.ndarray:
-    """``np.argsort(values)`` exactly as numpy < 1.26 computes it for float64, for (N,) int64 ``values``.
-
-    The original ranks with ``np.argsort(scores)`` under numpy 1.23: numpy's generic introsort
-    (median-of-3 quicksort, insertion sort below 16 elements, heapsort past a depth limit).
-    Newer numpy sorts float64 with SIMD code on AVX-512 machines, which orders equal values
-    differently; its timedelta64 argsort still runs the generic introsort. That algorithm only
-    compares elements, so on integer levels that order the scores as the scores themselves do
-    (:func:`_score_levels`) it returns the permutation it returns on the scores.
-    ``tests/test_eval_ava.py`` checks this against a transcription of the algorithm.
-    """
-    return np.argsort(np.ascontiguousarray(values, dtype=np.int64).view("m8[ns]"), kind="quicksort")
-
-
-def _score_levels(scores_desc: np.ndarray) -> np.ndarray:
-    """(N,) int64 dense levels of (N,) non-increasing scores: equal scores equal, higher score higher."""
-    step = np.cumsum(np.r_[0, (scores_desc[1:] != scores_desc[:-1]).astype(np.int64)])
-    return (step[-1] - step) if step.size else step
-
-
-def _concatenation_order(cls: np.ndarray, frame_rank: np.ndarray, level: np.ndarray, listed: np.ndarray) -> np.ndarray:
-    """(D,) permutation of the rows: by class, then the original's concatenation order.
-
-    The original concatenates, per class, its per-frame lists: frames in order of first
-    appearance (``frame_rank``), inside a frame by descending score (``level``), equal scores
-    in listing order (``listed``, comparable between rows of one frame).
-    """
-    first = np.argsort(listed, kind="stable")
-    frames = int(frame_rank.max(initial=0)) + 1
-    top = int(level.max(initial=0)) + 1
-    if (int(cls.max(initial=0)) + 1) * frames * top >= 2**62:  # keys would overflow: three-key sort
-        return first[np.lexsort((-level[first], frame_rank[first], cls[first]))]
-    key = (cls.astype(np.int64) * frames + frame_rank) * top + (top - 1 - level)  # (D,)
-    return first[np.argsort(key[first], kind="stable")]
-
-
 def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of row-aligned box pairs, (P, 4) x (P, 4) -> (P,), corners without the +1 convention."""
     iw = np.maximum(0.0, np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]))
@@ -401,10 +366,10 @@ def evaluate_ava(
         tp[has_gt[cand[first_claim]]] = True
 
     gt_counts = np.bincount(gt_cls, minlength=num_classes)  # (C,)
-    level = _score_levels(det_scores)  # (D,) dense integer score levels, same order as the scores
+    level = score_levels(det_scores)  # (D,) dense integer score levels, same order as the scores
     frame_rank = np.empty(num_frames, dtype=np.int64)  # (F,) frames numbered in order of first appearance
     frame_rank[np.argsort(appearance, kind="stable")] = np.arange(num_frames)
-    by_class = _concatenation_order(det_cls, frame_rank[det_frame], level, listed)
+    by_class = concatenation_order(det_cls, frame_rank[det_frame], level, listed)
     bounds = np.searchsorted(det_cls[by_class], np.arange(num_classes + 1))
     per_class_ap: dict[int, float] = {}
     curves: dict[int, tuple[np.ndarray, np.ndarray]] = {}
