@@ -254,3 +254,55 @@ def test_clip_too_small_for_backbone(backbone, over, match):
     cfg = load_config(None, [f"model.backbone={backbone}", "model.head_hidden=8", *over])
     with pytest.raises(ConfigError, match=match):
         build_detector(cfg.model, cfg.data, 3, load_pretrained=False)
+
+
+def _video_without_duration(path) -> None:
+    """A Matroska file written to a pipe-like (non-seekable) output: no duration in its metadata,
+    like a browser's MediaRecorder webm."""
+    import io
+
+    import av
+    import numpy as np
+
+    class NoSeek(io.RawIOBase):
+        def __init__(self):
+            self.buf = bytearray()
+
+        def writable(self):
+            return True
+
+        def seekable(self):
+            return False
+
+        def write(self, b):
+            self.buf += bytes(b)
+            return len(b)
+
+    w = NoSeek()
+    with av.open(w, "w", format="matroska") as c:
+        s = c.add_stream("mpeg4", rate=30)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        for i in range(20):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 10, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    path.write_bytes(bytes(w.buf))
+
+
+def test_prepare_frames_video_without_duration(tmp_path):
+    """No end in the metadata made the frame grid a list of ~3e10 times (memory blow-up, never ends)."""
+    import signal
+
+    from bmvit.data.prepare import Recipe, prepare_frames
+
+    (tmp_path / "in").mkdir()
+    _video_without_duration(tmp_path / "in" / "live.mkv")
+    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("prepare_frames did not finish")))
+    signal.alarm(60)
+    try:
+        reports = prepare_frames(tmp_path / "in", tmp_path / "out", Recipe(fps=10), log=lambda *_: None)
+    finally:
+        signal.alarm(0)
+    assert reports[0].status == "written" and reports[0].frames == 7  # 20 frames at 30 fps = 0.67 s -> 7 at 10 fps
+    assert len(list((tmp_path / "out" / "live").glob("*.jpg"))) == 7

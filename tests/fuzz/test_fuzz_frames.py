@@ -17,7 +17,7 @@ from bmvit.data.frames import FrameFolder
 from tests.data_fixtures import H, W, write_ava
 from tests.fuzz.invariant import expect_ok_or_named_error, mutated_bytes, run_cli
 
-N = 40  # frames of the fixture video (30 fps, frame 1 = second 900)
+N = 32  # frames of the fixture video (30 fps, frame 1 = second 900; key frame 901 = frame 31)
 CONFIG = str(__import__("pathlib").Path(__file__).parents[2] / "configs" / "synthetic" / "tiny.yaml")
 ROWS = ["vidA,0901,0.100,0.200,0.400,0.900,1,0", "vidA,0901,0.500,0.100,0.900,0.800,3,1"]
 

@@ -24,7 +24,7 @@ from PIL import Image
 
 from bmvit.data.prepare import Recipe
 from bmvit.data.transforms import keep_aspect_size
-from bmvit.data.video import _Stream, frame_count, frame_time, grid_frames
+from bmvit.data.video import GridTimes, _Stream, frame_count, grid_frames
 from bmvit.errors import DataError
 
 __all__ = ["DEFAULT_CRF", "cut_video"]
@@ -48,7 +48,7 @@ def cut_video(video_path: str | Path, out_dir: str | Path, recipe: Recipe, video
             out_w, out_h = keep_aspect_size((W, H), recipe.short_side) if recipe.short_side else (W, H)
             out_w, out_h = max(2, out_w - out_w % 2), max(2, out_h - out_h % 2)
             n = frame_count(meta_end if meta_end is not None else Fraction(10**9), recipe.fps, recipe.start, recipe.end)
-            times = [frame_time(i, recipe.fps, recipe.start) for i in range(1, n + 1)]
+            times = GridTimes(n, recipe.fps, recipe.start)  # lazy: no end in the metadata means n ~ 3e10
             with av.open(str(tmp), "w", format="mp4") as c:
                 enc = c.add_stream("libx264", rate=recipe.fps)
                 enc.width, enc.height, enc.pix_fmt = out_w, out_h, "yuv420p"

@@ -42,9 +42,9 @@ from bmvit.data.skips import SkipLog
 from bmvit.data.transforms import keep_aspect_size
 from bmvit.data.video import (
     VIDEO_EXTENSIONS,
+    GridTimes,
     _Stream,
     frame_count,
-    frame_time,
     grid_frames,
 )
 from bmvit.errors import ConfigError, DataError
@@ -117,7 +117,7 @@ def extract_frames(video_path: str | Path, out_root: str | Path, recipe: Recipe 
             out_w, out_h = keep_aspect_size((W, H), recipe.short_side) if recipe.short_side else (W, H)
             # Upper bound of the grid: metadata end (truncation is detected against it) or --end.
             n = frame_count(meta_end if meta_end is not None else Fraction(10**9), recipe.fps, recipe.start, recipe.end)
-            times = [frame_time(i, recipe.fps, recipe.start) for i in range(1, n + 1)]
+            times = GridTimes(n, recipe.fps, recipe.start)  # lazy: no end in the metadata means n ~ 3e10
             written = 0
             for k, frame in grid_frames(s, times, truncated_at=meta_end):
                 im = frame.to_image()

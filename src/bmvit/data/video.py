@@ -22,7 +22,7 @@ engine) works where PyAV is not installed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from bmvit.errors import DataError
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoFrames", "frame_count", "frame_time", "grid_frames", "iter_grid_frames"]
+__all__ = ["VIDEO_EXTENSIONS", "GridTimes", "VideoFrames", "frame_count", "frame_time", "grid_frames", "iter_grid_frames"]
 
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")
 
@@ -61,6 +61,26 @@ def _av():
         raise DataError("reading video files needs PyAV (pip install av); data.source=frames reads "
                         "frame folders without it") from None
     return av
+
+
+class GridTimes(Sequence[Fraction]):
+    """The times of grid frames ``1..n`` (:func:`frame_time`), computed when read: a video whose
+    metadata gives no end (or a corrupt, huge one) costs no memory for its grid."""
+
+    def __init__(self, n: int, fps: int | Fraction, offset: float | Fraction = 0) -> None:
+        self.n, self.fps, self.offset = n, _fraction(fps), _fraction(offset)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(self.n))]
+        if k < 0:
+            k += self.n
+        if not 0 <= k < self.n:
+            raise IndexError(k)
+        return self.offset + Fraction(k) / self.fps
 
 
 class _Stream:
