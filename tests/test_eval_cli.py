@@ -128,3 +128,22 @@ def test_help(verb, capsys):
     with pytest.raises(SystemExit) as e:
         main([verb, "--help"])
     assert e.value.code == 0 and "--json" in capsys.readouterr().out
+
+
+def test_eval_verbs_do_not_import_torch(tmp_path):
+    """``bmvit eval-ava`` (and the other file evaluators) start without importing torch."""
+    import subprocess
+    import sys
+
+    gt, pred, labels = _ava_files(tmp_path)
+    (tmp_path / "ucf").mkdir()
+    classes, fgt, fdet = _ucf_files(tmp_path / "ucf")
+    code = (
+        "import sys\nfrom bmvit.cli.main import main\n"
+        f"assert main(['eval-ava', '--gt', {str(gt)!r}, '--pred', {str(pred)!r}, '--labelmap', {str(labels)!r}]) == 0\n"
+        f"assert main(['eval-frame', '--classes', {str(classes)!r}, '--gt', {str(fgt)!r}, '--pred', {str(fdet)!r}]) == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "frame-mAP@0.5: 1.0000"
