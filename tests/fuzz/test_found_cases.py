@@ -306,3 +306,19 @@ def test_prepare_frames_video_without_duration(tmp_path):
         signal.alarm(0)
     assert reports[0].status == "written" and reports[0].frames == 7  # 20 frames at 30 fps = 0.67 s -> 7 at 10 fps
     assert len(list((tmp_path / "out" / "live").glob("*.jpg"))) == 7
+
+
+@pytest.mark.parametrize("offset", [299, 300, 301])
+def test_video_with_damaged_metadata_text(tmp_path, offset):
+    """A flipped bit in a webm's metadata text made PyAV raise UnicodeDecodeError at open."""
+    from bmvit.data.video import VideoFrames
+    from tests.fuzz.test_fuzz_video import VARIANTS, _encode
+
+    data = bytearray(_encode(tmp_path / "vp9.webm", *VARIANTS[3][1:]))
+    data[offset] ^= 0x80
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "a.webm").write_bytes(bytes(data))
+    try:
+        VideoFrames(tmp_path / "v").num_frames("a")
+    except DataError as e:
+        assert "a.webm" in str(e)

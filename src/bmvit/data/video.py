@@ -95,6 +95,8 @@ class _Stream:
             raise DataError(f"{path}: video not found") from None
         except av.FFmpegError as e:
             raise DataError(f"{path}: cannot open video ({e})") from None
+        except (UnicodeDecodeError, ValueError) as e:  # PyAV decoding damaged metadata text
+            raise DataError(f"{path}: cannot open video: damaged metadata ({type(e).__name__}: {e})") from None
         if not self.container.streams.video:
             self.container.close()
             raise DataError(f"{path}: no video stream")
