@@ -123,7 +123,7 @@ def test_killed_run_resumes(folder, ckpt, tmp_path, batch_out):
     d.mkdir()
     (d / "a.mp4").symlink_to(folder / "a.mp4")
     for name in ("b", "c"):  # long enough that the run is still going when killed
-        write_video(d / f"{name}.mp4", n=400, width=64, height=48)
+        write_video(d / f"{name}.mp4", n=150, width=64, height=48)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "bmvit", "detect", str(d), "--checkpoint", str(ckpt), "--out", str(out),
            "--no-video", "--no-progress", "--fps-keyframes", "4"]

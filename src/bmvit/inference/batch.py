@@ -219,6 +219,10 @@ def join_torchrun(device: str) -> Dist:
     if world > 1:
         import torch.distributed as dist
 
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.set_device(info.local_rank)  # NCCL's object collectives use the current device
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=timedelta(days=7))
     return info

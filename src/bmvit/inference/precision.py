@@ -6,10 +6,12 @@ pipeline (post-processing, evaluation) is unchanged.
 
 * ``bf16``: the backbone's weights are *converted* to bfloat16 and the clip is cast once on the way
   in; its features are cast back to float32 for token selection and the heads (a few per cent of
-  the FLOPs; boxes and scores keep float32 precision). Chosen over ``torch.autocast`` because
-  autocast keeps LayerNorm, additions and the attention bias in float32 and casts activations
-  back and forth around every linear layer: on CPU those copies took more time than the matrix
-  products they fed (profile in docs/inference.md).
+  the FLOPs; boxes and scores keep float32 precision). Chosen over ``torch.autocast``, which
+  keeps LayerNorm, additions and the attention bias in float32 and casts activations (and every
+  weight, on every call) around each linear layer: in the CPU profile at paper size that casting
+  made ``copy_`` the largest item (28% of the time; 18% here), and the float32 weights plus their
+  bf16 copies cost ~140 MiB more memory. Speed against autocast was within the noise of the
+  loaded machine it was measured on (docs/inference.md, *Reduced precision*).
 * ``int8``: ``torch.ao.quantization.quantize_dynamic`` on the ``nn.Linear`` layers of the MLPs,
   the attention output projections and the heads (int8 weights per output channel-tensor,
   activations quantized per call; fbgemm/x86 kernels). The fused ``qkv`` projection stays float32:
@@ -84,5 +86,5 @@ def quantize_linears(model: nn.Module) -> nn.Module:
 
     with warnings.catch_warnings():  # torch >= 2.10 flags its quantized tensor API as deprecated (docs/inference.md)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.ao")
+        warnings.filterwarnings("ignore", message=".*quantiz.*", category=DeprecationWarning)
         return quantize_dynamic(model, _quantizable_linears(model), dtype=torch.qint8)
