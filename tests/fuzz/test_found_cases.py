@@ -322,3 +322,16 @@ def test_video_with_damaged_metadata_text(tmp_path, offset):
         VideoFrames(tmp_path / "v").num_frames("a")
     except DataError as e:
         assert "a.webm" in str(e)
+
+
+def test_act_split_without_videos(tmp_path, capsys):
+    """An empty ACT split gave the batch-size message instead of naming the pickle and the split."""
+    from tests.data_fixtures import act_annotations, write_act
+
+    ann = act_annotations()
+    ann["train_videos"][0] = []
+    write_act(tmp_path, ann)
+    line = _cli(capsys, ["train", f"data.root={tmp_path}", "data.format=act", "data.annotations=GT.pkl",
+                         "data.frames_dir=rgb-images", "data.frame_template={video}/{frame:05d}.png", "data.num_frames=4",
+                         "data.size=32", "model.backbone=mvit_tiny", f"train.out_dir={tmp_path / 'run'}"])
+    assert "GT.pkl: split 1 has no train key frames" in line

@@ -85,6 +85,9 @@ def build_dataset(d: DataConfig, split: str, transform: ClipTransform) -> Datase
             source = FrameFolder(root, d.frame_template)
         ds: Dataset = ActClips(d.path(d.annotations), source, d.split, train, d.num_frames, d.stride, transform,
                                d.keyframe_step, d.on_error)
+        if len(ds) == 0:
+            raise DataError(f"{d.path(d.annotations)}: split {d.split} has no {split} key frames (its "
+                            f"{'train' if train else 'test'}_videos list is empty or every tube was skipped)")
     else:
         frames_root = d.path(d.frames_dir)
         if d.source == "frames" and not frames_root.is_dir():  # the first thing a wrong data.root shows
