@@ -79,3 +79,20 @@ def test_fuzz_train_print_config_cli(fuzz, tmp_path):
 
     fuzz.run(st.tuples(st.just(TINY) | mutated_bytes(TINY), st.sampled_from(KEYS), st.sampled_from(VALUES)),
              check, "bmvit train --print-config (CLI)", 30)
+
+
+def test_every_numeric_key_has_a_range():
+    """A numeric key without a range would take -4, a negative learning rate, ... without comment."""
+    import typing
+
+    unranged = []
+    for section in dataclasses.fields(Config):
+        sec = getattr(Config(), section.name)
+        hints = typing.get_type_hints(type(sec))
+        for f in dataclasses.fields(sec):
+            text = str(hints[f.name])
+            key = f"{section.name}.{f.name}"
+            if ("int" in text or "float" in text) and hints[f.name] is not bool and key not in RANGES:
+                unranged.append(key)
+    # data.mean: any finite value per channel (its length is checked); data.std is checked > 0 with it
+    assert sorted(unranged) == ["data.mean", "data.std"], unranged
