@@ -335,3 +335,15 @@ def test_act_split_without_videos(tmp_path, capsys):
                          "data.frames_dir=rgb-images", "data.frame_template={video}/{frame:05d}.png", "data.num_frames=4",
                          "data.size=32", "model.backbone=mvit_tiny", f"train.out_dir={tmp_path / 'run'}"])
     assert "GT.pkl: split 1 has no train key frames" in line
+
+
+def test_video_with_unknown_codec_tag(tmp_path, capsys):
+    """A damaged codec tag left the stream without a codec context: AttributeError in prepare frames."""
+    from tests.fuzz.test_fuzz_video import VARIANTS, _encode
+
+    data = _encode(tmp_path / "h264.mp4", *VARIANTS[0][1:])
+    i = data.rfind(b"avc1")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.mp4").write_bytes(data[:i] + b"zzz1" + data[i + 4:])
+    line = _cli(capsys, ["prepare", "frames", "--videos", tmp_path / "in", "--out", tmp_path / "out"], only_line=False)
+    assert "a.mp4: the video stream has no decodable codec" in line

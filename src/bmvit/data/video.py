@@ -101,6 +101,9 @@ class _Stream:
             self.container.close()
             raise DataError(f"{path}: no video stream")
         s = self.stream = self.container.streams.video[0]
+        if s.codec_context is None:  # a video track whose codec FFmpeg does not know (damaged header)
+            self.container.close()
+            raise DataError(f"{path}: the video stream has no decodable codec (damaged or unsupported file)")
         s.thread_type = "AUTO" if threads != 1 else "SLICE"
         s.codec_context.thread_count = threads
         self.decode_error = ""
