@@ -23,9 +23,15 @@ Device feeding: the loader yields uint8 clips (pinned on CUDA, persistent worker
 four batches each); they are copied with ``non_blocking`` and normalized (and
 colour-jittered) on the device by :func:`bmvit.data.transforms.normalize_clips`. On CUDA the
 optimizer is fused AdamW and ``train.amp`` (bf16 in the paper configs) runs the forward under
-autocast; on the CPU ``train.amp`` is ignored (fp32). The step's remaining host synchronizations
-are the Hungarian matcher's (its cost matrices go to scipy on the CPU) and the non-finite-loss
-check right after it.
+autocast; on the CPU ``train.amp`` is ignored (fp32). The step's one remaining host
+synchronization is the Hungarian matcher's (its cost matrices go to scipy on the CPU).
+
+Non-finite losses (``train.nan_policy``): with the fused optimizer (CUDA; without EMA and fp16)
+a step whose gradients are not finite is skipped *on the device* (the fused AdamW kernel's
+``found_inf``: parameters, moments and step count untouched) and the host learns of it at the
+next log step, checkpoint or evaluation (one read of the pending flags): ``stop`` then raises
+naming the step, ``skip`` logs each skipped step. Elsewhere the loss is checked after each
+micro-batch, as before.
 """
 
 from __future__ import annotations
@@ -117,6 +123,15 @@ def to_device(clips: torch.Tensor, targets: list[dict], device: torch.device, me
     targets = [{**t, "boxes": t["boxes"].to(device, non_blocking=True), "labels": t["labels"].to(device, non_blocking=True)}
                for t in targets]
     return x, targets
+
+
+def nonfinite_grads(params, device: torch.device) -> torch.Tensor:
+    """0-dim float32 on ``device``: 1 when any gradient holds inf/NaN, else 0 (no host synchronization)."""
+    found = torch.zeros((), dtype=torch.float32, device=device)
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads:
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones((), device=device))
+    return found
 
 
 def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torch.Generator | None = None) -> AvaClips:
@@ -228,6 +243,9 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
     autocast = amp_dtype(tc.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
     ema = ModelEMA(model, tc.ema_decay) if tc.ema_decay > 0 else None
+    # skip non-finite steps on the device (fused AdamW's found_inf) instead of syncing per micro-batch
+    sync_free = bool(opt.defaults.get("fused")) and ema is None and not scaler.is_enabled()
+    pending: list[tuple[int, torch.Tensor]] = []  # (step, non-finite flag on the device) not yet read
     matcher = HungarianMatcher(cfg.loss.cost_l1, cfg.loss.cost_giou, cfg.loss.cost_actor, cfg.loss.cost_action)
     criterion = SetCriterion(cfg.loss.actor, cfg.loss.action, cfg.loss.l1, cfg.loss.giou,
                              cfg.loss.focal_gamma, cfg.loss.focal_alpha)
@@ -266,7 +284,23 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
                 if isinstance(v, (int, float)) and k != "step":
                     writer.add_scalar(k, v, record["step"])
 
+    def check_pending() -> None:
+        """Read the device flags of the steps since the last read (one host sync; sync_free only)."""
+        if not pending:
+            return
+        flags = torch.stack([f for _, f in pending]).tolist()
+        bad_steps = [s for (s, _), f in zip(pending, flags) if f]
+        pending.clear()
+        for s in bad_steps:
+            what = f"non-finite loss at step {s} (gradients not finite; the step was not applied)"
+            if tc.nan_policy == "stop":
+                raise TrainingError(f"{what}; lower train.lr, set train.grad_clip, or train.nan_policy=skip")
+            if info.is_main:
+                bar.write(f"warning: {what}; step skipped")
+            log({"step": s, "skipped": what})
+
     def checkpoint() -> None:
+        check_pending()
         state = {"step": step, "epoch": stream.epoch, "batch": stream.batch, "optimizer": opt.state_dict(),
                  "scaler": scaler.state_dict(), "rng": rng_state(), "train_seconds": train_s + clock(),
                  "best_map": best, "eval_minutes_left": list(eval_minutes), "world_size": info.world_size,
@@ -277,6 +311,7 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
 
     def evaluate(tag: dict):
         nonlocal best
+        check_pending()
         eval_model = ema.module if ema is not None else model
         res, _ = evaluate_split(eval_model, val_ds, cfg.data.path(cfg.data.val_csv), cfg, device, progress=False)
         model.train()
@@ -320,11 +355,14 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
                     matches = centre_region_positives(matches, outputs["cells"], targets, cfg.loss.positive_radius,
                                                       valid)
                 losses = criterion(outputs, targets, matches, norm, valid)
-                if not torch.isfinite(losses["loss"]):  # one host sync per micro-batch; terms only on failure
+                if not sync_free and not torch.isfinite(losses["loss"]):  # a host sync; terms only on failure
                     bad += [name for name, v in losses.items() if name != "loss" and not torch.isfinite(v)] or ["loss"]
                 scaler.scale(losses["loss"]).backward()
             for name, v in losses.items():
                 sums[name] = sums.get(name, 0.0) + v.detach()
+        if sync_free:  # opt.step() below skips the update when a gradient is not finite
+            opt.found_inf = nonfinite_grads(model.parameters(), device)
+            pending.append((step + 1, opt.found_inf))
         if dist.broadcast_flag(bool(bad), device):
             what = f"non-finite loss at step {step + 1} (terms: {', '.join(sorted(set(bad))) or 'on another rank'})"
             if tc.nan_policy == "stop":
@@ -344,6 +382,7 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
         step += 1
         bar.update(1)
         if step % tc.log_every == 0 or step == total:
+            check_pending()
             terms = {k: v.item() for k, v in sums.items()}
             if info.enabled:  # the loss of the global batch: mean over processes of their (scaled) terms
                 terms = {k: dist.all_reduce_sum(v, device) / info.world_size for k, v in terms.items()}
@@ -370,6 +409,7 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
         if (tc.ckpt_every and step % tc.ckpt_every == 0) or (tc.ckpt_each_epoch and stream.epoch != epoch_before) \
                 or step == total:
             checkpoint()
+    check_pending()
     bar.close()
     train_s += clock()
     final_model = ema.module if ema is not None else model
