@@ -109,8 +109,7 @@ def run(args) -> int:
     if args.stream or is_stream(args.input[0]):
         return _run_stream(args, det, out, video_id)
     t_detect = time.perf_counter()
-    result = _detect_one(args, det, args.input[0], out, video_id, progress=not args.no_progress)
-    t_end = time.perf_counter()
+    result, t_end = _detect_one(args, det, args.input[0], out, video_id, progress=not args.no_progress)
     if det.forward_clips:
         wall = t_end - t_detect
         print(f"time: {wall:.2f} s detecting {len(result.keyframes)} key frames, {det.forward_seconds:.2f} s of it in "
@@ -122,7 +121,7 @@ def run(args) -> int:
 def _detect_one(args, det, input_path: str, out: Path, video_id: str, progress: bool = False, on_frame=None,
                 verbose: bool = True):
     """Detect in one file or frames folder and write its outputs into ``out``; returns the VideoResult
-    (rendering, if asked for, is done but not part of it)."""
+    and the ``perf_counter`` time its detections were written (before rendering, if asked for)."""
     from bmvit.inference.outputs import write_csv, write_json
     from bmvit.inference.video_source import open_source
 
@@ -139,12 +138,13 @@ def _detect_one(args, det, input_path: str, out: Path, video_id: str, progress: 
         xml = export_cvat(out, result, det.threshold)
         if verbose:
             print(f"CVAT pre-annotations -> {xml}")
+    detected = time.perf_counter()
     n_act = sum(len(kf.actors) for kf in result.keyframes)
     if verbose:
         print(f"{len(result.keyframes)} key frames, {n_act} actor detections -> {out / 'detections.json'}, {out / 'detections.csv'}")
     if not args.no_video or args.explain:
         _render(args, det, source.reopen(), result, out, verbose=verbose)
-    return result
+    return result, detected
 
 
 def _fingerprint(args, det) -> dict:
@@ -174,7 +174,7 @@ def _run_batch(args, det) -> int:
             print(f"{len(inputs)} inputs -> {out}" + (f" ({d.world} ranks)" if d.world > 1 else ""), file=sys.stderr)
 
         def process(inp, folder, on_frame):
-            result = _detect_one(args, det, inp.path, folder, inp.id, on_frame=on_frame, verbose=False)
+            result, _ = _detect_one(args, det, inp.path, folder, inp.id, on_frame=on_frame, verbose=False)
             return len(result.keyframes), sum(len(kf.actors) for kf in result.keyframes)
 
         t0 = time.perf_counter()
@@ -189,7 +189,8 @@ def _run_batch(args, det) -> int:
                   f"{count['failed']} failed -> {index}, {merged}")
         if det.forward_clips:
             print(f"time{'' if d.world == 1 else f' (rank {d.rank})'}: {wall:.2f} s for {det.forward_clips} clips, "
-                  f"{det.forward_seconds:.2f} s of it in the model's forward (wall/forward {wall / det.forward_seconds:.2f})")
+                  f"{det.forward_seconds:.2f} s of it in the model's forward (wall/forward {wall / det.forward_seconds:.2f})"
+                  + ("" if args.no_video and not args.explain else "; rendering included"))
         return 1 if failed else 0
     finally:
         leave_torchrun()
