@@ -347,3 +347,15 @@ def test_video_with_unknown_codec_tag(tmp_path, capsys):
     (tmp_path / "in" / "a.mp4").write_bytes(data[:i] + b"zzz1" + data[i + 4:])
     line = _cli(capsys, ["prepare", "frames", "--videos", tmp_path / "in", "--out", tmp_path / "out"], only_line=False)
     assert "a.mp4: the video stream has no decodable codec" in line
+
+
+def test_detect_video_with_unknown_codec_tag(tmp_path):
+    """The same damaged codec tag in bmvit detect's video reader (AttributeError)."""
+    from bmvit.inference.video_source import open_source
+    from tests.fuzz.test_fuzz_video import VARIANTS, _encode
+
+    data = _encode(tmp_path / "h264.mp4", *VARIANTS[0][1:])
+    i = data.rfind(b"avc1")
+    (tmp_path / "a.mp4").write_bytes(data[:i] + b"zzz1" + data[i + 4:])
+    with pytest.raises(DataError, match=r"a\.mp4: the video stream has no decodable codec"):
+        open_source(str(tmp_path / "a.mp4"))

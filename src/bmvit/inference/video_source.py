@@ -101,6 +101,9 @@ class PyAVSource(VideoSource):
             self._container.close()
             raise DataError(f"{name}: no video stream in the file (is it an audio file, or an mp4 with no frames?)")
         stream = self._container.streams.video[0]
+        if stream.codec_context is None:  # a video track whose codec FFmpeg does not know (damaged header)
+            self._container.close()
+            raise DataError(f"{name}: the video stream has no decodable codec (damaged or unsupported file)")
         stream.thread_type = "AUTO"
         rate = fps or stream.average_rate or stream.guessed_rate or stream.base_rate
         frames = int(stream.frames) if stream.frames else None
