@@ -43,3 +43,31 @@ def test_fuzz_detect_video_cli(fuzz, tiny_checkpoint, tmp_path):
             assert (out / "detections.json").is_file() and (out / "detections.csv").is_file(), err
 
     fuzz.run(st.just(video) | mutated_bytes(video), check, "bmvit detect on video files (CLI)", 8)
+
+
+def test_fuzz_detect_frames_folder_cli(fuzz, tiny_checkpoint, tmp_path):
+    """``bmvit detect`` on a damaged frames folder (missing, extra, corrupt, odd-sized, odd-mode files)."""
+    from tests.data_fixtures import frame_image
+    from tests.fuzz.test_fuzz_frames import _apply, _damage_bytes, folder_damage
+
+    ckpt, _ = tiny_checkpoint
+    template = tmp_path / "template" / "vidA"
+    template.mkdir(parents=True)
+    from PIL import Image
+
+    for f in range(1, 41):
+        Image.fromarray(frame_image(f)).save(template / f"vidA_{f:06d}.jpg", quality=90)
+
+    def check(ops):
+        folder = tmp_path / "vidA"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(template, folder)
+        _apply(folder, ops, _damage_bytes)
+        out = tmp_path / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        rc, _, err = run_cli(["detect", folder, "--checkpoint", ckpt, "--out", out, "--no-video", "--no-progress",
+                              "--threads", "1"], [folder])
+        if rc == 0:
+            assert (out / "detections.json").is_file(), err
+
+    fuzz.run(folder_damage(), check, "bmvit detect on frames folders (CLI)", 8)
