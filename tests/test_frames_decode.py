@@ -34,3 +34,22 @@ def test_fast_path_errors_are_pillows(tmp_path):
         FrameFolder._decode(path, None, (8, 9))
     with pytest.raises(DataError, match=r"missing\.jpg: frame not found"):
         FrameFolder._decode(tmp_path / "missing.jpg", None, None)
+
+
+def test_read_decodes_in_place_and_checks_sizes(tmp_path):
+    """A clip read (in-place decode into one buffer, clamped repeats, one resize) equals per-frame
+    Pillow decodes through the same resize; a frame of another size is a DataError naming it."""
+    from bmvit.data.transforms import resize_frames
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "v").mkdir()
+    for f in range(1, 4):
+        Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "v" / f"v_{f:06d}.jpg")
+    folder = FrameFolder(tmp_path)
+    got = folder.read("v", np.array([1, 1, 2, 3]), lambda x: resize_frames(x, (20, 30)))
+    want = resize_frames(np.stack([np.asarray(Image.open(tmp_path / "v" / f"v_{f:06d}.jpg").convert("RGB"))
+                                   for f in (1, 1, 2, 3)]), (20, 30)).numpy()
+    assert got.shape == (4, 20, 30, 3) and np.array_equal(got, want)
+    Image.fromarray(np.zeros((40, 64, 3), np.uint8)).save(tmp_path / "v" / "v_000003.jpg")
+    with pytest.raises(DataError, match=r"v_000003\.jpg: frame decodes to \(40, 64, 3\), other frames of the clip"):
+        folder.read("v", np.array([1, 3]), lambda x: resize_frames(x, (20, 30)))

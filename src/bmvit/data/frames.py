@@ -65,11 +65,16 @@ class FrameFolder:
         _check_template(template)
         self.root = Path(root)
         self.template = template
+        self._root_str = str(self.root)
         self._counts: dict[str, int] = {}
         self._cache: dict[tuple[str, int], np.ndarray] | None = {} if cache else None
 
     def path(self, video: str, frame: int) -> Path:
         return self.root / self.template.format(video=video, frame=int(frame))
+
+    def _path_str(self, video: str, frame: int) -> str:
+        """:meth:`path` as a string, without ``Path`` objects (the per-frame hot path of :meth:`read`)."""
+        return os.path.join(self._root_str, self.template.format(video=video, frame=frame))
 
     def folder(self, video: str) -> Path:
         return self.path(video, 1).parent
@@ -118,7 +123,7 @@ class FrameFolder:
             for f in uniq:
                 arr = self._cache.get((video, f))
                 if arr is None:
-                    arr = np.asarray(resize(self._decode(self.path(video, f), draft, expect_size)[None]))[0]
+                    arr = np.asarray(resize(self._decode(self._path_str(video, f), draft, expect_size)[None]))[0]
                     self._cache[(video, f)] = arr
                 parts.append(arr)
             self._check_shapes(video, uniq, parts)
@@ -126,12 +131,14 @@ class FrameFolder:
         else:
             buf: np.ndarray | None = None
             for k, f in enumerate(uniq):
-                arr = self._decode(self.path(video, f), draft, expect_size)  # (H, W, 3)
+                slot = buf[k] if buf is not None else None
+                arr = self._decode(self._path_str(video, f), draft, expect_size, slot)  # (H, W, 3)
                 if buf is None:
                     buf = np.empty((len(uniq),) + arr.shape, np.uint8)
                 elif arr.shape != buf.shape[1:]:
                     self._check_shapes(video, [uniq[0], f], [buf[0], arr])
-                buf[k] = arr
+                if slot is None or arr.ctypes.data != slot.ctypes.data:  # not decoded in place
+                    buf[k] = arr
             assert buf is not None  # frames is never empty (T >= 1)
             out = np.asarray(resize(buf))  # (U, h, w, 3)
         if len(uniq) == len(nums):
@@ -146,12 +153,15 @@ class FrameFolder:
                                 f"to {arrs[0].shape} (frames of one video must share one size)")
 
     @staticmethod
-    def _decode(path: Path, draft: tuple[int, int] | None, expect_size: tuple[int, int] | None) -> np.ndarray:
-        """One frame file -> ``(H, W, 3)`` uint8 RGB at its stored size (or the JPEG draft size)."""
-        if simplejpeg is not None and path.suffix.lower() in (".jpg", ".jpeg"):
-            arr = _decode_simplejpeg(path, draft, expect_size)
+    def _decode(path: Path | str, draft: tuple[int, int] | None, expect_size: tuple[int, int] | None,
+                out: np.ndarray | None = None) -> np.ndarray:
+        """One frame file -> ``(H, W, 3)`` uint8 RGB at its stored size (or the JPEG draft size);
+        decoded straight into ``out`` when it has that shape and simplejpeg decodes the file."""
+        if simplejpeg is not None and str(path)[-4:].lower() in (".jpg", "jpeg"):
+            arr = _decode_simplejpeg(str(path), draft, expect_size, out)
             if arr is not None:
                 return arr
+        path = Path(path)
         try:
             with Image.open(path) as im:
                 if expect_size is not None and (im.size[1], im.size[0]) != tuple(expect_size):
@@ -170,11 +180,13 @@ class FrameFolder:
             raise DataError(f"{path}: cannot decode frame ({e})") from None
 
 
-def _decode_simplejpeg(path: Path, draft: tuple[int, int] | None, expect_size: tuple[int, int] | None) -> np.ndarray | None:
+def _decode_simplejpeg(path: str, draft: tuple[int, int] | None, expect_size: tuple[int, int] | None,
+                       out: np.ndarray | None = None) -> np.ndarray | None:
     """``simplejpeg`` decode with Pillow's draft rule (DCT scale 1/2, 1/4 or 1/8 while both sides stay
     at least ``draft``); ``None`` when it cannot decode the file (Pillow then decodes it or names the error)."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError:
         return None  # Pillow's path reports missing / unreadable files
     try:
@@ -182,11 +194,14 @@ def _decode_simplejpeg(path: Path, draft: tuple[int, int] | None, expect_size: t
         if expect_size is not None and (h, w) != tuple(expect_size):
             return None  # Pillow's path raises the size error
         kw = {}
+        s = 1
         if draft is not None:
             scale = min(w // draft[0], h // draft[1])
             s = next((v for v in (8, 4, 2) if scale >= v), 1)  # Pillow's rule; a frame smaller than draft: 1
             if s > 1:
                 kw = {"min_width": -(-w // s), "min_height": -(-h // s)}
+        if out is not None and out.shape == (-(-h // s), -(-w // s), 3) and out.flags.c_contiguous:
+            kw["buffer"] = out
         return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, **kw)  # (h, w, 3) uint8
     except (ValueError, RuntimeError):
         return None
