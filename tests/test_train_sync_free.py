@@ -1,6 +1,8 @@
-"""The sync-free non-finite-step path that CUDA training takes (fused AdamW skips the update on the
-device; the host reads the flags at log steps / checkpoints), forced on the CPU with a fused AdamW:
-the same observable behaviour as the per-micro-batch check (tests/test_train_features.py)."""
+"""The GPU feeding path of training, checked on the CPU: the sync-free non-finite-step handling that
+CUDA training takes (fused AdamW skips the update on the device; the host reads the flags at log
+steps / checkpoints), forced here with a fused CPU AdamW — the same observable behaviour as the
+per-micro-batch check (tests/test_train_features.py); and persistent prefetching workers that
+deliver uint8 clips + colour factors train the same weights as the in-process loader."""
 
 import pytest
 import torch
@@ -50,3 +52,16 @@ def test_nan_policy_without_host_sync(small_synth, tmp_path, fused_on_cpu):
     assert [r["step"] for r in skipped] == [2, 3] and all("not applied" in r["skipped"] for r in skipped)
     after_step_1 = load_file(str(_ckpt(skip, 1) / "model.safetensors"))
     _assert_same(load_file(str(skip / "model.safetensors")), after_step_1)  # skipped steps change nothing
+
+
+def test_persistent_workers_give_the_same_weights(small_synth, tmp_path):
+    """Two DataLoader workers (persistent, prefetching, across an epoch boundary) train exactly the weights
+    of the in-process loader: uint8 clips + colour factors from the workers, jitter on the 'device'."""
+    kw = {"train.batch_size": 16, "train.max_steps": 5, "train.warmup_steps": 0, "data.color_jitter": 0.4}
+    runs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        train(_cfg(small_synth, out, **kw, **{"data.num_workers": workers}), progress=False)
+        runs[workers] = load_file(str(out / "model.safetensors"))
+        assert any("epoch" in r and r["epoch"] >= 1 for r in _records(out))  # crossed an epoch boundary
+    _assert_same(runs[0], runs[2])
