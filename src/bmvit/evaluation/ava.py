@@ -369,18 +369,24 @@ def evaluate_ava(
     level = score_levels(det_scores)  # (D,) dense integer score levels, same order as the scores
     frame_rank = np.empty(num_frames, dtype=np.int64)  # (F,) frames numbered in order of first appearance
     frame_rank[np.argsort(appearance, kind="stable")] = np.arange(num_frames)
-    by_class = concatenation_order(det_cls, frame_rank[det_frame], level, listed)
+    by_class = _stable_argsort_ints(det_cls)  # (D,) by class, rank order (score descending) inside
     bounds = np.searchsorted(det_cls[by_class], np.arange(num_classes + 1))
     per_class_ap: dict[int, float] = {}
     curves: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for ci, k in enumerate(class_ids.tolist()):
         if gt_counts[ci] == 0:
             per_class_ap[k] = math.nan
-        else:
-            concat = by_class[bounds[ci] : bounds[ci + 1]]  # the class's rows as the original concatenates them
+            continue
+        rows = by_class[bounds[ci] : bounds[ci + 1]]
+        lv = level[rows]  # non-increasing
+        if lv.size > 1 and (lv[1:] == lv[:-1]).any():  # equal scores: the original's order decides
+            concat = rows[concatenation_order(np.zeros(len(rows), np.int64), frame_rank[det_frame[rows]], lv,
+                                              listed[rows])]  # the class's rows as the original concatenates them
             flags = tp[concat[introsort_argsort(level[concat])[::-1]]]  # its np.argsort(scores)[::-1]
-            curves[k] = _precision_recall(flags, int(gt_counts[ci]))
-            per_class_ap[k] = _average_precision(*curves[k])
+        else:  # distinct scores: every sort gives the same order
+            flags = tp[rows]
+        curves[k] = _precision_recall(flags, int(gt_counts[ci]))
+        per_class_ap[k] = _average_precision(*curves[k])
     valid = [ap for ap in per_class_ap.values() if not math.isnan(ap)]
     return AvaEvalResult(
         mean_ap=float(np.mean(valid)) if valid else math.nan,
