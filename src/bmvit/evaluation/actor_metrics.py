@@ -60,10 +60,10 @@ class ActorResult:
         """One line: ``actor precision@θ=0.2: P  recall: R  actor AP@0.5: A`` (percent)."""
 
         def pct(x: float) -> str:
-            return "n/a" if math.isnan(x) else f"{100 * x:.1f}"
+            return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
 
-        return (f"actor precision@θ={self.threshold:g}: {pct(self.precision)}%  recall: {pct(self.recall)}%  "
-                f"actor AP@{self.iou_threshold:g}: {pct(self.ap)}%  ({self.tp_kept} of {self.num_kept} kept boxes "
+        return (f"actor precision@θ={self.threshold:g}: {pct(self.precision)}  recall: {pct(self.recall)}  "
+                f"actor AP@{self.iou_threshold:g}: {pct(self.ap)}  ({self.tp_kept} of {self.num_kept} kept boxes "
                 f"match one of {self.num_gt} actors)")
 
 
