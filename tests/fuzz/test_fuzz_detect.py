@@ -71,3 +71,23 @@ def test_fuzz_detect_frames_folder_cli(fuzz, tiny_checkpoint, tmp_path):
             assert (out / "detections.json").is_file(), err
 
     fuzz.run(folder_damage(), check, "bmvit detect on frames folders (CLI)", 8)
+
+
+def test_fuzz_detect_damaged_checkpoint_cli(fuzz, tiny_checkpoint, tmp_path):
+    """``bmvit detect`` with a damaged ``model.safetensors``."""
+    ckpt, video = tiny_checkpoint
+    src = tmp_path / "clip.mp4"
+    src.write_bytes(video)
+    good = ckpt.read_bytes()
+
+    def check(data):
+        bad = tmp_path / "model.safetensors"
+        bad.write_bytes(data)
+        out = tmp_path / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        rc, _, err = run_cli(["detect", src, "--checkpoint", bad, "--out", out, "--no-video", "--no-progress",
+                              "--threads", "1"], [bad])
+        if rc == 0:
+            assert (out / "detections.json").is_file(), err
+
+    fuzz.run(mutated_bytes(good, max_ops=2), check, "bmvit detect with damaged checkpoints (CLI)", 10)
