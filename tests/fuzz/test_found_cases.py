@@ -359,3 +359,36 @@ def test_detect_video_with_unknown_codec_tag(tmp_path):
     (tmp_path / "a.mp4").write_bytes(data[:i] + b"zzz1" + data[i + 4:])
     with pytest.raises(DataError, match=r"a\.mp4: the video stream has no decodable codec"):
         open_source(str(tmp_path / "a.mp4"))
+
+
+def _png_header(w: int, h: int) -> bytes:
+    """A PNG whose header claims ``w`` x ``h`` pixels (its data is a few bytes)."""
+    import struct
+    import zlib
+
+    def chunk(t, data):
+        return struct.pack(">I", len(data)) + t + data + struct.pack(">I", zlib.crc32(t + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("name, template", [("00001.png", "{video}/{frame:05d}.png"), ("00001.jpg", "{video}/{frame:05d}.jpg")])
+def test_frame_claiming_a_huge_size(tmp_path, name, template):
+    """Pillow's DecompressionBombError (a header claiming 30000 x 30000 pixels) escaped every frame reader."""
+    import numpy as np
+
+    from bmvit.data.frames import FrameFolder
+    from bmvit.data.transforms import resize_frames
+    from bmvit.inference.video_source import open_source
+
+    (tmp_path / "v").mkdir()
+    path = tmp_path / "v" / name
+    path.write_bytes(_png_header(30000, 30000))
+    ff = FrameFolder(tmp_path, template)
+    with pytest.raises(DataError, match=rf"{name}: cannot decode frame .*decompression bomb"):
+        ff.read("v", np.array([1]), lambda f: resize_frames(f, (16, 16)))
+    with pytest.raises(DataError, match=rf"{name}: cannot read frame"):
+        ff.frame_size("v")
+    with pytest.raises(DataError, match=rf"{name}: cannot read frame"):
+        open_source(str(tmp_path / "v"))

@@ -53,7 +53,7 @@ def _key_frame_image(ds, i: int, clip, target) -> np.ndarray:
             try:
                 with Image.open(path) as im:
                     return np.asarray(im.convert("RGB"))
-            except OSError as e:
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                 raise DataError(f"{path}: cannot read key frame ({e})") from None
     small = Image.fromarray(np.ascontiguousarray(clip[:, clip.shape[1] // 2].permute(1, 2, 0).numpy()))  # (S, S, 3) uint8
     h, w = target["orig_size"]

@@ -105,7 +105,7 @@ class FrameFolder:
                 return im.size[1], im.size[0]
         except FileNotFoundError:
             raise DataError(f"{path}: frame not found") from None
-        except OSError as e:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise DataError(f"{path}: cannot read frame ({e})") from None
 
     def read(self, video: str, frames: np.ndarray, resize: Resize, draft: tuple[int, int] | None = None,
@@ -176,7 +176,7 @@ class FrameFolder:
             raise DataError(f"{path}: frame not found") from None
         except DataError:
             raise
-        except (OSError, ValueError, SyntaxError) as e:  # PIL: truncated / corrupt image data
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL: corrupt data, huge header
             raise DataError(f"{path}: cannot decode frame ({e})") from None
 
 

@@ -164,7 +164,7 @@ class FrameFolder(VideoSource):
         try:
             with Image.open(self.files[0]) as im:
                 width, height = im.size
-        except OSError as e:
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise DataError(f"{self.files[0]}: cannot read frame ({_short(e)})") from None
         self.info = VideoInfo(str(self.folder), "frames", float(fps or DEFAULT_FPS), width, height, len(self.files))
 
@@ -175,7 +175,7 @@ class FrameFolder(VideoSource):
             try:
                 with Image.open(path) as im:
                     arr = np.asarray(im.convert("RGB"))
-            except OSError as e:
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                 raise DataError(f"{path}: cannot decode frame ({_short(e)})") from None
             if arr.shape[:2] != (self.info.height, self.info.width):
                 raise DataError(f"{path}: frame is {arr.shape[1]}×{arr.shape[0]}, the first frame of "
