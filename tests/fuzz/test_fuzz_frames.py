@@ -39,7 +39,7 @@ def folder_damage(draw):
     """A list of (operation, frame number, payload) edits of the frames folder."""
     ops = []
     for _ in range(draw(st.integers(1, 3))):
-        op = draw(st.sampled_from(["delete", "corrupt", "odd_size", "odd_mode", "extra", "dir", "empty", "gap"]))
+        op = draw(st.sampled_from(["delete", "corrupt", "odd_size", "odd_mode", "extra", "dir", "empty", "gap", "huge"]))
         f = draw(st.integers(1, N + 2))
         payload = None
         if op == "corrupt":
@@ -49,6 +49,8 @@ def folder_damage(draw):
         elif op == "odd_mode":
             payload = draw(st.sampled_from([("L", "JPEG"), ("RGBA", "PNG"), ("I;16", "PNG"), ("CMYK", "JPEG"),
                                             ("P", "PNG"), ("1", "PNG"), ("F", "TIFF"), ("RGB", "GIF")]))
+        elif op == "huge":  # a header claiming a huge picture (Pillow's decompression-bomb guard)
+            payload = draw(st.sampled_from([(30000, 30000), (200000, 1000)]))
         elif op == "extra":
             payload = draw(st.sampled_from(["notes.txt", "vidA_00001.jpg", "vidA_000001.jpeg", ".hidden.jpg",
                                             "vidA_9999999.jpg", "Thumbs.db"]))
@@ -66,7 +68,7 @@ def _remove(path) -> None:
 def _apply(folder, ops, rng_bytes) -> None:
     for op, f, payload in ops:
         path = folder / f"vidA_{f:06d}.jpg"
-        if op in ("odd_size", "odd_mode", "empty"):
+        if op in ("odd_size", "odd_mode", "empty", "huge"):
             _remove(path)
         if op == "delete":
             _remove(path)
@@ -85,6 +87,10 @@ def _apply(folder, ops, rng_bytes) -> None:
             path.mkdir()
         elif op == "empty":
             path.write_bytes(b"")
+        elif op == "huge":
+            from tests.fuzz.test_found_cases import _png_header
+
+            path.write_bytes(_png_header(*payload))
         elif op == "gap":
             if path.is_file():
                 path.rename(folder / f"vidA_{f + 100:06d}.jpg")
