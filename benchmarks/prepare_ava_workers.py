@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 from ava_server import AvaServer, annotations_zip  # noqa: E402
 from data_fixtures import write_mp4  # noqa: E402
 
-from bmvit.data.acquire_ava import AvaOptions, prepare_ava  # noqa: E402
-from bmvit.data.prepare import Recipe  # noqa: E402
+from bmvit.data.prepare.ava import AvaOptions, prepare_ava  # noqa: E402
+from bmvit.data.prepare.frames import Recipe  # noqa: E402
 
 
 def main() -> None:

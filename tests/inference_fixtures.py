@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from bmvit.config import Config, load_config
-from bmvit.data.ava_format import write_label_map
+from bmvit.data.formats.ava import write_label_map
 from bmvit.engine.checkpoint import save_weights
 from bmvit.models.build import build_detector
 

@@ -17,7 +17,7 @@ import torch
 from inference_fixtures import synthetic_frames
 
 from bmvit.cli.main import main as bmvit
-from bmvit.data.cvat import CvatAttribute, CvatShape, CvatTask, CvatTrack, write_cvat
+from bmvit.data.formats.cvat import CvatAttribute, CvatShape, CvatTask, CvatTrack, write_cvat
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "custom-data.md"

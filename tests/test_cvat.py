@@ -8,8 +8,8 @@ import pytest
 from inference_fixtures import write_video
 
 from bmvit.cli.main import main as bmvit
-from bmvit.data.ava_format import read_label_map, read_rows
-from bmvit.data.cvat import read_cvat, write_cvat
+from bmvit.data.formats.ava import read_label_map, read_rows
+from bmvit.data.formats.cvat import read_cvat, write_cvat
 from bmvit.errors import DataError
 
 W, H = 80, 60

@@ -11,8 +11,8 @@ import pytest
 from inference_fixtures import make_checkpoint, write_video
 
 from bmvit.cli.main import main as bmvit
-from bmvit.data.ava_format import read_label_map, read_rows
-from bmvit.data.cvat import read_cvat
+from bmvit.data.formats.ava import read_label_map, read_rows
+from bmvit.data.formats.cvat import read_cvat
 from bmvit.inference.cvat_export import detections_to_cvat, export_cvat
 from bmvit.inference.detector import Action, Actor, KeyFrameResult, VideoResult
 from bmvit.inference.video_source import VideoInfo

@@ -17,7 +17,7 @@ from data_fixtures import (
 
 from bmvit.boxes import cxcywh_to_xyxy
 from bmvit.config import load_config
-from bmvit.data.act_format import read_act_pkl
+from bmvit.data.formats.act import read_act_pkl
 from bmvit.engine.train import make_dataset
 from bmvit.errors import DataError
 
@@ -197,8 +197,8 @@ def test_frame_errors_at_read_time(tmp_path):
 
 def test_in_training_evaluation_is_act_frame_map(act_root, tmp_path):
     """``data.format=act``: evaluate_split's metric is eval-frame's (ACT) frame-mAP on the pickle's boxes."""
-    from bmvit.data.act_export import write_act_gt
-    from bmvit.data.ava_format import AvaRows
+    from bmvit.data.formats.act_export import write_act_gt
+    from bmvit.data.formats.ava import AvaRows
     from bmvit.engine.evaluate import act_frame_map
     from bmvit.evaluation.frame_map import evaluate_frame_map_files
 
@@ -251,7 +251,7 @@ def test_training_reports_skipped_samples_per_epoch_and_evaluates_with_act_rules
     assert final["final"] and 0.0 <= final["val_frame_map"] <= 1.0
     # "with ACT rules": the logged figure is ACT's frame-mAP of the final weights' detections, as the
     # reference evaluator (`bmvit eval-frame` on the files `bmvit prepare act-gt` writes) computes it
-    from bmvit.data.act_export import write_act_gt
+    from bmvit.data.formats.act_export import write_act_gt
     from bmvit.engine.checkpoint import load_weights
     from bmvit.engine.evaluate import predict_rows
     from bmvit.evaluation.frame_map import evaluate_frame_map_files

@@ -12,11 +12,11 @@ from data_fixtures import (
 
 from bmvit.config import load_config
 from bmvit.data.clips import KeyFrameClips
-from bmvit.data.frames import FrameFolder
+from bmvit.data.sources.frame_folder import FrameFolder
 from bmvit.data.keyframes import KeyFrameTable
-from bmvit.data.prepare import Recipe, prepare_frames
+from bmvit.data.prepare.frames import Recipe, prepare_frames
 from bmvit.data.transforms import ClipTransform
-from bmvit.data.video import VideoFrames
+from bmvit.data.sources.video import VideoFrames
 from bmvit.engine.train import make_dataset
 from bmvit.errors import DataError
 
@@ -124,7 +124,7 @@ def test_csv_video_absent_on_disk(tmp_path, ava_video):
 
 
 def test_keyframe_table_round_trip():
-    from bmvit.data.ava import KeyFrame
+    from bmvit.data.keyframes import KeyFrame
 
     kfs = [KeyFrame("b", 3, np.array([[0.1, 0.2, 0.3, 0.4]], np.float32), np.array([[1, 0]], np.float32)),
            KeyFrame("a", 1, np.zeros((0, 4), np.float32), np.zeros((0, 2), np.float32))]

@@ -127,7 +127,7 @@ def test_video_shorter_than_a_clip_is_padded(tmp_path, ckpt):
 
 def test_clip_arithmetic_matches_the_evaluation_reader(tmp_path):
     """Frames folder in the AVA layout: the clip tensors of the detector are those of AvaClips."""
-    from bmvit.data.ava import AvaClips
+    from bmvit.data.clips import AvaClips
     from bmvit.inference.detector import Detector
     from bmvit.inference.video_source import open_source
     from bmvit.inference.windows import SlidingClips

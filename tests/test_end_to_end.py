@@ -74,7 +74,7 @@ def test_overfits_a_handful_of_clips(small_synth):
     """Four clips, 150 steps: the loss must collapse and the clips' own frame-mAP approach 1."""
     from bmvit.data.collate import collate_square as collate
     from bmvit.data.transforms import normalize_clips
-    from bmvit.data.ava_format import read_rows
+    from bmvit.data.formats.ava import read_rows
     from bmvit.data.keyframes import KeyFrameTable
     from bmvit.engine.evaluate import predict_rows
     from bmvit.evaluation.ava import evaluate_ava

@@ -12,7 +12,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from bmvit.data.ava_format import AvaRows, frame_key, write_label_map, write_rows
+from bmvit.data.formats.ava import AvaRows, frame_key, write_label_map, write_rows
 from bmvit.errors import DataError
 from bmvit.evaluation.ava import AvaEvalResult, evaluate_ava, evaluate_ava_files, format_table
 
@@ -466,7 +466,7 @@ def test_matches_loop_reference_on_random_data(seed):
     ],
 )
 def test_fast_reader_equals_the_careful_reader(tmp_path, text):
-    from bmvit.data.ava_format import read_rows
+    from bmvit.data.formats.ava import read_rows
     from bmvit.evaluation.ava_csv_fast import read_rows_fast
 
     path = tmp_path / "rows.csv"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bmvit.cli.main import main
-from bmvit.data.ava_format import AvaRows, write_label_map, write_rows
+from bmvit.data.formats.ava import AvaRows, write_label_map, write_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

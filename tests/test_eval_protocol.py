@@ -12,7 +12,7 @@ import json
 import pytest
 
 from bmvit.cli.main import main
-from bmvit.data.ava_format import write_label_map
+from bmvit.data.formats.ava import write_label_map
 from tests.data_fixtures import write_ava
 
 OVERRIDES = {

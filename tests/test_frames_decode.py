@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bmvit.data import frames as frames_mod
-from bmvit.data.frames import FrameFolder
+from bmvit.data.sources import frame_folder as frames_mod
+from bmvit.data.sources.frame_folder import FrameFolder
 from bmvit.errors import DataError
 
 

@@ -21,9 +21,9 @@ for m in [m for m in sys.modules if m == "av" or m.startswith("av.")]:
 
 def test_engine_and_models_import_without_av(tmp_path):
     code = HIDE_AV + """
-import bmvit.engine.train, bmvit.models.build, bmvit.data.build, bmvit.data.video
+import bmvit.engine.train, bmvit.models.build, bmvit.data.build, bmvit.data.sources.video
 assert "av" not in sys.modules
-from bmvit.data.video import VideoFrames
+from bmvit.data.sources.video import VideoFrames
 from bmvit.errors import DataError
 (__import__("pathlib").Path(sys.argv[1]) / "v.mp4").write_bytes(b"not a video")
 try:

@@ -8,8 +8,8 @@ from data_fixtures import decode_frame_numbers, frame_image, write_act, write_mp
 from PIL import Image
 
 from bmvit.cli.main import main
-from bmvit.data.act_format import read_act_pkl
-from bmvit.data.ava_format import read_label_map, read_rows
+from bmvit.data.formats.act import read_act_pkl
+from bmvit.data.formats.ava import read_label_map, read_rows
 from bmvit.evaluation.frame_csv import read_classes, read_gt
 
 

@@ -19,9 +19,9 @@ from PIL import Image
 
 from bmvit.cli.main import main
 from bmvit.config import load_config
-from bmvit.data.download import DownloadError, fetch
-from bmvit.data.prepare import Recipe, extract_frames
-from bmvit.data.video import VideoFrames
+from bmvit.data.prepare.download import DownloadError, fetch
+from bmvit.data.prepare.frames import Recipe, extract_frames
+from bmvit.data.sources.video import VideoFrames
 from bmvit.engine.train import make_dataset
 
 PAPER_CONFIG = Path(__file__).resolve().parents[1] / "configs/paper/ava/mvitv2s_16x224_out8x7.yaml"

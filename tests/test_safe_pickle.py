@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from bmvit.data.safe_pickle import load_pickle
+from bmvit.data.formats.safe_pickle import load_pickle
 from bmvit.errors import DataError
 
 

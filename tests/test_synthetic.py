@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from bmvit.data.ava_format import read_label_map, read_rows
+from bmvit.data.formats.ava import read_label_map, read_rows
 from bmvit.data.synthetic import ACTIONS, SynthSpec, _make_people, generate
 from tests.conftest import SMALL
 

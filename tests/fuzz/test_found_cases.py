@@ -11,8 +11,8 @@ import shutil
 import pytest
 
 from bmvit.config import load_config
-from bmvit.data.ava_checks import read_checked_rows
-from bmvit.data.ava_format import read_rows
+from bmvit.data.formats.ava_checks import read_checked_rows
+from bmvit.data.formats.ava import read_rows
 from bmvit.errors import BmvitError, ConfigError, DataError
 
 
@@ -154,7 +154,7 @@ def test_act_pickle_corrupt_length_and_odd_values(tmp_path):
 
     import numpy as np
 
-    from bmvit.data.act_format import read_act_pkl
+    from bmvit.data.formats.act import read_act_pkl
     from tests.data_fixtures import act_annotations
 
     path = tmp_path / "GT.pkl"
@@ -177,7 +177,7 @@ def test_act_pickle_corrupt_length_and_odd_values(tmp_path):
 def test_act_pickle_split_that_is_not_a_list(tmp_path):
     import pickle
 
-    from bmvit.data.act_format import read_act_pkl
+    from bmvit.data.formats.act import read_act_pkl
     from tests.data_fixtures import act_annotations
 
     path = tmp_path / "GT.pkl"
@@ -294,7 +294,7 @@ def test_prepare_frames_video_without_duration(tmp_path):
     """No end in the metadata made the frame grid a list of ~3e10 times (memory blow-up, never ends)."""
     import signal
 
-    from bmvit.data.prepare import Recipe, prepare_frames
+    from bmvit.data.prepare.frames import Recipe, prepare_frames
 
     (tmp_path / "in").mkdir()
     _video_without_duration(tmp_path / "in" / "live.mkv")
@@ -311,7 +311,7 @@ def test_prepare_frames_video_without_duration(tmp_path):
 @pytest.mark.parametrize("offset", [299, 300, 301])
 def test_video_with_damaged_metadata_text(tmp_path, offset):
     """A flipped bit in a webm's metadata text made PyAV raise UnicodeDecodeError at open."""
-    from bmvit.data.video import VideoFrames
+    from bmvit.data.sources.video import VideoFrames
     from tests.fuzz.test_fuzz_video import VARIANTS, _encode
 
     data = bytearray(_encode(tmp_path / "vp9.webm", *VARIANTS[3][1:]))
@@ -378,7 +378,7 @@ def test_frame_claiming_a_huge_size(tmp_path, name, template):
     """Pillow's DecompressionBombError (a header claiming 30000 x 30000 pixels) escaped every frame reader."""
     import numpy as np
 
-    from bmvit.data.frames import FrameFolder
+    from bmvit.data.sources.frame_folder import FrameFolder
     from bmvit.data.transforms import resize_frames
     from bmvit.inference.video_source import open_source
 

@@ -14,7 +14,7 @@ import pickle
 import numpy as np
 from hypothesis import strategies as st
 
-from bmvit.data.act_format import read_act_pkl
+from bmvit.data.formats.act import read_act_pkl
 from tests.data_fixtures import act_annotations
 from tests.fuzz.invariant import expect_ok_or_named_error, mutated_bytes, run_cli
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from bmvit.data.ava_checks import read_checked_rows
-from bmvit.data.ava_format import read_exclusions, read_label_map, read_rows
+from bmvit.data.formats.ava_checks import read_checked_rows
+from bmvit.data.formats.ava import read_exclusions, read_label_map, read_rows
 from bmvit.evaluation.ava_csv_fast import read_rows_fast
 from tests.fuzz.invariant import expect_ok_or_named_error, mutated_bytes, mutated_csv, run_cli
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import strategies as st
 from PIL import Image
 
-from bmvit.data.frames import FrameFolder
+from bmvit.data.sources.frame_folder import FrameFolder
 from tests.data_fixtures import H, W, write_ava
 from tests.fuzz.invariant import expect_ok_or_named_error, mutated_bytes, run_cli
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import strategies as st
 
 from bmvit.data.transforms import resize_frames
-from bmvit.data.video import VideoFrames
+from bmvit.data.sources.video import VideoFrames
 from tests.fuzz.invariant import expect_ok_or_named_error, mutated_bytes, run_cli
 
 # (file name, codec, pix_fmt, frame rate, (W, H), frames)

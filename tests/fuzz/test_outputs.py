@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from bmvit.config import Config
-from bmvit.data.ava_format import AvaRows, write_label_map, write_rows
+from bmvit.data.formats.ava import AvaRows, write_label_map, write_rows
 from bmvit.errors import BmvitError, OutputError
 
 ROWS = AvaRows(["v1"], np.array([902]), np.array([[0.1, 0.2, 0.5, 0.9]]), np.array([1]), np.array([0.5]))

@@ -33,7 +33,7 @@ def _num_classes(cfg, given: int | None) -> tuple[int, str]:
         return given, "--num-classes"
     path = cfg.data.path(cfg.data.label_map)
     if Path(path).is_file():
-        from bmvit.data.ava_format import read_label_map
+        from bmvit.data.formats.ava import read_label_map
 
         return len(read_label_map(path)), str(path)
     return AVA_CLASSES, f"AVA default ({path} not found)"

@@ -1,10 +1,10 @@
 """``bmvit prepare``: turn raw data into what the readers take (docs/datasets.md).
 
 ``bmvit prepare frames --videos DIR --out DIR`` extracts frames into the AVA layout with the
-pinned recipe of :mod:`bmvit.data.prepare` and prints what it did (one line per video, then a
+pinned recipe of :mod:`bmvit.data.prepare.frames` and prints what it did (one line per video, then a
 summary; ``<out>/prepare_report.json`` keeps the details). ``bmvit prepare act-gt --pkl FILE
 --split N --out DIR`` writes the test-split ground truth of an ACT pickle for evaluation
-(:mod:`bmvit.data.act_export`).
+(:mod:`bmvit.data.formats.act_export`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def add_parser(sub) -> None:
 
 
 def run_frames(args) -> int:
-    from bmvit.data.prepare import REPORT_NAME, Recipe, prepare_frames
+    from bmvit.data.prepare.frames import REPORT_NAME, Recipe, prepare_frames
 
     recipe = Recipe(fps=args.fps, ext=args.ext, quality=args.quality, start=args.start, end=args.end,
                     short_side=args.short_side)
@@ -63,8 +63,8 @@ def run_frames(args) -> int:
 
 
 def run_act_gt(args) -> int:
-    from bmvit.data.act_export import write_act_gt
-    from bmvit.data.act_format import read_act_pkl
+    from bmvit.data.formats.act_export import write_act_gt
+    from bmvit.data.formats.act import read_act_pkl
 
     prefix = args.prefix or ("jhmdb" if "jhmdb" in args.pkl.name.lower() else "ucf24")
     ann = read_act_pkl(args.pkl)

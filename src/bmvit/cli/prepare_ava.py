@@ -1,7 +1,7 @@
 """``bmvit prepare ava --out DIR``: AVA v2.2 downloaded and prepared in one command (docs/datasets.md).
 
 Registers the ``ava`` verb under ``bmvit prepare`` and turns its options into an
-:class:`bmvit.data.acquire_ava.AvaOptions`. Prints one line per video, then the report's summary
+:class:`bmvit.data.prepare.ava.AvaOptions`. Prints one line per video, then the report's summary
 (``DIR/prepare_ava_report.json`` has the details). Exit status 0 when every video is present,
 1 when some were skipped under ``--on-error skip``, 2 on an error.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bmvit.cli.argtypes import count, number
 
-# Defaults of bmvit.data.acquire_ava, repeated here so that `bmvit --help` does not import PyAV and torch.
+# Defaults of bmvit.data.prepare.ava, repeated here so that `bmvit --help` does not import PyAV and torch.
 ANNOTATIONS_URL = "https://research.google.com/ava/download/ava_v2.2.zip"
 BASE_URL = "https://s3.amazonaws.com/ava-dataset"
 
@@ -52,9 +52,9 @@ def add_parser(verbs) -> None:
 def run_ava(args) -> int:
     from tqdm import tqdm
 
-    from bmvit.data.acquire_ava import REPORT_NAME, AvaOptions, prepare_ava
-    from bmvit.data.prepare_ava_report import human_bytes as _size
-    from bmvit.data.prepare import Recipe
+    from bmvit.data.prepare.ava import REPORT_NAME, AvaOptions, prepare_ava
+    from bmvit.data.prepare.ava_report import human_bytes as _size
+    from bmvit.data.prepare.frames import Recipe
 
     opts = AvaOptions(annotations_url=args.annotations_url, base_url=args.base_url,
                       splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()),

@@ -1,5 +1,5 @@
 """``bmvit prepare import-cvat ANNOTATIONS.xml --video VIDEO --root ROOT``: one CVAT for video 1.1
-export into the AVA layout (:mod:`bmvit.data.cvat_import`; docs/custom-data.md).
+export into the AVA layout (:mod:`bmvit.data.prepare.cvat_import`; docs/custom-data.md).
 
 Prints the import summary (tracks, key frames, rows per action, boxes clipped, what was written)
 and the ``bmvit train`` overrides that read the result.
@@ -31,7 +31,7 @@ def add_verb(verbs) -> None:
 
 
 def run(args) -> int:
-    from bmvit.data.cvat_import import import_cvat
+    from bmvit.data.prepare.cvat_import import import_cvat
 
     summary = import_cvat(args.annotations, args.video, args.root, args.split, args.video_id,
                           args.keyframes_per_second, args.actions, args.fps, args.frames_dir)

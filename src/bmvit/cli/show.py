@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bmvit.cli.argtypes import count, probability
-from bmvit.data.frames import FrameFolder
+from bmvit.data.sources.frame_folder import FrameFolder
 from bmvit.errors import ConfigError, DataError
 
 

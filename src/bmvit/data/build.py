@@ -9,13 +9,13 @@ shared target contract (``boxes (N, 4)`` normalized cxcywh, ``labels (N, K)``, `
 =========  ========  ==========================================================================
 format     source    reader
 =========  ========  ==========================================================================
-ava        frames    :class:`bmvit.data.ava.AvaClips` over ``<root>/<frames_dir>/<vid>/<vid>_%06d.jpg``
-ava        video     :class:`bmvit.data.clips.KeyFrameClips` + :class:`bmvit.data.video.VideoFrames`
-act        frames    :class:`bmvit.data.act.ActClips` + :class:`bmvit.data.frames.FrameFolder`
-act        video     :class:`bmvit.data.act.ActClips` + :class:`bmvit.data.video.VideoFrames`
+ava        frames    :class:`bmvit.data.clips.AvaClips` over ``<root>/<frames_dir>/<vid>/<vid>_%06d.jpg``
+ava        video     :class:`bmvit.data.clips.KeyFrameClips` + :class:`bmvit.data.sources.video.VideoFrames`
+act        frames    :class:`bmvit.data.clips.ActClips` + :class:`bmvit.data.sources.frame_folder.FrameFolder`
+act        video     :class:`bmvit.data.clips.ActClips` + :class:`bmvit.data.sources.video.VideoFrames`
 =========  ========  ==========================================================================
 
-AVA CSVs go through :func:`bmvit.data.ava_checks.read_checked_rows` (every row checked) and
+AVA CSVs go through :func:`bmvit.data.formats.ava_checks.read_checked_rows` (every row checked) and
 videos absent on disk are found before training starts. Under ``data.on_error=skip`` the
 dataset is wrapped in :class:`bmvit.data.skips.SkipBadSamples` (bad frames at read time).
 """
@@ -25,16 +25,14 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from bmvit.config import DataConfig
-from bmvit.data.act import ActClips
-from bmvit.data.ava import AvaClips, group_keyframes
-from bmvit.data.ava_checks import check_videos, read_checked_rows
-from bmvit.data.ava_format import read_label_map
-from bmvit.data.clips import KeyFrameClips
-from bmvit.data.frames import FrameFolder
-from bmvit.data.keyframes import KeyFrameTable
+from bmvit.data.clips import ActClips, AvaClips, KeyFrameClips
+from bmvit.data.formats.ava import read_label_map
+from bmvit.data.formats.ava_checks import check_videos, read_checked_rows
+from bmvit.data.keyframes import KeyFrameTable, group_keyframes
 from bmvit.data.skips import SkipBadSamples
+from bmvit.data.sources.frame_folder import FrameFolder
+from bmvit.data.sources.video import VideoFrames
 from bmvit.data.transforms import ClipTransform
-from bmvit.data.video import VideoFrames
 from bmvit.errors import ConfigError, DataError
 
 __all__ = ["build_dataset"]

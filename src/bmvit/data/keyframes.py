@@ -1,20 +1,40 @@
-"""Annotated key frames of a dataset split, stored column-wise.
+"""Annotated key frames of a dataset split: from checked annotation records to one column-wise table.
 
 Contract: :class:`KeyFrameTable` holds ``S`` key frames — ``(video, timestamp)`` and the boxes
 (normalized ``x1, y1, x2, y2``) with multi-hot labels of every actor in them — in a few flat
 numpy arrays, so that UCF101-24's ~600k training frames cost tens of MB, not hundreds, and
 forked data-loader workers share them without copying. Indexing (``table[i]``, iteration)
-yields :class:`KeyFrame` records.
+yields :class:`KeyFrame` records. Two builders fill it:
+
+* :func:`group_keyframes` — AVA-layout CSV rows (:class:`~bmvit.data.formats.ava.AvaRows`):
+  rows of one ``(video, timestamp, person_id)`` are merged into one box with a multi-hot label
+  vector.
+* :func:`act_keyframes` — videos of one split of an ACT / MOC-Detector pickle
+  (:class:`~bmvit.data.formats.act.ActAnnotations`, UCF101-24 / JHMDB51-21): in **training**
+  every frame ``f`` of the videos that at least one ground-truth tube covers (frames without an
+  actor are not key frames); in **testing** every frame of the videos (frame-mAP scores all of
+  them: a detection on a frame without ground truth is a false positive); in both cases with
+  ``(f - 1) % step == 0``. ``timestamp`` is the key-frame number (1-based). Boxes are the tube
+  boxes at ``f`` divided by the video's ``resolution`` (W, H); each box gets the one-hot label of
+  its tube (tubes with identical boxes on a frame are merged into one multi-hot box). Class ids
+  are ``1..K`` in the pickle's ``labels`` order.
+
+:mod:`bmvit.data.clips` turns a key frame into a clip.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["KeyFrame", "KeyFrameTable"]
+from bmvit.data.formats.act import ActAnnotations
+from bmvit.data.formats.ava import AvaRows
+from bmvit.errors import DataError
+
+__all__ = ["KeyFrame", "KeyFrameTable", "act_keyframes", "group_keyframes"]
 
 
 @dataclass
@@ -71,3 +91,72 @@ class KeyFrameTable(Sequence):
         return cls(videos, np.array([vindex[kf.video_id] for kf in keyframes], np.int32),
                    np.array([kf.timestamp for kf in keyframes], np.int64), np.r_[0, np.cumsum(counts)],
                    boxes.reshape(-1, 4), labels.reshape(-1, num_classes))
+
+
+def group_keyframes(rows: AvaRows, class_index: dict[int, int]) -> list[KeyFrame]:
+    """Merge CSV rows into key frames; rows whose action is not in ``class_index`` are dropped.
+
+    Rows are merged per ``(video, timestamp, person_id)``; the box of the first row of a person is
+    kept (AVA repeats the same box on every row of one person).
+    """
+    K = len(class_index)
+    frames: dict[tuple[str, int], dict[float, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
+    for i, vid in enumerate(rows.video_ids):
+        key = (vid, int(rows.timestamps[i]))
+        people = frames[key]  # creates the key frame even if the action is unknown
+        cls = class_index.get(int(rows.actions[i]))
+        if cls is None:
+            continue
+        pid = float(rows.extra[i])
+        if pid not in people:
+            people[pid] = (rows.boxes[i].astype(np.float32), np.zeros(K, np.float32))
+        people[pid][1][cls] = 1.0
+    out = []
+    for (vid, ts), people in sorted(frames.items()):
+        boxes = np.stack([b for b, _ in people.values()]) if people else np.zeros((0, 4), np.float32)
+        labels = np.stack([l for _, l in people.values()]) if people else np.zeros((0, K), np.float32)
+        out.append(KeyFrame(vid, ts, boxes, labels))
+    return out
+
+
+def act_keyframes(ann: ActAnnotations, videos: list[str], train: bool, step: int = 1) -> KeyFrameTable:
+    """The key frames of ``videos`` (module docstring) as a table."""
+    if step < 1:
+        raise DataError(f"key-frame step must be at least 1, got {step}")
+    K = len(ann.labels)
+    vindex, ts, counts, boxes, labels = [], [], [], [], []
+    for vi, v in enumerate(videos):
+        n = ann.nframes[v]
+        H, W = ann.resolution[v]
+        scale = np.array([W, H, W, H], np.float64)
+        per_frame: dict[int, list[tuple[np.ndarray, int]]] = {}
+        for tube in ann.tubes[v]:
+            for f, b in zip(tube.frames.tolist(), tube.boxes / scale):
+                per_frame.setdefault(f, []).append((b, tube.label))
+        frames = sorted(per_frame) if train else range(1, n + 1)
+        for f in frames:
+            if (f - 1) % step:
+                continue
+            items = per_frame.get(f, [])
+            if len(items) == 1:  # the common case: one actor
+                onehot = np.zeros(K, np.uint8)
+                onehot[items[0][1]] = 1
+                vindex.append(vi)
+                ts.append(f)
+                counts.append(1)
+                boxes.append(items[0][0])
+                labels.append(onehot)
+                continue
+            merged: dict[tuple, np.ndarray] = {}
+            for b, lab in items:
+                key = tuple(np.round(b, 6))
+                if key not in merged:
+                    merged[key] = np.zeros(K, np.uint8)
+                merged[key][lab] = 1
+            vindex.append(vi)
+            ts.append(f)
+            counts.append(len(merged))
+            boxes.extend(np.asarray(k) for k in merged)
+            labels.extend(merged.values())
+    return KeyFrameTable(list(videos), np.asarray(vindex, np.int32), np.asarray(ts, np.int64), np.r_[0, np.cumsum(counts)],
+                         np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.uint8).reshape(-1, K))

@@ -19,7 +19,7 @@ Distractors (and actors in a segment where they happen to do nothing, p=``idle_p
 shuffle and drift slowly — person-like motion that is none of the actions — and are never
 annotated: the detector must find *actors*, not persons.
 
-Layout (read by :mod:`bmvit.data.ava` exactly like AVA)::
+Layout (read by :mod:`bmvit.data.clips` exactly like AVA)::
 
     OUT/frames/<vid>/<vid>_%06d.jpg        30 fps, frame 1 = second 900 (the AVA convention)
     OUT/annotations/{train,val}.csv        video_id,timestamp,x1,y1,x2,y2,action_id,person_id
@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bmvit.atomic import atomic_output, output_error, write_text
-from bmvit.data.ava_format import AvaRows, write_label_map, write_rows
+from bmvit.data.formats.ava import AvaRows, write_label_map, write_rows
 from bmvit.errors import ConfigError
 
 ACTIONS: dict[int, str] = {1: "walk left", 2: "walk right", 3: "wave", 4: "raise arm", 5: "lower arm", 6: "jump"}

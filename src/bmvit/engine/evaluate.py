@@ -38,10 +38,10 @@ from tqdm import tqdm
 
 from bmvit.boxes import cxcywh_to_xyxy
 from bmvit.config import Config
-from bmvit.data.ava import AvaClips
+from bmvit.data.clips import AvaClips
 from bmvit.data.collate import collate_fn, unpad_boxes, valid_tokens
 from bmvit.data.transforms import normalize_clips
-from bmvit.data.ava_format import AvaRows, read_exclusions, read_label_map
+from bmvit.data.formats.ava import AvaRows, read_exclusions, read_label_map
 from bmvit.errors import ConfigError
 from bmvit.evaluation.actor_metrics import MAX_CANDIDATES, ActorResult, evaluate_actors
 from bmvit.evaluation.ava import AvaEvalResult, evaluate_ava
@@ -204,7 +204,7 @@ def predict_rows(model: torch.nn.Module, dataset: AvaClips, cfg: Config, device:
 
 def act_frame_map(dataset, detections: AvaRows, iou_threshold: float = 0.5) -> FrameMapResult:
     """ACT frame-mAP of AVA-style ``detections`` (normalized boxes, class ids 1..K) on an
-    :class:`~bmvit.data.act.ActClips` split: GT = every annotated box of the split's videos on
+    :class:`~bmvit.data.clips.ActClips` split: GT = every annotated box of the split's videos on
     the frames the dataset holds, boxes scaled to pixels by each video's resolution."""
     ann = dataset.annotations
     classes = list(ann.labels)

@@ -11,7 +11,7 @@ Both follow from making every random choice of the data pipeline a pure function
   incomplete one is dropped); rank ``r`` takes slice ``[r*B, (r+1)*B)`` of each, so N processes
   with per-rank batch B see exactly the samples of one process with batch N*B;
 * every sample is yielded as ``(index, aug_seed)``; the dataset seeds its augmentation with
-  ``aug_seed`` (see :class:`bmvit.data.ava.AvaClips`).
+  ``aug_seed`` (see :class:`bmvit.data.clips.AvaClips`).
 
 The position to resume from is ``(epoch, batch)``: :meth:`set_epoch` takes both.
 """

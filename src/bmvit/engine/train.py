@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bmvit.config import Config, save_config
-from bmvit.data.ava import AvaClips
+from bmvit.data.clips import AvaClips
 from bmvit.data.collate import collate_fn, valid_tokens
 from bmvit.data.transforms import ClipTransform, batch_colour, normalize_clips
 from bmvit.engine import distributed as dist

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bmvit.data.ava_format import AvaRows, read_exclusions, read_label_map
+from bmvit.data.formats.ava import AvaRows, read_exclusions, read_label_map
 from bmvit.errors import DataError
 from bmvit.evaluation.ava_csv_fast import CodedAvaRows, read_rows_fast
 from bmvit.evaluation.ava_ranking import concatenation_order, introsort_argsort, score_levels

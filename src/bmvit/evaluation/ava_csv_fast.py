@@ -1,7 +1,7 @@
 """Fast reader for AVA CSVs (ground truth and detections), and the column-wise rows it returns.
 
 Contract: :func:`read_rows_fast` returns ``CodedAvaRows.from_rows(read_rows(path))`` — the rows
-of :func:`bmvit.data.ava_format.read_rows`, with video ids as integer codes into a vocabulary in
+of :func:`bmvit.data.formats.ava.read_rows`, with video ids as integer codes into a vocabulary in
 order of first appearance — an order of magnitude faster on large files. It parses with
 pyarrow's multi-threaded C++ CSV reader (typed columns, video ids dictionary-encoded, so no
 Python string is made per row). Anything that reader does not take as plainly formatted — a
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bmvit.data.ava_format import AvaRows, read_rows
+from bmvit.data.formats.ava import AvaRows, read_rows
 
 __all__ = ["CodedAvaRows", "read_rows_fast", "write_rows_exact"]
 
@@ -54,7 +54,7 @@ class CodedAvaRows:
 
     @classmethod
     def from_rows(cls, rows: "AvaRows | CodedAvaRows") -> "CodedAvaRows":
-        """Coded form of :class:`~bmvit.data.ava_format.AvaRows` (vocabulary in order of appearance)."""
+        """Coded form of :class:`~bmvit.data.formats.ava.AvaRows` (vocabulary in order of appearance)."""
         if isinstance(rows, CodedAvaRows):
             return rows
         vocab = {v: i for i, v in enumerate(dict.fromkeys(rows.video_ids))}

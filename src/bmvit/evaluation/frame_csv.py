@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bmvit.data.text_file import csv_rows, read_text
+from bmvit.data.formats.text_file import csv_rows, read_text
 from bmvit.errors import DataError
 
 __all__ = ["FrameRows", "inverted_note", "read_classes", "read_detected_tubes", "read_detections", "read_gt",

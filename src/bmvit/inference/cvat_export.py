@@ -1,7 +1,7 @@
 """Detections as CVAT pre-annotations: ``bmvit detect … --export cvat`` → ``cvat_annotations.xml``.
 
 Contract: :func:`detections_to_cvat` turns a :class:`~bmvit.inference.detector.VideoResult` into a
-CVAT for video 1.1 task (:mod:`bmvit.data.cvat`) with one label, ``person``, that has one
+CVAT for video 1.1 task (:mod:`bmvit.data.formats.cvat`) with one label, ``person``, that has one
 checkbox attribute per class (named as in the label map):
 
 * one track per ``track_id`` (an actor without one gets a track of its own), with a box at every
@@ -13,7 +13,7 @@ checkbox attribute per class (named as in the label map):
 
 Uploaded into a CVAT task made from the same video (label ``person`` with these checkboxes), it
 gives the annotator the model's guesses to correct; the corrected export goes back in through
-``bmvit prepare import-cvat`` (:mod:`bmvit.data.cvat_import`), which reads these boxes and
+``bmvit prepare import-cvat`` (:mod:`bmvit.data.prepare.cvat_import`), which reads these boxes and
 actions back unchanged (to CVAT's 2 decimals and the CSV's 3).
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bmvit.data.cvat import CvatAttribute, CvatShape, CvatTask, CvatTrack, write_cvat
+from bmvit.data.formats.cvat import CvatAttribute, CvatShape, CvatTask, CvatTrack, write_cvat
 from bmvit.errors import ConfigError
 from bmvit.inference.detector import Actor, VideoResult
 

@@ -15,7 +15,7 @@ Contract:
 
 * Key frames are ``floor(j · fps / keyframes_per_second + 1/2)``; each is the centre (input index
   ``T // 2``) of a clip of ``T`` frames at stride ``τ`` taken from the checkpoint's config, clamped
-  at the video edges (:mod:`bmvit.inference.windows`, the arithmetic of ``data/ava.py``).
+  at the video edges (:mod:`bmvit.inference.windows`, the arithmetic of ``data/clips.py``).
 * Preprocessing is the evaluation pipeline's: every frame resized to ``S × S`` (Pillow bilinear,
   no crop) and normalized by :class:`~bmvit.data.transforms.ClipTransform` (Kinetics mean/std).
 * Post-processing is :func:`~bmvit.inference.postprocess.postprocess` with the checkpoint's
@@ -128,7 +128,7 @@ def resolve_labels(labels: str | Path | dict[int, str] | None, cfg: Config, meta
     """Class names, in the order of the action logits: ``labels`` (a dict or a label-map file), else
     the checkpoint's metadata, else the label map of its config (``data.root``/``data.label_map``,
     when present and of the right size), else ``class 1 .. class K``."""
-    from bmvit.data.ava_format import read_label_map
+    from bmvit.data.formats.ava import read_label_map
 
     if isinstance(labels, (str, Path)):
         labels = read_label_map(labels)

@@ -1,6 +1,6 @@
 """Which frames form the clip of a key frame, and a ring buffer that assembles clips as frames arrive.
 
-The arithmetic is that of the training/evaluation reader (``data/ava.py``, docs/architecture.md):
+The arithmetic is that of the training/evaluation reader (``data/clips.py``, docs/architecture.md):
 the clip of key frame ``k`` has ``T`` frames at stride ``τ`` with the key frame at input index
 ``T // 2``, i.e. frames ``k + (j - T//2)·τ`` for ``j = 0..T-1``, clamped to the video — so a video
 shorter than a clip is padded by repeating its first/last frame. Indices here are 0-based (frame

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bmvit.atomic import atomic_output
-from bmvit.data.text_file import csv_rows, read_text
+from bmvit.data.formats.text_file import csv_rows, read_text
 from bmvit.errors import DataError
 
 __all__ = [

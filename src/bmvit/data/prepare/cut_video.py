@@ -1,7 +1,7 @@
 """A cut of a video on the frame grid of the pinned recipe, re-encoded (``bmvit prepare ava --no-frames``).
 
 Contract: :func:`cut_video` writes ``<out_dir>/<video_id>.mp4`` holding exactly the frames that
-:func:`bmvit.data.prepare.extract_frames` would write for the same :class:`~bmvit.data.prepare.Recipe`
+:func:`bmvit.data.prepare.frames.extract_frames` would write for the same :class:`~bmvit.data.prepare.frames.Recipe`
 (frame ``i`` = the picture on screen at ``start + (i - 1) / fps`` s, optional short-side resize),
 encoded with H.264 (libx264 through PyAV, ``crf`` 17 by default: visually lossless, yuv420p) at a
 constant ``fps``. Frame ``i`` of the cut is shown at ``(i - 1) / fps`` s, so the video reader
@@ -22,9 +22,9 @@ from pathlib import Path
 import av
 from PIL import Image
 
-from bmvit.data.prepare import Recipe
+from bmvit.data.prepare.frames import Recipe
+from bmvit.data.sources.video import GridTimes, _Stream, frame_count, grid_frames
 from bmvit.data.transforms import keep_aspect_size
-from bmvit.data.video import GridTimes, _Stream, frame_count, grid_frames
 from bmvit.errors import DataError
 
 __all__ = ["DEFAULT_CRF", "cut_video"]

@@ -7,9 +7,9 @@ Contract: :func:`prepare_ava` fills ``out`` (``data.root``) with
   ``ava_val_excluded_timestamps_v2.2.csv`` are where the paper configs look; plus the train/val
   file list ``ava_file_names_trainval_v2.1.txt``;
 * ``frames/<vid>/<vid>_%06d.jpg`` for every video of the selected splits (the videos the split
-  CSVs name), with the pinned recipe of :mod:`bmvit.data.prepare` (default seconds
+  CSVs name), with the pinned recipe of :mod:`bmvit.data.prepare.frames` (default seconds
   ``[900, 1800)``, so frame 1 is second 900: ``data.first_second=900``) — or, with
-  ``frames=False``, ``videos/<vid>.mp4`` cut on the same grid (:mod:`bmvit.data.cut_video`;
+  ``frames=False``, ``videos/<vid>.mp4`` cut on the same grid (:mod:`bmvit.data.prepare.cut_video`;
   ``data.source=video data.video_offset=0``);
 * ``downloads/``: the zip, and each movie while it is processed (deleted once its frames or cut
   are complete, unless ``keep_videos``);
@@ -17,7 +17,7 @@ Contract: :func:`prepare_ava` fills ``out`` (``data.root``) with
   count or cut size), rewritten atomically after every step, and ``prepare_ava_report.json``.
 
 Sources: the zip at ``annotations_url``, the list at ``<base_url>/annotations/<FILE_LIST>``,
-each movie at ``<base_url>/trainval/<file name>``, fetched by :func:`bmvit.data.download.fetch`
+each movie at ``<base_url>/trainval/<file name>``, fetched by :func:`bmvit.data.prepare.download.fetch`
 (``.part`` files resumed with Range requests, retries with back-off), ``workers`` videos at a time
 (threads: download, then decode and encode, which PyAV and Pillow run outside the GIL).
 
@@ -44,11 +44,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from bmvit.data.ava_format import read_rows
-from bmvit.data.cut_video import DEFAULT_CRF, cut_video
-from bmvit.data.download import DownloadError, Stopped, fetch
-from bmvit.data.prepare import Recipe, extract_frames
-from bmvit.data.prepare_ava_report import Progress, disk_usage, human_bytes, keyframe_counts, recipe_doc
+from bmvit.data.formats.ava import read_rows
+from bmvit.data.prepare.ava_report import Progress, disk_usage, human_bytes, keyframe_counts, recipe_doc
+from bmvit.data.prepare.cut_video import DEFAULT_CRF, cut_video
+from bmvit.data.prepare.download import DownloadError, Stopped, fetch
+from bmvit.data.prepare.frames import Recipe, extract_frames
 from bmvit.errors import ConfigError, DataError
 
 __all__ = ["ANNOTATIONS_URL", "BASE_URL", "FILE_LIST", "REPORT_NAME", "STATE_NAME", "AvaOptions", "prepare_ava"]

@@ -21,7 +21,7 @@ import numpy as np
 import PIL
 from tqdm import tqdm
 
-from bmvit.data.ava_format import AvaRows
+from bmvit.data.formats.ava import AvaRows
 
 __all__ = ["Progress", "disk_usage", "human_bytes", "keyframe_counts", "recipe_doc"]
 

@@ -1,14 +1,14 @@
 """Frame extraction into the AVA layout with one pinned recipe (``bmvit prepare frames``).
 
 Contract: :func:`prepare_frames` turns every video file directly in ``videos`` (extensions of
-:data:`bmvit.data.video.VIDEO_EXTENSIONS`) into ``<out>/<video_id>/<video_id>_%06d.<ext>``, with
+:data:`bmvit.data.sources.video.VIDEO_EXTENSIONS`) into ``<out>/<video_id>/<video_id>_%06d.<ext>``, with
 ``video_id`` the file name without extension, and writes ``<out>/prepare_report.json``
 describing the recipe and every video. The recipe is fixed so that two machines produce the
 same frames (no dependence on an ``ffmpeg`` binary's version or flags):
 
 * decoding: PyAV (the FFmpeg libraries it ships), pixels converted to RGB by ``to_image``;
 * timing: frame ``i`` is the picture on screen at ``start + (i - 1) / fps`` seconds (see
-  :mod:`bmvit.data.video` — the same rule the video-file reader uses), for every such time
+  :mod:`bmvit.data.sources.video` — the same rule the video-file reader uses), for every such time
   before the end of the video (and before ``end`` when given); frame 1 is at ``start``;
 * size: unchanged, or the short side resized to ``short_side`` (aspect kept, bilinear);
 * files: JPEG through Pillow at ``quality`` (default 90) with 4:2:0 chroma subsampling, or
@@ -40,7 +40,7 @@ from PIL import Image
 from bmvit.atomic import output_error, write_text
 from bmvit.data.skips import SkipLog
 from bmvit.data.transforms import keep_aspect_size
-from bmvit.data.video import (
+from bmvit.data.sources.video import (
     VIDEO_EXTENSIONS,
     GridTimes,
     _Stream,

@@ -15,7 +15,7 @@ Frames are ``<frames_root>/<video>/%05d.jpg`` (UCF101-24, ``rgb-images``) or ``.
 (JHMDB, ``Frames``).
 
 Contract: :func:`read_act_pkl` loads the file with the restricted unpickler
-(:mod:`bmvit.data.safe_pickle`) and returns :class:`ActAnnotations`, or raises one
+(:mod:`bmvit.data.formats.safe_pickle`) and returns :class:`ActAnnotations`, or raises one
 :class:`~bmvit.errors.DataError` naming the file and the offending key path (e.g.
 ``gttubes['Basketball/v_x'][0][1] row 7``): a missing key, a video of a split without
 ``nframes`` / ``resolution`` / ``gttubes`` entry, a class index outside ``labels``, a tube that is
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bmvit.data.safe_pickle import load_pickle
+from bmvit.data.formats.safe_pickle import load_pickle
 from bmvit.data.skips import SkipLog
 from bmvit.errors import DataError
 

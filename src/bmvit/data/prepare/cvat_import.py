@@ -1,12 +1,12 @@
 """A CVAT for video export turned into the AVA layout bmvit trains on (``bmvit prepare import-cvat``).
 
-Contract: :func:`import_cvat` reads one task's XML (:func:`bmvit.data.cvat.read_cvat`) made from
+Contract: :func:`import_cvat` reads one task's XML (:func:`bmvit.data.formats.cvat.read_cvat`) made from
 one video and
 
 * takes key frames at whole seconds ``s`` of the video — every ``1 / keyframes_per_second``
   seconds, frame ``floor(s · fps + 1/2)`` of the video (the key frames of ``bmvit detect``) — that
   lie in the task's ``start_frame .. stop_frame``;
-* takes each track's box there by CVAT's rule (:meth:`bmvit.data.cvat.CvatTrack.at`: listed,
+* takes each track's box there by CVAT's rule (:meth:`bmvit.data.formats.cvat.CvatTrack.at`: listed,
   linearly interpolated between listed boxes, absent after ``outside="1"``); person id = track id;
 * takes the actions of that box (``actions``): ``label`` — the track's label, one action per
   track; ``attributes`` — the names of its checkbox attributes that are ``true`` (multi-label;
@@ -14,7 +14,7 @@ one video and
   declares checkbox attributes, else ``label``;
 * normalizes boxes by ``<original_size>`` (which must equal the video's size), clips them to the
   frame (counted) and drops those left with no area after rounding to the CSV's 3 decimals;
-* writes the frames with the ``prepare frames`` recipe (:func:`bmvit.data.prepare.extract_frames`,
+* writes the frames with the ``prepare frames`` recipe (:func:`bmvit.data.prepare.frames.extract_frames`,
   ``fps`` frames a second, frame 1 = second 0) when ``ROOT/<frames_dir>/<id>`` is missing,
   then replaces the video's rows in ``ROOT/annotations/<split>.csv`` (timestamp = ``s``, so
   ``data.first_second=0``) and adds new action names to ``ROOT/annotations/label_map.pbtxt``
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bmvit.data.ava_format import AvaRows, read_label_map, read_rows, write_label_map, write_rows
-from bmvit.data.cvat import CvatTask, CvatTrack, read_cvat
+from bmvit.data.formats.ava import AvaRows, read_label_map, read_rows, write_label_map, write_rows
+from bmvit.data.formats.cvat import CvatTask, CvatTrack, read_cvat
 from bmvit.errors import ConfigError, DataError
 
 __all__ = ["ACTION_MODES", "ImportSummary", "VideoProbe", "import_cvat", "probe_video"]
@@ -54,7 +54,7 @@ class VideoProbe:
 
 def probe_video(path: str | Path) -> VideoProbe:
     """Frame rate, size and frame count of a video file (container metadata; decoded if absent)."""
-    from bmvit.data.video import _Stream
+    from bmvit.data.sources.video import _Stream
 
     path = Path(path)
     if not path.is_file():
@@ -196,7 +196,7 @@ def import_cvat(xml: str | Path, video: str | Path, root: str | Path, split: str
                 video_id: str | None = None, keyframes_per_second: float = 1.0, actions: str = "auto",
                 fps: int = 30, frames_dir: str = "frames") -> ImportSummary:
     """Import one CVAT for video export (module docstring)."""
-    from bmvit.data.prepare import Recipe, extract_frames
+    from bmvit.data.prepare.frames import Recipe, extract_frames
 
     if split not in ("train", "val"):
         raise ConfigError(f"--split must be train or val, got {split!r}")

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bmvit.data.act_format import ActAnnotations
-from bmvit.data.ava_format import AvaRows, write_label_map, write_rows
+from bmvit.data.formats.act import ActAnnotations
+from bmvit.data.formats.ava import AvaRows, write_label_map, write_rows
 
 __all__ = ["write_act_gt"]
 

@@ -5,7 +5,7 @@ Contract: :class:`VideoFrames` is a frame source (see :mod:`bmvit.data.clips`) f
 ``t_i = offset + (i - 1) / fps`` seconds after the stream's start: the decoded frame with the
 largest presentation time ``<= t_i`` (the first frame for a ``t_i`` before it). This is a pure
 function of the file, whatever its own frame rate (25, 29.97, 60 fps or variable) — and it is
-the rule :mod:`bmvit.data.prepare` extracts frames with, so the video reader and the frames
+the rule :mod:`bmvit.data.prepare.frames` extracts frames with, so the video reader and the frames
 folder written by ``bmvit prepare frames`` return the same pixels for the same frame numbers
 (identical with ``--ext png``; JPEG adds its compression error).
 

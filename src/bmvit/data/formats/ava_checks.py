@@ -2,7 +2,7 @@
 
 Contract: :func:`read_checked_rows` returns the rows of an AVA ground-truth CSV
 (``video_id,timestamp,x1,y1,x2,y2,action_id[,person_id]``) that pass these checks, in file
-order, as :class:`~bmvit.data.ava_format.AvaRows`. A row fails when it has the wrong number
+order, as :class:`~bmvit.data.formats.ava.AvaRows`. A row fails when it has the wrong number
 of columns, a non-numeric or non-finite value, a non-integer timestamp/action id, a box
 coordinate outside [0, 1], ``x1 >= x2`` or ``y1 >= y2``, a timestamp outside
 ``keyframe_range`` (AVA v2.2: 902..1798), or an action id that is not in the label map. The
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bmvit.data.ava_format import AvaRows
+from bmvit.data.formats.ava import AvaRows
+from bmvit.data.formats.text_file import csv_rows
 from bmvit.data.skips import SkipLog
-from bmvit.data.text_file import csv_rows
 from bmvit.errors import ConfigError, DataError
 
 __all__ = ["UNKNOWN_ACTIONS", "check_videos", "read_checked_rows"]
