@@ -37,12 +37,12 @@ def add_parser(sub) -> None:
     a.add_argument("--out", required=True, type=Path, help="folder for the CSVs (e.g. <root>/annotations)")
     a.add_argument("--prefix", default=None, help="file-name prefix (default: ucf24 / jhmdb from the pkl name)")
     a.set_defaults(func=run_act_gt)
-    from bmvit.cli import prepare_cvat  # bmvit prepare import-cvat: a CVAT for video export -> AVA layout
-
-    prepare_cvat.add_verb(verbs)
     from bmvit.cli import prepare_ava  # bmvit prepare ava: download + frames in one command
 
     prepare_ava.add_parser(verbs)
+    from bmvit.cli import prepare_cvat  # bmvit prepare import-cvat: a CVAT for video export -> AVA layout
+
+    prepare_cvat.add_verb(verbs)
 
 
 def run_frames(args) -> int:
