@@ -66,7 +66,10 @@ def run_import(tmp_path, video, text, *extra, root=None, name="a.xml"):
     path = tmp_path / name
     path.write_text(text)
     root = root or tmp_path / "root"
-    rc = bmvit(["prepare", "import-cvat", str(path), "--video", str(video), "--root", str(root), *extra])
+    try:
+        rc = bmvit(["prepare", "import-cvat", str(path), "--video", str(video), "--root", str(root), *extra])
+    except SystemExit as e:  # argparse usage errors (option out of range) exit like the real command
+        rc = e.code
     return rc, root
 
 
@@ -256,4 +259,7 @@ def test_job_export_project_export_and_keyframe_rate(tmp_path, video, capsys):
     assert rc == 0 and [t for _, t, *_ in rows_of(root)] == [0, 2]
     capsys.readouterr()
     rc, _ = run_import(tmp_path, video, xml(one), "--keyframes-per-second", "2", root=tmp_path / "r2")
+    err = capsys.readouterr().err
+    assert rc == 2 and "--keyframes-per-second" in err and "(0, 1]" in err and err.count("\n") == 1
+    rc, _ = run_import(tmp_path, video, xml(one), "--keyframes-per-second", "0.3", root=tmp_path / "r3")
     assert rc == 2 and "AVA timestamps are whole seconds" in capsys.readouterr().err
