@@ -154,7 +154,7 @@ class _Step:
             out = self.net(x)
         matches = self.matcher(out, targets)
         n = float(sum(len(t["boxes"]) for t in targets))
-        return self.criterion(out, targets, matches, n)["loss"]
+        return self.criterion.losses(out, targets, matches, n)["loss"]
 
     def __call__(self, clips=None, targets=None) -> torch.Tensor:
         loss = self.loss(clips, targets)
@@ -395,7 +395,7 @@ def _loader_step(step: _Step, x: torch.Tensor, targets: list[dict]) -> None:
         out = step.net(x)
     matches = step.matcher(out, targets)
     n = float(sum(len(t["boxes"]) for t in targets))
-    step.criterion(out, targets, matches, n)["loss"].backward()
+    step.criterion.losses(out, targets, matches, n)["loss"].backward()
     step.opt.step()
     step.opt.zero_grad(set_to_none=True)
 

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -24,7 +25,7 @@ def test_hand_computed_single_match():
     }
     tgt = [{"boxes": torch.tensor([[0.5, 0.5, 0.2, 0.4]]), "labels": torch.tensor([[1.0, 0.0]])}]
     matches = [(torch.tensor([0]), torch.tensor([0]))]
-    terms = SetCriterion()(out, tgt, matches, num_actors=1)
+    terms = SetCriterion().losses(out, tgt, matches, num_actors=1)
     ln2 = math.log(2)
     assert abs(terms["actor"].item() - 2 * ln2) < 1e-5  # two tokens at p = 0.5
     assert abs(terms["action"].item() - 4 * ln2) < 1e-5  # 2 tokens x 2 classes at p = 0.5
@@ -41,7 +42,7 @@ def test_empty_gt_clip_is_finite_and_has_no_box_loss():
     out["actor_logits"].requires_grad_(True)
     tgt = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, 3)}]
     matches = HungarianMatcher()(out, tgt)
-    terms = SetCriterion()(out, tgt, matches, num_actors=0)
+    terms = SetCriterion().losses(out, tgt, matches, num_actors=0)
     assert torch.isfinite(terms["loss"])
     assert terms["l1"].item() == 0 and terms["giou"].item() == 0
     terms["loss"].backward()
@@ -53,8 +54,8 @@ def test_normalised_by_number_of_actors():
     tgt = [{"boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]]), "labels": torch.tensor([[1.0, 0.0, 1.0]])},
            {"boxes": torch.tensor([[0.3, 0.3, 0.1, 0.2]]), "labels": torch.tensor([[0.0, 1.0, 0.0]])}]
     matches = HungarianMatcher()(out, tgt)
-    a = SetCriterion()(out, tgt, matches, num_actors=2)["loss"]
-    b = SetCriterion()(out, tgt, matches, num_actors=4)["loss"]
+    a = SetCriterion().losses(out, tgt, matches, num_actors=2)["loss"]
+    b = SetCriterion().losses(out, tgt, matches, num_actors=4)["loss"]
     assert abs(a.item() - 2 * b.item()) < 1e-4
 
 
@@ -96,7 +97,7 @@ GIOU_SUM = (1 - 0.5) + (1 - 1 / 3)
 
 def test_hand_computed_terms_with_nonzero_logits():
     out, tgt, matches = _three_tokens()
-    terms = SetCriterion()(out, tgt, matches, num_actors=2)
+    terms = SetCriterion().losses(out, tgt, matches, num_actors=2)
     assert terms["actor"].item() == pytest.approx(ACTOR_SUM / 2, abs=1e-6)
     assert terms["action"].item() == pytest.approx(ACTION_SUM / 2, abs=1e-6)
     assert terms["l1"].item() == pytest.approx(L1_SUM / 2, abs=1e-6)
@@ -108,7 +109,7 @@ def test_hand_computed_terms_with_nonzero_logits():
 
 def test_each_weight_multiplies_its_own_term():
     out, tgt, matches = _three_tokens()
-    terms = SetCriterion(w_actor=1.0, w_action=10.0, w_l1=100.0, w_giou=1000.0)(out, tgt, matches, num_actors=1)
+    terms = SetCriterion(w_actor=1.0, w_action=10.0, w_l1=100.0, w_giou=1000.0).losses(out, tgt, matches, num_actors=1)
     expected = ACTOR_SUM + 10 * ACTION_SUM + 100 * L1_SUM + 1000 * GIOU_SUM
     assert terms["loss"].item() == pytest.approx(expected, rel=1e-6)
 
@@ -116,7 +117,7 @@ def test_each_weight_multiplies_its_own_term():
 def test_swapping_the_matched_tokens_changes_every_term():
     """The same pairs listed the other way round give the same loss; a different assignment does not."""
     out, tgt, _ = _three_tokens()
-    crit = SetCriterion()
+    crit = SetCriterion().losses
     ref = crit(out, tgt, [(torch.tensor([2, 0]), torch.tensor([0, 1]))], 2)
     same = crit(out, tgt, [(torch.tensor([0, 2]), torch.tensor([1, 0]))], 2)
     other = crit(out, tgt, [(torch.tensor([0, 2]), torch.tensor([0, 1]))], 2)  # GT 0 on token 0 now
@@ -133,7 +134,7 @@ def test_batch_targets_stay_in_their_clip():
     out, tgt, matches = _three_tokens()
     two = {k: torch.cat([v, v.flip(1)]) for k, v in out.items()}  # clip 1: tokens in reverse order
     flipped = [(2 - matches[0][0], matches[0][1])]  # the same tokens, at their new positions
-    terms = SetCriterion()(two, tgt + tgt, matches + flipped, num_actors=4)
+    terms = SetCriterion().losses(two, tgt + tgt, matches + flipped, num_actors=4)
     for k, v in (("actor", ACTOR_SUM), ("action", ACTION_SUM), ("l1", L1_SUM), ("giou", GIOU_SUM)):
         assert terms[k].item() == pytest.approx(2 * v / 4, abs=1e-6), k
 
@@ -141,7 +142,7 @@ def test_batch_targets_stay_in_their_clip():
 def test_focal_loss_hand_computed():
     """γ = 2, α = 0.25 on the actor term: α_t (1 - p_t)^γ BCE, summed over tokens."""
     out, tgt, matches = _three_tokens()
-    terms = SetCriterion(focal_gamma=2.0, focal_alpha=0.25)(out, tgt, matches, num_actors=1)
+    terms = SetCriterion(focal_gamma=2.0, focal_alpha=0.25).losses(out, tgt, matches, num_actors=1)
 
     def sig(x):
         return 1 / (1 + math.exp(-x))
@@ -152,3 +153,26 @@ def test_focal_loss_hand_computed():
         p_t = sig(x) if y else 1 - sig(x)
         want += (0.25 if y else 0.75) * (1 - p_t) ** 2 * -math.log(p_t)
     assert terms["actor"].item() == pytest.approx(want, abs=1e-6)
+
+
+def test_criterion_from_config_matches_then_adds_extra_positives():
+    """criterion(outputs, targets, n, valid) == matcher -> extra positives -> losses, with the config's values."""
+    from bmvit.config import LossConfig
+    from bmvit.losses.matcher import centre_region_positives
+
+    cfg = LossConfig(actor=1.5, action=3.0, l1=4.0, giou=0.5, cost_l1=5.0, cost_giou=2.0, cost_action=0.5,
+                     extra_positives="centre_region", positive_radius=1.0)
+    out = _outputs(B=1, L=4)
+    out["cells"] = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.75, 0.25, 0.5, 0.5], [0.25, 0.75, 0.5, 0.5],
+                                 [0.75, 0.75, 0.5, 0.5]])
+    tgt = [{"boxes": torch.tensor([[0.3, 0.3, 0.8, 0.8]]), "labels": torch.tensor([[1.0, 0.0, 1.0]])}]
+    crit = SetCriterion.from_config(cfg)
+    got = crit(out, tgt, num_actors=1)
+    matches = HungarianMatcher(cost_l1=5.0, cost_giou=2.0, cost_action=0.5)(out, tgt)
+    matches = centre_region_positives(matches, out["cells"], tgt, radius=1.0)
+    assert len(matches[0][0]) > 1  # the aid added positives
+    want = SetCriterion(1.5, 3.0, 4.0, 0.5).losses(out, tgt, matches, 1)
+    for k in ("actor", "action", "l1", "giou", "loss"):
+        assert torch.equal(got[k], want[k]), k
+    without = SetCriterion.from_config(dataclasses.replace(cfg, extra_positives="none"))(out, tgt, num_actors=1)
+    assert abs(without["actor"].item() - got["actor"].item()) > 1e-3  # the config's aid is what changed it

@@ -94,7 +94,7 @@ def test_overfits_a_handful_of_clips(small_synth):
     losses = []
     for _ in range(150):
         out = model(clips)
-        loss = criterion(out, targets, matcher(out, targets), sum(len(t["boxes"]) for t in targets))["loss"]
+        loss = criterion.losses(out, targets, matcher(out, targets), sum(len(t["boxes"]) for t in targets))["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -74,7 +74,7 @@ def test_loss_ignores_padded_tokens():
     valid = valid_tokens(cells, targets)
     out = _outputs(24, 2, 0)
     matches = HungarianMatcher()(out, targets, valid)
-    crit = SetCriterion()
+    crit = SetCriterion().losses
     base = crit(out, targets, matches, 3.0, valid)
     changed = {k: v.clone() for k, v in out.items()}
     changed["actor_logits"][~valid] = 30.0  # confident false positives on padding: no effect
@@ -86,7 +86,7 @@ def test_loss_ignores_padded_tokens():
     everything = torch.ones_like(valid)
     plain = crit(out, targets, matches, 3.0)
     assert torch.allclose(crit(out, targets, matches, 3.0, everything)["loss"], plain["loss"])
-    focal = SetCriterion(focal_gamma=2.0)
+    focal = SetCriterion(focal_gamma=2.0).losses
     assert torch.allclose(focal(out, targets, matches, 3.0, valid)["actor"],
                           focal(changed, targets, matches, 3.0, valid)["actor"])
 

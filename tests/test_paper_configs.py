@@ -106,7 +106,7 @@ def test_table_1c_variable_aspect_forward_backward_at_real_size():
     out = det(clips)
     valid = valid_tokens(out["cells"], targets)
     matches = HungarianMatcher()(out, targets, valid)
-    loss = SetCriterion()(out, targets, matches, 2.0, valid)["loss"]
+    loss = SetCriterion().losses(out, targets, matches, 2.0, valid)["loss"]
     loss.backward()
     assert torch.isfinite(loss) and all(p.grad is not None for p in det.parameters() if p.requires_grad)
 

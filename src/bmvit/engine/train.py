@@ -64,7 +64,6 @@ from bmvit.engine.sampler import ResumableBatchSampler
 from bmvit.engine.state import CKPT_DIR, list_checkpoints, load_latest, load_path, rng_state, save_checkpoint, set_rng_state
 from bmvit.errors import ConfigError, TrainingError
 from bmvit.losses.criterion import SetCriterion
-from bmvit.losses.matcher import HungarianMatcher, centre_cell_positives, centre_region_positives
 from bmvit.models.build import build_detector
 
 
@@ -246,9 +245,7 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
     # skip non-finite steps on the device (fused AdamW's found_inf) instead of syncing per micro-batch
     sync_free = bool(opt.defaults.get("fused")) and ema is None and not scaler.is_enabled()
     pending: list[tuple[int, torch.Tensor]] = []  # (step, non-finite flag on the device) not yet read
-    matcher = HungarianMatcher(cfg.loss.cost_l1, cfg.loss.cost_giou, cfg.loss.cost_actor, cfg.loss.cost_action)
-    criterion = SetCriterion(cfg.loss.actor, cfg.loss.action, cfg.loss.l1, cfg.loss.giou,
-                             cfg.loss.focal_gamma, cfg.loss.focal_alpha)
+    criterion = SetCriterion.from_config(cfg.loss)
 
     step, epoch, batch, train_s, best = 0, 0, 0, 0.0, -1.0
     eval_minutes = sorted(tc.eval_at_minutes)
@@ -348,13 +345,7 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
                 with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
                     outputs = net(clips)
                 valid = valid_tokens(outputs["cells"], targets)  # (B, L) padded batches (keep_aspect), else None
-                matches = matcher(outputs, targets, valid)
-                if cfg.loss.extra_positives == "centre_cell":
-                    matches = centre_cell_positives(matches, outputs["cells"], targets, valid)
-                elif cfg.loss.extra_positives == "centre_region":
-                    matches = centre_region_positives(matches, outputs["cells"], targets, cfg.loss.positive_radius,
-                                                      valid)
-                losses = criterion(outputs, targets, matches, norm, valid)
+                losses = criterion(outputs, targets, norm, valid)
                 if not sync_free and not torch.isfinite(losses["loss"]):  # a host sync; terms only on failure
                     bad += [name for name, v in losses.items() if name != "loss" and not torch.isfinite(v)] or ["loss"]
                 scaler.scale(losses["loss"]).backward()

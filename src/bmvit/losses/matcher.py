@@ -13,9 +13,13 @@ Only annotated actors (α = 1) are columns of the cost matrix; the remaining tok
 :func:`centre_cell_positives` is an optional training aid, not in the paper: every token whose
 grid cell contains a ground-truth centre is also assigned to that actor (one-to-few assignment),
 which speeds up convergence of small models; inference then needs NMS.
+:func:`centre_region_positives` widens it to nearby cells. :data:`EXTRA_POSITIVES` is the table of
+these aids by their ``loss.extra_positives`` name (the one list of that option).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -132,3 +136,21 @@ def centre_region_positives(matches: list[Match], cells: Tensor, targets: list[d
         idx = torch.nonzero(free).flatten()
         out.append((torch.cat([rows, idx]), torch.cat([cols, owner[idx]])))
     return out
+
+
+def _centre_cell(matches: list[Match], cells: Tensor, targets: list[dict], valid: Tensor | None,
+                 radius: float) -> list[Match]:
+    return centre_cell_positives(matches, cells, targets, valid)  # radius does not apply
+
+
+def _centre_region(matches: list[Match], cells: Tensor, targets: list[dict], valid: Tensor | None,
+                   radius: float) -> list[Match]:
+    return centre_region_positives(matches, cells, targets, radius, valid)
+
+
+# ``loss.extra_positives`` name -> fn(matches, cells (L, 4), targets, valid (B, L) | None, radius) -> matches
+EXTRA_POSITIVES: dict[str, Callable[..., list[Match]] | None] = {
+    "none": None,
+    "centre_cell": _centre_cell,
+    "centre_region": _centre_region,
+}
