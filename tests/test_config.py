@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from bmvit.config import load_config, save_config
@@ -86,3 +88,32 @@ def test_base_chain_and_normalization_keys(tmp_path):
         load_config(tmp_path / "d.yaml")
     with pytest.raises(ConfigError, match=r"'data.std': expected 3 per-channel \(RGB\) values > 0"):
         normalization(load_config(None, ["data.std=[0.2, 0.0, 0.2]"]).data)
+
+
+def test_option_lists_come_from_the_implementing_modules():
+    """CHOICES reads backbones, token selections, action heads and extra positives from their modules' tables."""
+    from bmvit.config import CHOICES
+    from bmvit.losses.matcher import EXTRA_POSITIVES
+    from bmvit.models.build import BACKBONES
+    from bmvit.models.heads import ACTION_HEADS
+    from bmvit.models.token_selection import SELECTIONS
+
+    assert CHOICES["model.backbone"] == tuple(BACKBONES)
+    assert CHOICES["model.token_selection"] == tuple(SELECTIONS)
+    assert CHOICES["model.action_head"] == tuple(ACTION_HEADS)
+    assert CHOICES["loss.extra_positives"] == tuple(EXTRA_POSITIVES)
+    assert "model.backbone" in CHOICES and "model.head_hidden" not in CHOICES and len(CHOICES) == len(list(CHOICES))
+    for key, bad in (("model.backbone", "resnet"), ("model.token_selection", "3(c+t)"), ("loss.extra_positives", "all")):
+        with pytest.raises(ConfigError, match=re.escape(f"'{key}': '{bad}' is not one of {', '.join(CHOICES[key])}")):
+            load_config(None, [f"{key}={bad}"])
+
+
+def test_a_config_without_implemented_option_keys_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "c.yaml").write_text("train:\n  lr: 0.001\ndata:\n  resize: square\n")
+    code = (f"import sys\nfrom bmvit.config import load_config\nload_config({str(tmp_path / 'c.yaml')!r})\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -1,7 +1,9 @@
 """Typed configuration: dataclasses loaded from YAML, with ``section.key=value`` overrides.
 
-Unknown keys, wrong types and values outside a key's valid range (:data:`RANGES`, :data:`LENGTHS`;
-non-finite numbers are never valid) raise :class:`~bmvit.errors.ConfigError` naming the key (and
+Unknown keys, wrong types, names outside a key's list (:data:`CHOICES`; the lists of backbones,
+token selections, action heads and extra positives are the tables of the modules that implement
+them) and values outside a key's valid range (:data:`RANGES`, :data:`LENGTHS`; non-finite numbers
+are never valid) raise :class:`~bmvit.errors.ConfigError` naming the key (and
 the file) and stating the valid alternatives or range. The resolved config is saved with every run
 (``config.yaml``) and inside every checkpoint.
 """
@@ -9,9 +11,11 @@ the file) and stating the valid alternatives or range. The resolved config is sa
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -67,9 +71,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "mvitv2_s"  # key of bmvit.models.build.BACKBONES
+    backbone: str = "mvitv2_s"  # a name of bmvit.models.build.BACKBONES
     remove_last_pool: bool = True  # paper §3.2: 8×16×16 output at 16×256²
-    token_selection: str = "2(c+t)"  # singleton | tubelet | c+t | maxpool | 2(c+t) | central (§6.1 ViT)
+    token_selection: str = "2(c+t)"  # a name of bmvit.models.token_selection.SELECTIONS (§3.2, §5.2, §6.1)
     head_hidden: int = 256
     box_layers: int = 3
     cls_layers: int = 2
@@ -77,7 +81,7 @@ class ModelConfig:
     rel_pos: bool = True
     kv_stride: list[int] | None = None  # initial adaptive K/V stride; None: the spec's value
     grad_checkpointing: bool = False
-    # Action head (§6.1): mlp | cross_attention (action tokens attend to all backbone tokens first)
+    # Action head (§6.1), a name of bmvit.models.heads.ACTION_HEADS
     action_head: str = "mlp"
     cross_attn_heads: int = 8  # heads of that cross-attention layer (must divide the backbone width)
     # ViT: position table for inputs other than the pre-training size (bmvit.models.vit):
@@ -101,7 +105,7 @@ class LossConfig:
     cost_action: float = 1.0
     cost_l1: float = 1.0
     cost_giou: float = 1.0
-    extra_positives: str = "none"  # none | centre_cell | centre_region (training aids, not in the paper)
+    extra_positives: str = "none"  # a name of bmvit.losses.matcher.EXTRA_POSITIVES (training aids, not in the paper)
     positive_radius: float = 1.0  # centre_region: cells within this many cells of a GT centre (and inside it)
     focal_gamma: float = 0.0  # > 0: sigmoid focal loss for actor/action instead of BCE (not in the paper)
     focal_alpha: float = 0.25  # focal α for positives (negatives get 1 - α); < 0 disables it
@@ -158,12 +162,40 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model.token_selection": ("singleton", "tubelet", "c+t", "maxpool", "2(c+t)", "central"),
+class _Choices(Mapping):
+    """``key -> valid names``. Keys of :data:`_IMPLEMENTED_BY` take their names from the table of the
+    module that implements them, imported on first use (those modules import torch; reading a config
+    that does not set such a key, as the evaluation verbs do, imports nothing)."""
+
+    def __init__(self, fixed: dict[str, tuple[str, ...]], implemented_by: dict[str, tuple[str, str]]) -> None:
+        self._fixed, self._implemented_by = fixed, implemented_by
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        if key in self._fixed:
+            return self._fixed[key]
+        module, table = self._implemented_by[key]  # KeyError for a key without a list of names
+        return tuple(getattr(importlib.import_module(module), table))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._fixed or key in self._implemented_by
+
+    def __iter__(self):
+        return iter([*self._fixed, *self._implemented_by])
+
+    def __len__(self) -> int:
+        return len(self._fixed) + len(self._implemented_by)
+
+
+# Option lists that live with their implementation: key -> (module, name of its table).
+_IMPLEMENTED_BY: dict[str, tuple[str, str]] = {
+    "model.backbone": ("bmvit.models.build", "BACKBONES"),
+    "model.token_selection": ("bmvit.models.token_selection", "SELECTIONS"),
+    "model.action_head": ("bmvit.models.heads", "ACTION_HEADS"),
+    "loss.extra_positives": ("bmvit.losses.matcher", "EXTRA_POSITIVES"),
+}
+CHOICES: Mapping[str, tuple[str, ...]] = _Choices({
     "model.pretrained_format": ("auto", "bmvit", "slowfast", "torchvision", "hiera", "videomae"),
-    "model.action_head": ("mlp", "cross_attention"),
     "model.pos_embed": ("interpolate", "regenerate"),
-    "loss.extra_positives": ("none", "centre_cell", "centre_region"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.nan_policy": ("stop", "skip"),
@@ -174,7 +206,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_error": ("error", "skip"),
     "data.unknown_actions": ("error", "ignore"),
     "data.resize": ("square", "keep_aspect"),
-}
+}, _IMPLEMENTED_BY)
 
 
 # Valid range of each numeric key (for a list: of each element): (minimum, maximum, minimum excluded?);
@@ -305,8 +337,8 @@ def _apply(obj: Any, data: dict, prefix: str, where: str) -> None:
             _apply(current, v, key + ".", where)
             continue
         v = _convert(v, hints[k], key, where)
-        if key in CHOICES and v not in CHOICES[key]:
-            raise ConfigError(f"{where}'{key}': {v!r} is not one of {', '.join(CHOICES[key])}")
+        if key in CHOICES and v not in (valid := CHOICES[key]):
+            raise ConfigError(f"{where}'{key}': {v!r} is not one of {', '.join(valid)}")
         _check_value(key, v, where)
         setattr(obj, k, v)
 

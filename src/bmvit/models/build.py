@@ -57,6 +57,7 @@ def _load_pretrained(backbone: nn.Module, model: ModelConfig) -> None:
     print(f"backbone initialized from {model.pretrained}: {report}", file=sys.stderr)
 
 
+# ``model.backbone`` name -> builder(model config, (T, H, W)); the one list of backbones (config.CHOICES reads it)
 BACKBONES: dict[str, Callable[[ModelConfig, tuple[int, int, int]], nn.Module]] = {
     "mvitv2_s": _mvit("mvitv2_s"),
     "mvitv2_b": _mvit("mvitv2_b"),

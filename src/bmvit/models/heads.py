@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from bmvit.errors import ConfigError
 from bmvit.models.token_selection import Tokens
 
-ACTION_HEADS = ("mlp", "cross_attention")
+ACTION_HEADS = ("mlp", "cross_attention")  # the names of model.action_head (config.CHOICES reads them here)
 
 
 def mlp(dim_in: int, hidden: int, dim_out: int, layers: int) -> nn.Sequential:

@@ -23,18 +23,19 @@ the temporal context reaches the action tokens through the cross-attention actio
 tubelets, slice ``t // 2`` covers input frames ``T/2`` and ``T/2 + 1``, i.e. it contains the key
 frame ``T/2``.
 
+A new strategy is one function ``(features, cells) -> Tokens`` and one entry of :data:`SELECTIONS`
+(the only list of ``model.token_selection`` names; the config validates against it).
+
 Every strategy works with every action head: with ``cross_attention`` the action tokens above are
 the queries and all ``t·h·w`` backbone tokens are the keys/values.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
-
-STRATEGIES = ("singleton", "tubelet", "c+t", "maxpool", "2(c+t)", "central")
 
 
 class Tokens(NamedTuple):
@@ -55,29 +56,57 @@ def _flat(x: Tensor) -> Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
+def _singleton(features: Tensor, cells: Tensor) -> Tokens:
+    x = features.flatten(2).transpose(1, 2)  # (B, t*h*w, C)
+    return Tokens(x, x, cells.repeat(features.shape[2], 1))
+
+
+def _tubelet(features: Tensor, cells: Tensor) -> Tokens:
+    x = _flat(features.mean(2))  # (B, h*w, C)
+    return Tokens(x, x, cells)
+
+
+def _centre_and_temporal(features: Tensor, cells: Tensor) -> Tokens:
+    k = features.shape[2] // 2
+    return Tokens(_flat(features[:, :, k]), _flat(features.mean(2)), cells)
+
+
+def _maxpool(features: Tensor, cells: Tensor) -> Tokens:
+    B, C, t, h, w = features.shape
+    action = features.permute(0, 2, 3, 4, 1).reshape(B, t, h * w, C)  # (B, t, h*w, C)
+    return Tokens(_flat(features[:, :, t // 2]), action, cells)
+
+
+def _two_centre_and_temporal(features: Tensor, cells: Tensor) -> Tokens:
+    t = features.shape[2]
+    if t < 2:
+        raise ValueError(f"token selection '2(c+t)' needs at least 2 output slices, got t={t}")
+    k = t // 2
+    det = torch.cat((_flat(features[:, :, k - 1]), _flat(features[:, :, k])), dim=1)  # (B, 2hw, C)
+    action = torch.cat((_flat(features[:, :, :k].mean(2)), _flat(features[:, :, k:].mean(2))), dim=1)  # (B, 2hw, C)
+    return Tokens(det, action, cells.repeat(2, 1))
+
+
+def _central(features: Tensor, cells: Tensor) -> Tokens:
+    x = _flat(features[:, :, features.shape[2] // 2])  # (B, h*w, C)
+    return Tokens(x, x, cells)
+
+
+# ``model.token_selection`` name -> fn(features (B, C, t, h, w), cells (h*w, 4)) -> Tokens (the table above)
+SELECTIONS: dict[str, Callable[[Tensor, Tensor], Tokens]] = {
+    "singleton": _singleton,
+    "tubelet": _tubelet,
+    "c+t": _centre_and_temporal,
+    "maxpool": _maxpool,
+    "2(c+t)": _two_centre_and_temporal,
+    "central": _central,
+}
+STRATEGIES = tuple(SELECTIONS)  # the names, in table order
+
+
 def select_tokens(features: Tensor, strategy: str = "2(c+t)") -> Tokens:
     """Apply a token-selection strategy to backbone output ``features`` of shape ``(B, C, t, h, w)``."""
-    B, C, t, h, w = features.shape
-    cells = grid_cells(h, w, features.device)  # (h*w, 4)
-    k = t // 2
-    if strategy == "singleton":
-        x = features.flatten(2).transpose(1, 2)  # (B, t*h*w, C)
-        return Tokens(x, x, cells.repeat(t, 1))
-    if strategy == "tubelet":
-        x = _flat(features.mean(2))
-        return Tokens(x, x, cells)
-    if strategy == "c+t":
-        return Tokens(_flat(features[:, :, k]), _flat(features.mean(2)), cells)
-    if strategy == "maxpool":
-        act = features.permute(0, 2, 3, 4, 1).reshape(B, t, h * w, C)  # (B, t, h*w, C)
-        return Tokens(_flat(features[:, :, k]), act, cells)
-    if strategy == "2(c+t)":
-        if t < 2:
-            raise ValueError(f"token selection '2(c+t)' needs at least 2 output slices, got t={t}")
-        det = torch.cat((_flat(features[:, :, k - 1]), _flat(features[:, :, k])), dim=1)  # (B, 2hw, C)
-        act = torch.cat((_flat(features[:, :, :k].mean(2)), _flat(features[:, :, k:].mean(2))), dim=1)
-        return Tokens(det, act, cells.repeat(2, 1))
-    if strategy == "central":
-        x = _flat(features[:, :, k])  # (B, h*w, C)
-        return Tokens(x, x, cells)
-    raise ValueError(f"unknown token selection {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    if strategy not in SELECTIONS:
+        raise ValueError(f"unknown token selection {strategy!r}; expected one of {', '.join(SELECTIONS)}")
+    _, _, _, h, w = features.shape
+    return SELECTIONS[strategy](features, grid_cells(h, w, features.device))  # cells (h*w, 4)
