@@ -153,6 +153,7 @@ def test_torchrun_two_processes_equal_one(folder, ckpt, tmp_path, batch_out):
            "detect", str(folder), "--checkpoint", str(ckpt), "--out", str(out), "--no-video", "--no-progress"]
     run = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert run.returncode != 0  # the broken input: exit status 1 on each rank (torchrun reports it)
+    assert (out / "index.jsonl").exists(), f"rank 0 wrote no index; torchrun said:\n{run.stderr[-4000:]}"
     strip = lambda index: [{k: v for k, v in e.items() if k != "seconds"} for e in index]  # noqa: E731
     assert strip(_index(out)) == strip(_index(batch_out))
     assert (out / "detections.csv").read_text() == (batch_out / "detections.csv").read_text()
