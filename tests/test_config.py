@@ -72,7 +72,7 @@ def test_shipped_configs_load(tmp_path):
 
 
 def test_base_chain_and_normalization_keys(tmp_path):
-    from bmvit.engine.train import normalization
+    from bmvit.engine.train import checked_mean_std
     from bmvit.inference.detector import eval_transform
 
     (tmp_path / "a.yaml").write_text("data:\n  size: 64\n  mean: [0.485, 0.456, 0.406]\nmodel:\n  head_hidden: 8\n")
@@ -87,7 +87,7 @@ def test_base_chain_and_normalization_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"missing\.yaml: config file not found \(the 'base' of .*d\.yaml\)"):
         load_config(tmp_path / "d.yaml")
     with pytest.raises(ConfigError, match=r"'data.std': expected 3 per-channel \(RGB\) values > 0"):
-        normalization(load_config(None, ["data.std=[0.2, 0.0, 0.2]"]).data)
+        checked_mean_std(load_config(None, ["data.std=[0.2, 0.0, 0.2]"]).data)
 
 
 def test_option_lists_come_from_the_implementing_modules():

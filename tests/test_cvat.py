@@ -76,7 +76,7 @@ def run_import(tmp_path, video, text, *extra, root=None, name="a.xml"):
 def rows_of(root, split="train"):
     r = read_rows(root / "annotations" / f"{split}.csv")
     return [(v, int(t), *np.round(b, 3).tolist(), int(a), int(p)) for v, t, b, a, p in
-            zip(r.video_ids, r.timestamps, r.boxes, r.actions, r.extra)]
+            zip(r.video_ids, r.timestamps, r.boxes, r.actions, r.person_or_score)]
 
 
 def test_label_as_action_interpolation_and_propagation(tmp_path, video, capsys):

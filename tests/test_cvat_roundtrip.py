@@ -31,7 +31,7 @@ def imported(root, video_id="clip"):
     names = read_label_map(root / "annotations" / "label_map.pbtxt")
     r = read_rows(root / "annotations" / "train.csv")
     out: dict = defaultdict(lambda: [None, set()])
-    for v, t, b, a, p in zip(r.video_ids, r.timestamps, r.boxes, r.actions, r.extra):
+    for v, t, b, a, p in zip(r.video_ids, r.timestamps, r.boxes, r.actions, r.person_or_score):
         assert v == video_id
         entry = out[(int(t), int(p))]
         entry[0] = b * [W, H, W, H]

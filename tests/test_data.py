@@ -24,7 +24,7 @@ def test_clip_and_targets(small_synth):
     rows = read_rows(small_synth / "annotations" / "train.csv")
     kf = ds.keyframes[0]
     sel = [i for i, (v, t) in enumerate(zip(rows.video_ids, rows.timestamps)) if v == kf.video_id and t == kf.timestamp]
-    assert len(kf.boxes) == len({rows.extra[i] for i in sel})
+    assert len(kf.boxes) == len({rows.person_or_score[i] for i in sel})
     assert kf.labels.sum() == len(sel)
 
 

@@ -222,7 +222,7 @@ def test_in_training_evaluation_is_act_frame_map(act_root, tmp_path):
     ours = act_frame_map(ds, noisy)
     paths = write_act_gt(ds.annotations, 3, tmp_path, "t")
     with open(tmp_path / "det.csv", "w") as f:
-        for v, t, b, a, s in zip(noisy.video_ids, noisy.timestamps, noisy.boxes, noisy.actions, noisy.extra):
+        for v, t, b, a, s in zip(noisy.video_ids, noisy.timestamps, noisy.boxes, noisy.actions, noisy.person_or_score):
             x1, y1, x2, y2 = b * np.array([W, H, W, H])
             f.write(f"{v},{t},{ACT_LABELS[a - 1]},{float(s)!r},{float(x1)!r},{float(y1)!r},{float(x2)!r},{float(y2)!r}\n")
     ref = evaluate_frame_map_files(paths["classes"], paths["tubes"], tmp_path / "det.csv")
@@ -265,7 +265,7 @@ def test_training_reports_skipped_samples_per_epoch_and_evaluates_with_act_rules
     assert len(dets.boxes) > 0
     paths = write_act_gt(val.annotations, 1, tmp_path / "gt", "t")
     with open(tmp_path / "det.csv", "w") as f:
-        for v, t, b, a, s in zip(dets.video_ids, dets.timestamps, dets.boxes, dets.actions, dets.extra):
+        for v, t, b, a, s in zip(dets.video_ids, dets.timestamps, dets.boxes, dets.actions, dets.person_or_score):
             x1, y1, x2, y2 = b * np.array([W, H, W, H])
             f.write(f"{v},{t},{ACT_LABELS[a - 1]},{float(s)!r},{float(x1)!r},{float(y1)!r},{float(x2)!r},{float(y2)!r}\n")
     ref = evaluate_frame_map_files(paths["classes"], paths["tubes"], tmp_path / "det.csv")

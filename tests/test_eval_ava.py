@@ -479,7 +479,7 @@ def test_fast_reader_equals_the_careful_reader(tmp_path, text):
         return
     fast = read_rows_fast(path).to_rows()
     assert fast.video_ids == careful.video_ids
-    for name in ("timestamps", "boxes", "actions", "extra"):
+    for name in ("timestamps", "boxes", "actions", "person_or_score"):
         a, b = getattr(fast, name), getattr(careful, name)
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True), name
 
@@ -495,7 +495,7 @@ def test_fast_reader_parses_full_precision_floats_exactly(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text("\n".join(lines) + "\n")
     fast = read_rows_fast(path)
-    assert np.array_equal(fast.boxes, vals[:, :4]) and np.array_equal(fast.extra, vals[:, 4])
+    assert np.array_equal(fast.boxes, vals[:, :4]) and np.array_equal(fast.person_or_score, vals[:, 4])
     assert fast.to_rows().video_ids == [f"v{i % 5}" for i in range(len(vals))]
 
 

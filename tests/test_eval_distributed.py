@@ -70,7 +70,7 @@ def test_two_process_gloo_equals_single_process(small_synth, tmp_path):
     assert json.dumps(r0["aps"]) == json.dumps(single.per_class_ap)
     got = r0["rows"]
     assert got.video_ids == rows.video_ids
-    for name in ("timestamps", "boxes", "actions", "extra"):
+    for name in ("timestamps", "boxes", "actions", "person_or_score"):
         assert np.array_equal(getattr(got, name), getattr(rows, name)), name
     assert len(r1["rows"]) == 0  # rows live on rank 0 only
     frames = {(v, int(t)) for v, t in zip(rows.video_ids, rows.timestamps)}

@@ -53,13 +53,13 @@ def test_token_selection_shapes_and_key_slices():
     for s in STRATEGIES:
         tok = select_tokens(f, s)
         assert tok.det.shape == (B, L[s], C) and tok.cells.shape == (L[s], 4)
-        assert tok.act.shape[-2:] == (L[s], C)
+        assert tok.action.shape[-2:] == (L[s], C)
     tok = select_tokens(f, "2(c+t)")
     # first h*w detection tokens: slice t/2-1, then slice t/2; action tokens: past mean, future mean.
     assert torch.equal(tok.det[:, : h * w], f[:, :, 1].flatten(2).transpose(1, 2))
     assert torch.equal(tok.det[:, h * w :], f[:, :, 2].flatten(2).transpose(1, 2))
-    assert torch.allclose(tok.act[:, : h * w], f[:, :, :2].mean(2).flatten(2).transpose(1, 2))
-    assert torch.allclose(tok.act[:, h * w :], f[:, :, 2:].mean(2).flatten(2).transpose(1, 2))
+    assert torch.allclose(tok.action[:, : h * w], f[:, :, :2].mean(2).flatten(2).transpose(1, 2))
+    assert torch.allclose(tok.action[:, h * w :], f[:, :, 2:].mean(2).flatten(2).transpose(1, 2))
     with pytest.raises(ValueError, match="unknown token selection"):
         select_tokens(f, "bogus")
 

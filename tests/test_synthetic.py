@@ -37,7 +37,7 @@ def test_layout_and_labels(small_synth):
     assert (small_synth / "frames" / vid / f"{vid}_{frame:06d}.jpg").is_file()
     assert (rows.boxes[:, :2] < rows.boxes[:, 2:]).all() and (rows.boxes >= 0).all() and (rows.boxes <= 1).all()
     # multi-label: some (video, timestamp, person) has two or more actions
-    keys = [(v, t, p) for v, t, p in zip(rows.video_ids, rows.timestamps, rows.extra)]
+    keys = [(v, t, p) for v, t, p in zip(rows.video_ids, rows.timestamps, rows.person_or_score)]
     _, counts = np.unique(np.array([f"{k}" for k in keys]), return_counts=True)
     assert counts.max() >= 2
     # val comes from a different seed: no identical video content ids shared with train

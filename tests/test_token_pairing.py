@@ -49,7 +49,7 @@ def test_detection_and_action_tokens_come_from_the_documented_slices(strategy):
         for k in range(hw):
             l = block * hw + k
             y, x = divmod(k, W)
-            det, act = tok.det[:, l], tok.act[:, l]  # (B, C)
+            det, act = tok.det[:, l], tok.action[:, l]  # (B, C)
             if det_slice is None:
                 assert det[0, 3] == pytest.approx(_mean_code(act_slices))
             else:
@@ -65,7 +65,7 @@ def test_detection_and_action_tokens_come_from_the_documented_slices(strategy):
 def test_singleton_pairs_each_token_with_itself_in_t_h_w_order():
     f = _named_features()
     tok = select_tokens(f, "singleton")
-    assert torch.equal(tok.det, tok.act)
+    assert torch.equal(tok.det, tok.action)
     for l in range(T * H * W):
         s, rest = divmod(l, H * W)
         y, x = divmod(rest, W)
@@ -76,15 +76,15 @@ def test_singleton_pairs_each_token_with_itself_in_t_h_w_order():
 def test_maxpool_detects_on_the_key_slice_and_max_pools_action_logits_over_time():
     f = _named_features()
     tok = select_tokens(f, "maxpool")
-    assert tok.act.shape == (B, T, H * W, C)
+    assert tok.action.shape == (B, T, H * W, C)
     for l in range(H * W):
         y, x = divmod(l, W)
         assert tok.det[0, l, :3].tolist() == [T // 2, y, x]
         for s in range(T):
-            assert tok.act[0, s, l, :3].tolist() == [s, y, x]
+            assert tok.action[0, s, l, :3].tolist() == [s, y, x]
     heads = BMViTHeads(C, 3, hidden=8)
     out = heads(tok)
-    per_slice = torch.stack([heads.action(heads.norm(tok.act[:, s])) for s in range(T)], 1)  # (B, T, L, K)
+    per_slice = torch.stack([heads.action(heads.norm(tok.action[:, s])) for s in range(T)], 1)  # (B, T, L, K)
     assert torch.allclose(out["action_logits"], per_slice.amax(1))
 
 

@@ -203,7 +203,7 @@ def test_central_token_selection():
     f = torch.randn(2, 5, 4, 3, 2)
     tok = select_tokens(f, "central")
     assert "central" in STRATEGIES and tok.det.shape == (2, 6, 5) and tok.cells.shape == (6, 4)
-    assert torch.equal(tok.det, f[:, :, 2].flatten(2).transpose(1, 2)) and torch.equal(tok.act, tok.det)
+    assert torch.equal(tok.det, f[:, :, 2].flatten(2).transpose(1, 2)) and torch.equal(tok.action, tok.det)
 
 
 def test_detector_cross_attention_forward_backward_cpu():
@@ -227,7 +227,7 @@ def test_detector_cross_attention_forward_backward_cpu():
     ctx2 = ctx.clone()
     ctx2[:, :24] += torch.randn(1, 24, ctx.shape[-1])  # change slice 0 only (the queries come from slice 2)
     with torch.no_grad():
-        assert not torch.allclose(xattn(tok.act, ctx), xattn(tok.act, ctx2))
+        assert not torch.allclose(xattn(tok.action, ctx), xattn(tok.action, ctx2))
     # every strategy works with the cross-attention head (maxpool: all t·h·w queries, logits max-pooled)
     for s in STRATEGIES:
         det.token_selection = s

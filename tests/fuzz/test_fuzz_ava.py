@@ -27,14 +27,14 @@ LABEL_MAP = 'item {\n  name: "stand"\n  id: 1\n}\nitem {\n  name: "walk"\n  id: 
 def _same_rows(a, b) -> None:
     a, b = (x.to_rows() if hasattr(x, "to_rows") else x for x in (a, b))  # the fast reader's coded rows
     assert a.video_ids == b.video_ids
-    for x, y in ((a.timestamps, b.timestamps), (a.boxes, b.boxes), (a.actions, b.actions), (a.extra, b.extra)):
+    for x, y in ((a.timestamps, b.timestamps), (a.boxes, b.boxes), (a.actions, b.actions), (a.person_or_score, b.person_or_score)):
         np.testing.assert_array_equal(x, y)
 
 
 def _check_rows(rows, data: bytes) -> None:
     R = len(rows)
     assert rows.timestamps.shape == (R,) and rows.boxes.shape == (R, 4) and rows.actions.shape == (R,)
-    assert np.isfinite(rows.boxes).all() and np.isfinite(rows.extra).all()
+    assert np.isfinite(rows.boxes).all() and np.isfinite(rows.person_or_score).all()
     assert R <= data.count(b"\n") + data.count(b"\r") + 1
 
 

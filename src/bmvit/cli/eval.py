@@ -94,7 +94,7 @@ def render_video(ds, dets, vid: str, path: Path, min_score: float = 0.3) -> Path
     n = ds.num_video_frames(vid)
     gt = {kf.timestamp: kf for kf in ds.keyframes if kf.video_id == vid}
     sel = np.asarray([v == vid for v in dets.video_ids], dtype=bool)
-    d_ts, d_boxes, d_act, d_score = dets.timestamps[sel], dets.boxes[sel], dets.actions[sel], dets.extra[sel]
+    d_ts, d_boxes, d_act, d_score = dets.timestamps[sel], dets.boxes[sel], dets.actions[sel], dets.person_or_score[sel]
 
     def frames():
         for f in range(1, n + 1):

@@ -107,7 +107,7 @@ def group_keyframes(rows: AvaRows, class_index: dict[int, int]) -> list[KeyFrame
         cls = class_index.get(int(rows.actions[i]))
         if cls is None:
             continue
-        pid = float(rows.extra[i])
+        pid = float(rows.person_or_score[i])
         if pid not in people:
             people[pid] = (rows.boxes[i].astype(np.float32), np.zeros(K, np.float32))
         people[pid][1][cls] = 1.0

@@ -344,7 +344,7 @@ def generate(out: str | Path, spec: SynthSpec = SynthSpec(), workers: int | None
             np.array([r[6] for r in rows], np.int64),
             np.array([r[7] for r in rows], np.float64),
         )
-        write_rows(out / "annotations" / f"{split}.csv", ava, extra_format="{:d}")
+        write_rows(out / "annotations" / f"{split}.csv", ava, person_or_score_format="{:d}")
     write_label_map(out / "annotations" / "label_map.pbtxt", ACTIONS)
     write_text(mpath, json.dumps(manifest, indent=2))
     return out

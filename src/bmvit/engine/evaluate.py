@@ -224,7 +224,7 @@ def act_frame_map(dataset, detections: AvaRows, iou_threshold: float = 0.5) -> F
     scale = np.array([[res[v][1], res[v][0], res[v][1], res[v][0]] for v in detections.video_ids], np.float64)
     gt = _frame_rows("ground truth", g_vid, g_frame, g_label, np.asarray(g_box, np.float64).reshape(-1, 4))
     det = _frame_rows("detections", detections.video_ids, detections.timestamps, detections.actions - 1,
-                      detections.boxes * scale.reshape(-1, 4), detections.extra)
+                      detections.boxes * scale.reshape(-1, 4), detections.person_or_score)
     return evaluate_frame_map(gt, det, classes, iou_threshold)
 
 

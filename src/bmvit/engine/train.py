@@ -88,8 +88,9 @@ def set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def normalization(d) -> dict:
-    """``mean``/``std`` keyword arguments of :class:`ClipTransform` from ``data.mean``/``data.std``."""
+def checked_mean_std(d) -> dict:
+    """``mean``/``std`` keyword arguments of :class:`ClipTransform` from ``data.mean``/``data.std``,
+    after checking them (3 per-channel values, std > 0; :class:`ConfigError` otherwise)."""
     for key in ("mean", "std"):
         v = getattr(d, key)
         if len(v) != 3 or (key == "std" and min(v) <= 0):
@@ -144,7 +145,7 @@ def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torc
     transform = ClipTransform(size=d.size, train=augment, hflip_prob=d.hflip_prob, color_jitter=d.color_jitter,
                               generator=generator, box_jitter=d.box_jitter, resize=d.resize,
                               short_side=(d.short_side[0], d.short_side[1]) if len(d.short_side) == 2 else (0, 0),
-                              **normalization(d))
+                              **checked_mean_std(d))
     ds = build_dataset(d, split, transform)
     index = ds.class_index
     for pair in d.hflip_swap:
@@ -235,7 +236,7 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
         raise ConfigError(f"'train.batch_size' ({tc.batch_size}) x {info.world_size} process(es) x 'train.accum_steps' "
                           f"({tc.accum_steps}) exceeds the {len(train_ds)} training key frames")
     loader = make_loader(train_ds, sampler, collate_fn(cfg.data.resize), cfg.data.num_workers, device, tc.seed)
-    mean, std = normalization(cfg.data).values()
+    mean, std = checked_mean_std(cfg.data).values()
     steps_per_epoch = sampler.batches_per_epoch / tc.accum_steps
     total = tc.max_steps or max(1, int(round(tc.epochs * steps_per_epoch)))
     opt = make_optimizer(model, tc.lr, tc.weight_decay, tc.layer_decay, device)

@@ -115,7 +115,7 @@ def _check_rows(rows: CodedAvaRows, what: str, is_gt: bool) -> None:
     """Reject non-finite values (and, for GT, inverted boxes, which the original crashes on)."""
     bad = ~np.isfinite(rows.boxes).all(axis=1)
     if not is_gt:
-        bad |= ~np.isfinite(rows.extra)
+        bad |= ~np.isfinite(rows.person_or_score)
     else:
         bad |= (rows.boxes[:, 0] > rows.boxes[:, 2]) | (rows.boxes[:, 1] > rows.boxes[:, 3])
     if bad.any():
@@ -290,7 +290,7 @@ def evaluate_ava(
     max_dets_per_frame: int = 50,
     iou_threshold: float = 0.5,
 ) -> AvaEvalResult:
-    """AVA frame-mAP of ``detections`` (score in ``extra``) against ``gt``; rules in the module doc.
+    """AVA frame-mAP of ``detections`` (score in ``person_or_score``) against ``gt``; rules in the module doc.
 
     ``exclusions`` holds ``frame_key`` strings; ``max_dets_per_frame=0`` disables the cap.
     Rows of ``detections`` must be in file order (it decides ties). Raises ``DataError`` for
@@ -313,11 +313,11 @@ def evaluate_ava(
     num_frames = len(frame_excluded)
 
     gt_keep = ~frame_excluded[gt_frame]
-    gt_frame, gt_boxes, gt_pid = gt_frame[gt_keep], gt.boxes[gt_keep], gt.extra[gt_keep]
+    gt_frame, gt_boxes, gt_pid = gt_frame[gt_keep], gt.boxes[gt_keep], gt.person_or_score[gt_keep]
     gt_actions = gt.actions[gt_keep]
     gt_cls = np.searchsorted(class_ids, gt_actions)  # (G,)
 
-    det_scores, det_actions, det_boxes = det.extra, det.actions, det.boxes
+    det_scores, det_actions, det_boxes = det.person_or_score, det.actions, det.boxes
     by_score = np.argsort(-det_scores, kind="stable")  # (D,)
     det_keep, _, listed = _cap_and_list(det_frame, det_scores, det_actions, det_boxes, max_dets_per_frame, by_score)
     # Frames in order of first appearance among (label-map filtered) detection rows (the first

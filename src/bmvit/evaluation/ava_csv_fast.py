@@ -33,14 +33,14 @@ __all__ = ["CodedAvaRows", "read_rows_fast", "write_rows_exact"]
 
 @dataclass
 class CodedAvaRows:
-    """Rows of an AVA CSV, column-wise, with video ids coded (``extra``: person id or score)."""
+    """Rows of an AVA CSV, column-wise, with video ids coded (``person_or_score``: person id or score)."""
 
     videos: list[str]  # (V,) distinct video ids
     video: np.ndarray  # (R,) int64 index into ``videos``
     timestamps: np.ndarray  # (R,) int64
     boxes: np.ndarray  # (R, 4) float64 normalized x1, y1, x2, y2
     actions: np.ndarray  # (R,) int64
-    extra: np.ndarray  # (R,) float64
+    person_or_score: np.ndarray  # (R,) float64: person id (ground truth) or score (detections)
 
     def __len__(self) -> int:
         return len(self.video)
@@ -50,7 +50,7 @@ class CodedAvaRows:
 
     def select(self, mask: np.ndarray) -> "CodedAvaRows":
         return CodedAvaRows(self.videos, self.video[mask], self.timestamps[mask], self.boxes[mask],
-                            self.actions[mask], self.extra[mask])
+                            self.actions[mask], self.person_or_score[mask])
 
     @classmethod
     def from_rows(cls, rows: "AvaRows | CodedAvaRows") -> "CodedAvaRows":
@@ -60,11 +60,11 @@ class CodedAvaRows:
         vocab = {v: i for i, v in enumerate(dict.fromkeys(rows.video_ids))}
         codes = np.fromiter(map(vocab.__getitem__, rows.video_ids), np.int64, len(rows.video_ids))
         return cls(list(vocab), codes, np.asarray(rows.timestamps, np.int64), np.asarray(rows.boxes, np.float64),
-                   np.asarray(rows.actions, np.int64), np.asarray(rows.extra, np.float64))
+                   np.asarray(rows.actions, np.int64), np.asarray(rows.person_or_score, np.float64))
 
     def to_rows(self) -> AvaRows:
         vocab = self.videos
-        return AvaRows([vocab[i] for i in self.video.tolist()], self.timestamps, self.boxes, self.actions, self.extra)
+        return AvaRows([vocab[i] for i in self.video.tolist()], self.timestamps, self.boxes, self.actions, self.person_or_score)
 
 
 def _column_count(path: Path) -> int:
@@ -142,7 +142,7 @@ def write_rows_exact(path: str | Path, rows: "AvaRows | CodedAvaRows") -> Path:
         "timestamp": pa.array(coded.timestamps, pa.int64()),
         **{name: pa.array(coded.boxes[:, j], pa.float64()) for j, name in enumerate(("x1", "y1", "x2", "y2"))},
         "action": pa.array(coded.actions, pa.int64()),
-        "extra": pa.array(coded.extra, pa.float64()),
+        "person_or_score": pa.array(coded.person_or_score, pa.float64()),
     })
     with atomic_output(path) as tmp:  # an unwritable folder: one OutputError naming path
         pacsv.write_csv(table, str(tmp), write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))

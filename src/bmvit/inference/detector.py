@@ -156,9 +156,9 @@ def eval_transform(cfg: Config) -> ClipTransform:
     """The evaluation reader's transform for ``cfg.data`` (``make_dataset(cfg, split)`` without
     augmentation): resize (``size``², or short side ``size`` with ``data.resize=keep_aspect``) and
     ``data.mean``/``data.std`` normalization."""
-    from bmvit.engine.train import normalization
+    from bmvit.engine.train import checked_mean_std
 
-    return ClipTransform(size=cfg.data.size, train=False, resize=cfg.data.resize, **normalization(cfg.data))
+    return ClipTransform(size=cfg.data.size, train=False, resize=cfg.data.resize, **checked_mean_std(cfg.data))
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

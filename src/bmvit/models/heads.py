@@ -130,10 +130,10 @@ class BMViTHeads(nn.Module):
         if self.needs_context:
             if context is None:
                 raise ValueError("the cross-attention action head needs the backbone tokens (context=(B, N, C))")
-            action_logits = self.action(tokens.act, context)  # (B, L, K) or (B, S, L, K)
+            action_logits = self.action(tokens.action, context)  # (B, L, K) or (B, S, L, K)
         else:
-            act = self.norm(tokens.act)  # (B, L, C) or (B, S, L, C)
-            action_logits = self.action(act)  # (B, L, K) or (B, S, L, K)
+            action = self.norm(tokens.action)  # (B, L, C) or (B, S, L, C)
+            action_logits = self.action(action)  # (B, L, K) or (B, S, L, K)
         if action_logits.ndim == 4:
             action_logits = action_logits.amax(dim=1)  # max-pool over time (strategy 'maxpool')
         return {"boxes": boxes, "actor_logits": actor_logits, "action_logits": action_logits}

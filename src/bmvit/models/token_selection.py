@@ -40,7 +40,7 @@ from torch import Tensor
 
 class Tokens(NamedTuple):
     det: Tensor  # (B, L, C) tokens for the box and actor heads
-    act: Tensor  # (B, L, C), or (B, S, L, C) whose action logits are max-pooled over S
+    action: Tensor  # (B, L, C), or (B, S, L, C) whose action logits are max-pooled over S
     cells: Tensor  # (L, 4) normalized cxcywh of each token's grid cell (box bias, assignment aids)
 
 

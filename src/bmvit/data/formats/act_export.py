@@ -60,5 +60,5 @@ def write_act_gt(ann: ActAnnotations, split: int, out: str | Path, prefix: str) 
         rows = AvaRows(vids, np.concatenate(ts), np.concatenate(boxes), np.concatenate(acts), np.concatenate(tube_ids))
     else:
         rows = AvaRows.empty()
-    write_rows(paths["ava"], rows, extra_format="{:d}")
+    write_rows(paths["ava"], rows, person_or_score_format="{:d}")
     return paths

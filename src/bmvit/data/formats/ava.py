@@ -47,15 +47,15 @@ def frame_key(video_id: str, timestamp: int) -> str:
 class AvaRows:
     """Rows of an AVA CSV, column-wise.
 
-    ``extra`` holds the 8th column: the person id for ground truth, the score for detections
-    (1.0 when the file has 7 columns, as in the official evaluator).
+    ``person_or_score`` holds the 8th column: the person id for ground truth, the score for
+    detections (1.0 when the file has 7 columns, as in the official evaluator).
     """
 
     video_ids: list[str]  # (R,)
     timestamps: np.ndarray  # (R,) int64
     boxes: np.ndarray  # (R, 4) float64, normalized x1, y1, x2, y2
     actions: np.ndarray  # (R,) int64
-    extra: np.ndarray  # (R,) float64
+    person_or_score: np.ndarray  # (R,) float64: person id (ground truth) or score (detections)
 
     def __len__(self) -> int:
         return len(self.video_ids)
@@ -71,7 +71,7 @@ class AvaRows:
             self.timestamps[idx],
             self.boxes[idx],
             self.actions[idx],
-            self.extra[idx],
+            self.person_or_score[idx],
         )
 
 
@@ -139,17 +139,17 @@ def read_rows(path: str | Path) -> AvaRows:
     )
 
 
-def write_rows(path: str | Path, rows: AvaRows, extra_format: str = "{:.6f}") -> None:
-    """Write rows as an AVA CSV; ``extra_format`` formats the 8th column (``"{:d}"`` for person ids)."""
+def write_rows(path: str | Path, rows: AvaRows, person_or_score_format: str = "{:.6f}") -> None:
+    """Write rows as an AVA CSV; ``person_or_score_format`` formats the 8th column (``"{:d}"`` for person ids)."""
     path = Path(path)
     with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         for i, vid in enumerate(rows.video_ids):
             x1, y1, x2, y2 = rows.boxes[i]
-            extra = rows.extra[i]
-            extra_text = extra_format.format(int(extra) if "d" in extra_format else float(extra))
+            value = rows.person_or_score[i]
+            text = person_or_score_format.format(int(value) if "d" in person_or_score_format else float(value))
             f.write(
                 f"{vid},{int(rows.timestamps[i]):04d},{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},"
-                f"{int(rows.actions[i])},{extra_text}\n"
+                f"{int(rows.actions[i])},{text}\n"
             )
 
 

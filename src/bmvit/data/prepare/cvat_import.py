@@ -283,12 +283,12 @@ def import_cvat(xml: str | Path, video: str | Path, root: str | Path, split: str
     kept = old.select(keep)
     merged = AvaRows(kept.video_ids + new_rows.video_ids, np.concatenate([kept.timestamps, new_rows.timestamps]),
                      np.concatenate([kept.boxes, new_rows.boxes]), np.concatenate([kept.actions, new_rows.actions]),
-                     np.concatenate([kept.extra, new_rows.extra]))
+                     np.concatenate([kept.person_or_score, new_rows.person_or_score]))
     if new or not map_path.is_file():
         tmp = map_path.with_name(f".{map_path.name}.{os.getpid()}.tmp")
         write_label_map(tmp, labels)
         os.replace(tmp, map_path)
-    write_rows(csv_path, merged, extra_format="{:d}")
+    write_rows(csv_path, merged, person_or_score_format="{:d}")
 
     per_action = Counter(r[2] for r in rows)
     return ImportSummary(
