@@ -13,12 +13,13 @@ Both follow from making every random choice of the data pipeline a pure function
 * every sample is yielded as ``(index, aug_seed)``; the dataset seeds its augmentation with
   ``aug_seed`` (see :class:`bmvit.data.clips.AvaClips`).
 
-The position to resume from is ``(epoch, batch)``: :meth:`set_epoch` takes both.
+The position to resume from is ``(epoch, batch)``: :meth:`set_epoch` takes both;
+:class:`MicroBatches` streams a loader over epochs and tracks that position for checkpoints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 
@@ -64,3 +65,26 @@ class ResumableBatchSampler:
         for k in range(self.start_batch, self.batches_per_epoch):
             lo = k * gb + self.rank * self.batch_size
             yield [(order[i], aug[i]) for i in range(lo, lo + self.batch_size)]
+
+
+class MicroBatches:
+    """Endless stream of ``(clips, targets)`` over epochs, tracking the position ``(epoch, batch)``
+    of the *next* micro-batch so a checkpoint can resume exactly there."""
+
+    def __init__(self, loader: Iterable, sampler: ResumableBatchSampler, epoch: int, batch: int) -> None:
+        self.loader, self.sampler = loader, sampler
+        self.epoch, self.batch = epoch, batch
+        self._it = None
+
+    def next(self):
+        if self._it is None:
+            self.sampler.set_epoch(self.epoch, self.batch)
+            self._it = iter(self.loader)
+        item = next(self._it, None)
+        if item is None:  # epoch exhausted
+            self.epoch, self.batch, self._it = self.epoch + 1, 0, None
+            return self.next()
+        self.batch += 1
+        if self.batch == self.sampler.batches_per_epoch:
+            self.epoch, self.batch, self._it = self.epoch + 1, 0, None
+        return item

@@ -22,7 +22,7 @@ import os
 import random
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,36 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class RunState:
+    """Where a training run stands: saved in every checkpoint's ``state.pt`` (next to the optimizer,
+    grad-scaler, EMA and RNG states, under the same keys as before this class existed, so older
+    checkpoints resume) and restored from it."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # data position of the next micro-batch: epoch ...
+    batch: int = 0  # ... and batch within it
+    train_seconds: float = 0.0  # the training clock (periodic evaluations excluded)
+    best_map: float = -1.0  # best periodic val frame-mAP so far (kept as best.safetensors)
+    eval_minutes_left: list[float] = field(default_factory=list)  # train.eval_at_minutes still to come
+
+    def to_state(self) -> dict[str, Any]:
+        return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "train_seconds": self.train_seconds,
+                "best_map": self.best_map, "eval_minutes_left": list(self.eval_minutes_left)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], where: Path) -> RunState:
+        """The run state of a checkpoint's ``state.pt`` (:class:`CheckpointError` naming what is missing)."""
+        keys = ("step", "epoch", "batch", "train_seconds", "best_map", "eval_minutes_left")
+        missing = [k for k in keys if k not in state]
+        if missing:
+            raise CheckpointError(f"{where / 'state.pt'}: no {', '.join(missing)} in the training state (not a "
+                                  f"checkpoint of this bmvit version); resume another checkpoint or start over "
+                                  f"with --overwrite")
+        return cls(int(state["step"]), int(state["epoch"]), int(state["batch"]), float(state["train_seconds"]),
+                   float(state["best_map"]), [float(m) for m in state["eval_minutes_left"]])
 
 
 @dataclass

@@ -1,6 +1,10 @@
 """Training loop: data -> model -> Hungarian matching -> loss -> AdamW + cosine schedule.
 
-One function, :func:`train`, owns a run folder ``train.out_dir``::
+:func:`train` is a short loop over a :class:`TrainingRun` — ``train_step()`` (matching, loss and
+update through :class:`~bmvit.losses.criterion.SetCriterion`), ``maybe_log()``, ``maybe_evaluate()``,
+``maybe_checkpoint()`` — whose position is a :class:`~bmvit.engine.state.RunState` (step, data
+position, training clock, best mAP, evaluation marks left) saved in and restored from checkpoints.
+It owns a run folder ``train.out_dir`` (:mod:`bmvit.engine.run_folder`)::
 
     config.yaml          the fully resolved config
     metrics.jsonl        one JSON object per log step / evaluation
@@ -37,12 +41,11 @@ micro-batch, as before.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
-import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +63,10 @@ from bmvit.engine.checkpoint import save_weights
 from bmvit.engine.ema import ModelEMA
 from bmvit.engine.evaluate import evaluate_split
 from bmvit.engine.optim import lr_factor, make_optimizer, set_lr
-from bmvit.engine.sampler import ResumableBatchSampler
-from bmvit.engine.state import CKPT_DIR, list_checkpoints, load_latest, load_path, rng_state, save_checkpoint, set_rng_state
-from bmvit.errors import ConfigError, TrainingError
+from bmvit.engine.sampler import MicroBatches, ResumableBatchSampler
+from bmvit.engine.run_folder import MetricsLog, prepare_run_folder, truncate_metrics
+from bmvit.engine.state import Resumed, RunState, rng_state, save_checkpoint, set_rng_state
+from bmvit.errors import CheckpointError, ConfigError, TrainingError
 from bmvit.losses.criterion import SetCriterion
 from bmvit.models.build import build_detector
 
@@ -155,56 +159,262 @@ def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torc
     return ds
 
 
-def _prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: bool):
-    """Find the checkpoint to resume from, or make sure no earlier run is silently overwritten."""
-    if resume:
-        found = load_latest(out) if resume == "auto" else load_path(resume)
-        if found is None and is_main:
-            print(f"resume: no intact checkpoint in {out / CKPT_DIR}; starting from scratch", file=sys.stderr)
-        if resume == "auto" and is_main:  # everything newer than the one found is damaged: clear it away
-            for p in list_checkpoints(out):
-                if found is None or int(p.name.split("_")[-1]) > found.state["step"]:
-                    shutil.rmtree(p, ignore_errors=True)
-        return found
-    if list_checkpoints(out) and not overwrite:
-        raise ConfigError(f"{out}: holds checkpoints of an earlier run; continue it with --resume auto, "
-                          f"or start over with --overwrite (or choose another train.out_dir)")
-    if overwrite and is_main:
-        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
-        for name in ("metrics.jsonl", "best.safetensors", "model.safetensors"):
-            (out / name).unlink(missing_ok=True)
-    return None
+class _TrainClock:
+    """Training seconds: those of earlier processes (from the checkpoint) plus this one's, with the
+    time of periodic evaluations taken out."""
+
+    def __init__(self, before: float) -> None:
+        self.before, self.start, self.paused = before, time.perf_counter(), 0.0
+
+    def seconds(self) -> float:
+        return self.before + (time.perf_counter() - self.start - self.paused)
+
+    def pause(self, seconds: float) -> None:
+        self.paused += seconds
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after ``step`` (they are redone after a resume)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+class TrainingRun:
+    """One training run: what :func:`train` builds once (data, model, optimizer, criterion, run
+    folder) and the steps it repeats. The state a checkpoint saves is :attr:`state` (a
+    :class:`~bmvit.engine.state.RunState`) plus the optimizer, grad-scaler, EMA and RNG states."""
 
+    def __init__(self, cfg: Config, progress: bool = True, resume: str | None = None, overwrite: bool = False) -> None:
+        self.cfg, self.tc, self.progress = cfg, cfg.train, progress
+        self.info, self.device = dist.init_distributed(self.tc.device)
+        self.out = Path(self.tc.out_dir)
+        resumed = prepare_run_folder(self.out, resume, overwrite, self.info.is_main)
+        dist.barrier()
+        if self.info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+        set_threads(self.tc.threads)
+        seed_everything(self.tc.seed)
+        if self.tc.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        self._build(load_pretrained=resumed is None)
+        self.state = RunState(eval_minutes_left=sorted(self.tc.eval_at_minutes))
+        if resumed is not None:
+            self._restore(resumed)
+        self.net = self.model
+        if self.info.enabled:
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.tc.compile:
+            self.net = torch.compile(self.net)
+        self.log = MetricsLog(self.out, self.info.is_main, self.tc.tensorboard)
+        self.stream = MicroBatches(self.loader, self.sampler, self.state.epoch, self.state.batch)
+        self.clock = _TrainClock(self.state.train_seconds)
+        self.bar = tqdm(total=self.total, initial=self.state.step, desc="train", dynamic_ncols=True,
+                        disable=not (progress and self.info.is_main),
+                        mininterval=0.1 if sys.stderr.isatty() else 30.0)  # few lines in logs
+        self.model.train()
 
-class _MicroBatches:
-    """Endless stream of ``(clips, targets)`` over epochs, tracking the position ``(epoch, batch)``
-    of the *next* micro-batch so a checkpoint can resume exactly there."""
+    def _build(self, load_pretrained: bool) -> None:
+        """Datasets, loader, model, optimizer, grad scaler, EMA and criterion (in this order: RNG draws)."""
+        cfg, tc, info, device = self.cfg, self.tc, self.info, self.device
+        self.train_ds = make_dataset(cfg, "train", augment=True)
+        self.val_ds = make_dataset(cfg, "val")
+        self.model = build_detector(cfg.model, cfg.data, len(self.train_ds.labels), load_pretrained=load_pretrained).to(device)
+        self.sampler = ResumableBatchSampler(len(self.train_ds), tc.batch_size, tc.seed, info.rank, info.world_size)
+        if self.sampler.batches_per_epoch < tc.accum_steps:
+            raise ConfigError(f"'train.batch_size' ({tc.batch_size}) x {info.world_size} process(es) x 'train.accum_steps' "
+                              f"({tc.accum_steps}) exceeds the {len(self.train_ds)} training key frames")
+        self.loader = make_loader(self.train_ds, self.sampler, collate_fn(cfg.data.resize), cfg.data.num_workers, device,
+                                  tc.seed)
+        self.mean, self.std = checked_mean_std(cfg.data).values()
+        steps_per_epoch = self.sampler.batches_per_epoch / tc.accum_steps
+        self.total = tc.max_steps or max(1, int(round(tc.epochs * steps_per_epoch)))
+        self.opt = make_optimizer(self.model, tc.lr, tc.weight_decay, tc.layer_decay, device)
+        self.autocast = amp_dtype(tc.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast == torch.float16)
+        self.ema = ModelEMA(self.model, tc.ema_decay) if tc.ema_decay > 0 else None
+        # skip non-finite steps on the device (fused AdamW's found_inf) instead of syncing per micro-batch
+        self.sync_free = bool(self.opt.defaults.get("fused")) and self.ema is None and not self.scaler.is_enabled()
+        self.pending: list[tuple[int, torch.Tensor]] = []  # (step, non-finite flag on the device) not yet read
+        self.criterion = SetCriterion.from_config(cfg.loss)
 
-    def __init__(self, loader: DataLoader, sampler: ResumableBatchSampler, epoch: int, batch: int) -> None:
-        self.loader, self.sampler = loader, sampler
-        self.epoch, self.batch = epoch, batch
-        self._it = None
+    def _restore(self, resumed: Resumed) -> None:
+        """Continue from a checkpoint: weights, optimizer, scaler, EMA, RNG and :class:`RunState`."""
+        st = resumed.state
+        missing = [k for k in ("optimizer", "scaler", "rng") if k not in st]
+        if missing:
+            raise CheckpointError(f"{resumed.path / 'state.pt'}: no {', '.join(missing)} in the training state; "
+                                  f"resume another checkpoint or start over with --overwrite")
+        self.state = RunState.from_state(st, resumed.path)
+        self.model.load_state_dict(resumed.model)
+        self.opt.load_state_dict(st["optimizer"])
+        self.scaler.load_state_dict(st["scaler"])
+        if self.ema is not None and resumed.ema is not None:
+            self.ema.module.load_state_dict(resumed.ema)
+            self.ema.updates.fill_(st.get("ema_updates", 0))
+        set_rng_state(st["rng"])
+        if self.info.is_main:
+            truncate_metrics(self.out / "metrics.jsonl", self.state.step)
+            print(f"resumed from {resumed.path} (step {self.state.step}/{self.total}, epoch {self.state.epoch}, "
+                  f"batch {self.state.batch})", file=sys.stderr)
 
-    def next(self):
-        if self._it is None:
-            self.sampler.set_epoch(self.epoch, self.batch)
-            self._it = iter(self.loader)
-        item = next(self._it, None)
-        if item is None:  # epoch exhausted
-            self.epoch, self.batch, self._it = self.epoch + 1, 0, None
-            return self.next()
-        self.batch += 1
-        if self.batch == self.sampler.batches_per_epoch:
-            self.epoch, self.batch, self._it = self.epoch + 1, 0, None
-        return item
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimizer step over ``train.accum_steps`` micro-batches (they share one normalizer);
+        returns the detached loss terms summed over them (no host sync)."""
+        tc, step = self.tc, self.state.step
+        micro = [self.stream.next() for _ in range(tc.accum_steps)]
+        n_local = sum(len(t["boxes"]) for _, targets in micro for t in targets)
+        norm = max(dist.all_reduce_sum(n_local, self.device), 1.0) / self.info.world_size  # DDP averages gradients
+        set_lr(self.opt, tc.lr, lr_factor(step, self.total, tc.warmup_steps, tc.min_lr_ratio))
+        self.opt.zero_grad(set_to_none=True)
+        sums, bad = self._forward_backward(micro, norm)
+        if self.sync_free:  # opt.step() below skips the update when a gradient is not finite
+            self.opt.found_inf = nonfinite_grads(self.model.parameters(), self.device)
+            self.pending.append((step + 1, self.opt.found_inf))
+        if dist.broadcast_flag(bool(bad), self.device):
+            self._skip_step(bad)
+        else:
+            self._apply_update()
+        self.state.step += 1
+        self.bar.update(1)
+        return sums
+
+    def _forward_backward(self, micro: list, norm: float) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """Gradients of every micro-batch; returns the summed loss terms and the non-finite term names."""
+        sums: dict[str, torch.Tensor] = {}  # detached loss terms summed over micro-batches
+        bad: list[str] = []
+        for k, (clips, targets) in enumerate(micro):
+            clips, targets = to_device(clips, targets, self.device, self.mean, self.std)  # (B, 3, T, H, W) float32 normalized
+            sync = contextlib.nullcontext() if (k == len(micro) - 1 or not self.info.enabled) else self.net.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+                    outputs = self.net(clips)
+                valid = valid_tokens(outputs["cells"], targets)  # (B, L) padded batches (keep_aspect), else None
+                losses = self.criterion(outputs, targets, norm, valid)
+                if not self.sync_free and not torch.isfinite(losses["loss"]):  # a host sync; terms only on failure
+                    bad += [name for name, v in losses.items() if name != "loss" and not torch.isfinite(v)] or ["loss"]
+                self.scaler.scale(losses["loss"]).backward()
+            for name, v in losses.items():
+                sums[name] = sums.get(name, 0.0) + v.detach()
+        return sums, bad
+
+    def _skip_step(self, bad: list[str]) -> None:
+        what = f"non-finite loss at step {self.state.step + 1} (terms: {', '.join(sorted(set(bad))) or 'on another rank'})"
+        if self.tc.nan_policy == "stop":
+            raise TrainingError(f"{what}; lower train.lr, set train.grad_clip, or train.nan_policy=skip")
+        self.opt.zero_grad(set_to_none=True)
+        if self.info.is_main:
+            self.bar.write(f"warning: {what}; step skipped")
+        self.log({"step": self.state.step + 1, "skipped": what})
+
+    def _apply_update(self) -> None:
+        if self.tc.grad_clip:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def check_pending(self) -> None:
+        """Read the device flags of the steps since the last read (one host sync; sync_free only)."""
+        if not self.pending:
+            return
+        flags = torch.stack([f for _, f in self.pending]).tolist()
+        bad_steps = [s for (s, _), f in zip(self.pending, flags) if f]
+        self.pending.clear()
+        for s in bad_steps:
+            what = f"non-finite loss at step {s} (gradients not finite; the step was not applied)"
+            if self.tc.nan_policy == "stop":
+                raise TrainingError(f"{what}; lower train.lr, set train.grad_clip, or train.nan_policy=skip")
+            if self.info.is_main:
+                self.bar.write(f"warning: {what}; step skipped")
+            self.log({"step": s, "skipped": what})
+
+    def maybe_log(self, sums: dict[str, torch.Tensor]) -> None:
+        """Every ``train.log_every`` steps and at the end: the loss terms of the step, lr and clock."""
+        tc, step = self.tc, self.state.step
+        if not (step % tc.log_every == 0 or step == self.total):
+            return
+        self.check_pending()
+        terms = {k: v.item() for k, v in sums.items()}
+        if self.info.enabled:  # the loss of the global batch: mean over processes of their (scaled) terms
+            terms = {k: dist.all_reduce_sum(v, self.device) / self.info.world_size for k, v in terms.items()}
+        rec = {"step": step, "epoch": self.stream.epoch,
+               "lr": tc.lr * lr_factor(step - 1, self.total, tc.warmup_steps, tc.min_lr_ratio),
+               "time_s": round(self.clock.seconds(), 2), **{k: round(v, 5) for k, v in terms.items()}}
+        self.log(rec)
+        self.bar.set_postfix(loss=f"{rec['loss']:.3f}", actor=f"{rec['actor']:.3f}", action=f"{rec['action']:.3f}",
+                             l1=f"{rec['l1']:.3f}", lr=f"{rec['lr']:.1e}")
+
+    def report_skipped_samples(self, epoch_before: int) -> None:
+        """At an epoch end: how many unreadable samples ``data.on_error=skip`` replaced (all processes)."""
+        if self.stream.epoch == epoch_before or not hasattr(self.train_ds, "take_count"):
+            return
+        skipped = int(dist.all_reduce_sum(self.train_ds.take_count(), self.device))
+        if skipped and self.info.is_main:
+            self.bar.write(f"epoch {epoch_before}: data.on_error=skip replaced {skipped} unreadable training "
+                           f"sample(s) by the next ones (each one logged as a warning)")
+            self.log({"step": self.state.step, "epoch": epoch_before, "skipped_samples": skipped})
+
+    def maybe_evaluate(self) -> None:
+        """Evaluate on val when a ``train.eval_at_minutes`` mark has passed or every ``train.eval_every`` steps."""
+        tc, step, marks = self.tc, self.state.step, self.state.eval_minutes_left
+        minutes = self.clock.seconds() / 60
+        due = bool(marks) and dist.broadcast_flag(minutes >= marks[0], self.device)
+        if not (due or (tc.eval_every and step % tc.eval_every == 0 and step < self.total)):
+            return
+        while marks and minutes >= marks[0]:
+            marks.pop(0)
+        t0 = time.perf_counter()
+        m = self.evaluate({"step": step, "train_minutes": round(minutes, 2)})
+        self.clock.pause(time.perf_counter() - t0)
+        self.bar.write(f"step {step} ({minutes:.1f} train-min): val frame-mAP@0.5 {m.mean_ap:.4f}; " + "; ".join(m.lines()))
+
+    def evaluate(self, tag: dict):
+        """A periodic evaluation, logged with ``tag``; a new best is saved as ``best.safetensors``."""
+        self.check_pending()
+        eval_model = self.ema.module if self.ema is not None else self.model
+        res, _ = evaluate_split(eval_model, self.val_ds, self.cfg.data.path(self.cfg.data.val_csv), self.cfg, self.device,
+                                progress=False)
+        self.model.train()
+        if self.info.is_main:  # every protocol's mAP and the actor metrics; the headline selects best.safetensors
+            self.log({**tag, **res.metrics(), "val_frame_map": res.mean_ap})
+            if res.mean_ap > self.state.best_map:
+                self.state.best_map = res.mean_ap
+                save_weights(self.out / "best.safetensors", eval_model, self.cfg,
+                             {"step": self.state.step, "val_frame_map": self.state.best_map})
+        return res
+
+    def maybe_checkpoint(self, epoch_before: int) -> None:
+        """Checkpoint every ``train.ckpt_every`` steps, at epoch ends (``train.ckpt_each_epoch``) and at the end."""
+        tc, step = self.tc, self.state.step
+        if (tc.ckpt_every and step % tc.ckpt_every == 0) or (tc.ckpt_each_epoch and self.stream.epoch != epoch_before) \
+                or step == self.total:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        self.check_pending()
+        run = replace(self.state, epoch=self.stream.epoch, batch=self.stream.batch, train_seconds=self.clock.seconds())
+        state = {**run.to_state(), "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
+                 "rng": rng_state(), "world_size": self.info.world_size,
+                 "ema_updates": int(self.ema.updates) if self.ema is not None else 0}
+        if self.info.is_main:
+            save_checkpoint(self.out, self.state.step, self.model, self.cfg, state,
+                            self.ema.module if self.ema is not None else None, self.tc.keep_checkpoints)
+        dist.barrier()
+
+    def finish(self) -> dict:
+        """Final weights (the EMA's when on) and the final evaluation; closes the run."""
+        self.check_pending()
+        self.bar.close()
+        seconds = self.clock.seconds()
+        final_model = self.ema.module if self.ema is not None else self.model
+        if self.info.is_main:
+            save_weights(self.out / "model.safetensors", final_model, self.cfg, {"step": self.state.step})
+        res, _ = evaluate_split(final_model, self.val_ds, self.cfg.data.path(self.cfg.data.val_csv), self.cfg, self.device,
+                                progress=self.progress and self.info.is_main)
+        final = {"step": self.state.step, "train_minutes": round(seconds / 60, 2), **res.metrics(),
+                 "val_frame_map": res.mean_ap, "final": True}
+        self.log(final)
+        self.log.close()
+        dist.shutdown()
+        return final
 
 
 def train(cfg: Config, progress: bool = True, resume: str | None = None, overwrite: bool = False) -> dict:
@@ -214,215 +424,12 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
     there is none) or a checkpoint folder. ``overwrite`` discards an earlier run's checkpoints;
     without it, a run folder that already holds checkpoints is refused.
     """
-    tc = cfg.train
-    info, device = dist.init_distributed(tc.device)
-    out = Path(tc.out_dir)
-    resumed = _prepare_run_folder(out, resume, overwrite, info.is_main)
-    dist.barrier()
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    set_threads(tc.threads)
-    seed_everything(tc.seed)
-    if tc.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-    train_ds = make_dataset(cfg, "train", augment=True)
-    val_ds = make_dataset(cfg, "val")
-    model = build_detector(cfg.model, cfg.data, len(train_ds.labels), load_pretrained=resumed is None).to(device)
-    sampler = ResumableBatchSampler(len(train_ds), tc.batch_size, tc.seed, info.rank, info.world_size)
-    if sampler.batches_per_epoch < tc.accum_steps:
-        raise ConfigError(f"'train.batch_size' ({tc.batch_size}) x {info.world_size} process(es) x 'train.accum_steps' "
-                          f"({tc.accum_steps}) exceeds the {len(train_ds)} training key frames")
-    loader = make_loader(train_ds, sampler, collate_fn(cfg.data.resize), cfg.data.num_workers, device, tc.seed)
-    mean, std = checked_mean_std(cfg.data).values()
-    steps_per_epoch = sampler.batches_per_epoch / tc.accum_steps
-    total = tc.max_steps or max(1, int(round(tc.epochs * steps_per_epoch)))
-    opt = make_optimizer(model, tc.lr, tc.weight_decay, tc.layer_decay, device)
-    autocast = amp_dtype(tc.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
-    ema = ModelEMA(model, tc.ema_decay) if tc.ema_decay > 0 else None
-    # skip non-finite steps on the device (fused AdamW's found_inf) instead of syncing per micro-batch
-    sync_free = bool(opt.defaults.get("fused")) and ema is None and not scaler.is_enabled()
-    pending: list[tuple[int, torch.Tensor]] = []  # (step, non-finite flag on the device) not yet read
-    criterion = SetCriterion.from_config(cfg.loss)
-
-    step, epoch, batch, train_s, best = 0, 0, 0, 0.0, -1.0
-    eval_minutes = sorted(tc.eval_at_minutes)
-    if resumed is not None:
-        st = resumed.state
-        model.load_state_dict(resumed.model)
-        opt.load_state_dict(st["optimizer"])
-        scaler.load_state_dict(st["scaler"])
-        if ema is not None and resumed.ema is not None:
-            ema.module.load_state_dict(resumed.ema)
-            ema.updates.fill_(st.get("ema_updates", 0))
-        set_rng_state(st["rng"])
-        step, epoch, batch = st["step"], st["epoch"], st["batch"]
-        train_s, best, eval_minutes = st["train_seconds"], st["best_map"], list(st["eval_minutes_left"])
-        if info.is_main:
-            _truncate_metrics(out / "metrics.jsonl", step)
-            print(f"resumed from {resumed.path} (step {step}/{total}, epoch {epoch}, batch {batch})", file=sys.stderr)
-
-    net = model
-    if info.enabled:
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if tc.compile:
-        net = torch.compile(net)
-    writer = _tensorboard(out) if tc.tensorboard and info.is_main else None
-    metrics_file = open(out / "metrics.jsonl", "a") if info.is_main else None
-
-    def log(record: dict) -> None:
-        if metrics_file is not None:
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
-        if writer is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    writer.add_scalar(k, v, record["step"])
-
-    def check_pending() -> None:
-        """Read the device flags of the steps since the last read (one host sync; sync_free only)."""
-        if not pending:
-            return
-        flags = torch.stack([f for _, f in pending]).tolist()
-        bad_steps = [s for (s, _), f in zip(pending, flags) if f]
-        pending.clear()
-        for s in bad_steps:
-            what = f"non-finite loss at step {s} (gradients not finite; the step was not applied)"
-            if tc.nan_policy == "stop":
-                raise TrainingError(f"{what}; lower train.lr, set train.grad_clip, or train.nan_policy=skip")
-            if info.is_main:
-                bar.write(f"warning: {what}; step skipped")
-            log({"step": s, "skipped": what})
-
-    def checkpoint() -> None:
-        check_pending()
-        state = {"step": step, "epoch": stream.epoch, "batch": stream.batch, "optimizer": opt.state_dict(),
-                 "scaler": scaler.state_dict(), "rng": rng_state(), "train_seconds": train_s + clock(),
-                 "best_map": best, "eval_minutes_left": list(eval_minutes), "world_size": info.world_size,
-                 "ema_updates": int(ema.updates) if ema is not None else 0}
-        if info.is_main:
-            save_checkpoint(out, step, model, cfg, state, ema.module if ema is not None else None, tc.keep_checkpoints)
-        dist.barrier()
-
-    def evaluate(tag: dict):
-        nonlocal best
-        check_pending()
-        eval_model = ema.module if ema is not None else model
-        res, _ = evaluate_split(eval_model, val_ds, cfg.data.path(cfg.data.val_csv), cfg, device, progress=False)
-        model.train()
-        if info.is_main:  # every protocol's mAP and the actor metrics; the headline selects best.safetensors
-            log({**tag, **res.metrics(), "val_frame_map": res.mean_ap})
-            if res.mean_ap > best:
-                best = res.mean_ap
-                save_weights(out / "best.safetensors", eval_model, cfg, {"step": step, "val_frame_map": best})
-        return res
-
-    stream = _MicroBatches(loader, sampler, epoch, batch)
-    start = time.perf_counter()
-    eval_time = 0.0  # time spent in periodic evaluations, excluded from the training clock
-
-    def clock() -> float:
-        return time.perf_counter() - start - eval_time
-
-    bar = tqdm(total=total, initial=step, desc="train", disable=not (progress and info.is_main), dynamic_ncols=True,
-               mininterval=0.1 if sys.stderr.isatty() else 30.0)  # few lines in logs
-    model.train()
-    while step < total:
-        epoch_before = stream.epoch
-        micro = [stream.next() for _ in range(tc.accum_steps)]
-        n_local = sum(len(t["boxes"]) for _, targets in micro for t in targets)
-        norm = max(dist.all_reduce_sum(n_local, device), 1.0) / info.world_size  # DDP averages gradients
-        set_lr(opt, tc.lr, lr_factor(step, total, tc.warmup_steps, tc.min_lr_ratio))
-        opt.zero_grad(set_to_none=True)
-        sums: dict[str, torch.Tensor] = {}  # detached loss terms summed over micro-batches (no host sync)
-        bad: list[str] = []
-        for k, (clips, targets) in enumerate(micro):
-            clips, targets = to_device(clips, targets, device, mean, std)  # (B, 3, T, H, W) float32 normalized
-            sync = contextlib.nullcontext() if (k == len(micro) - 1 or not info.enabled) else net.no_sync()
-            with sync:
-                with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-                    outputs = net(clips)
-                valid = valid_tokens(outputs["cells"], targets)  # (B, L) padded batches (keep_aspect), else None
-                losses = criterion(outputs, targets, norm, valid)
-                if not sync_free and not torch.isfinite(losses["loss"]):  # a host sync; terms only on failure
-                    bad += [name for name, v in losses.items() if name != "loss" and not torch.isfinite(v)] or ["loss"]
-                scaler.scale(losses["loss"]).backward()
-            for name, v in losses.items():
-                sums[name] = sums.get(name, 0.0) + v.detach()
-        if sync_free:  # opt.step() below skips the update when a gradient is not finite
-            opt.found_inf = nonfinite_grads(model.parameters(), device)
-            pending.append((step + 1, opt.found_inf))
-        if dist.broadcast_flag(bool(bad), device):
-            what = f"non-finite loss at step {step + 1} (terms: {', '.join(sorted(set(bad))) or 'on another rank'})"
-            if tc.nan_policy == "stop":
-                raise TrainingError(f"{what}; lower train.lr, set train.grad_clip, or train.nan_policy=skip")
-            opt.zero_grad(set_to_none=True)
-            if info.is_main:
-                bar.write(f"warning: {what}; step skipped")
-            log({"step": step + 1, "skipped": what})
-        else:
-            if tc.grad_clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            if ema is not None:
-                ema.update(model)
-        step += 1
-        bar.update(1)
-        if step % tc.log_every == 0 or step == total:
-            check_pending()
-            terms = {k: v.item() for k, v in sums.items()}
-            if info.enabled:  # the loss of the global batch: mean over processes of their (scaled) terms
-                terms = {k: dist.all_reduce_sum(v, device) / info.world_size for k, v in terms.items()}
-            rec = {"step": step, "epoch": stream.epoch, "lr": tc.lr * lr_factor(step - 1, total, tc.warmup_steps, tc.min_lr_ratio),
-                   "time_s": round(train_s + clock(), 2), **{k: round(v, 5) for k, v in terms.items()}}
-            log(rec)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", actor=f"{rec['actor']:.3f}", action=f"{rec['action']:.3f}",
-                            l1=f"{rec['l1']:.3f}", lr=f"{rec['lr']:.1e}")
-        if stream.epoch != epoch_before and hasattr(train_ds, "take_count"):  # data.on_error=skip totals
-            skipped = int(dist.all_reduce_sum(train_ds.take_count(), device))
-            if skipped and info.is_main:
-                bar.write(f"epoch {epoch_before}: data.on_error=skip replaced {skipped} unreadable training "
-                          f"sample(s) by the next ones (each one logged as a warning)")
-                log({"step": step, "epoch": epoch_before, "skipped_samples": skipped})
-        minutes = (train_s + clock()) / 60
-        due = bool(eval_minutes) and dist.broadcast_flag(minutes >= eval_minutes[0], device)
-        if due or (tc.eval_every and step % tc.eval_every == 0 and step < total):
-            while eval_minutes and minutes >= eval_minutes[0]:
-                eval_minutes.pop(0)
-            t0 = time.perf_counter()
-            m = evaluate({"step": step, "train_minutes": round(minutes, 2)})
-            eval_time += time.perf_counter() - t0
-            bar.write(f"step {step} ({minutes:.1f} train-min): val frame-mAP@0.5 {m.mean_ap:.4f}; " + "; ".join(m.lines()))
-        if (tc.ckpt_every and step % tc.ckpt_every == 0) or (tc.ckpt_each_epoch and stream.epoch != epoch_before) \
-                or step == total:
-            checkpoint()
-    check_pending()
-    bar.close()
-    train_s += clock()
-    final_model = ema.module if ema is not None else model
-    if info.is_main:
-        save_weights(out / "model.safetensors", final_model, cfg, {"step": step})
-    res, _ = evaluate_split(final_model, val_ds, cfg.data.path(cfg.data.val_csv), cfg, device,
-                            progress=progress and info.is_main)
-    final = {"step": step, "train_minutes": round(train_s / 60, 2), **res.metrics(), "val_frame_map": res.mean_ap,
-             "final": True}
-    log(final)
-    if metrics_file is not None:
-        metrics_file.close()
-    if writer is not None:
-        writer.close()
-    dist.shutdown()
-    return final
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError("'train.tensorboard': needs the tensorboard package (pip install tensorboard)") from None
-    return SummaryWriter(str(out / "tensorboard"))
+    run = TrainingRun(cfg, progress, resume, overwrite)
+    while run.state.step < run.total:
+        epoch_before = run.stream.epoch
+        sums = run.train_step()
+        run.maybe_log(sums)
+        run.report_skipped_samples(epoch_before)
+        run.maybe_evaluate()
+        run.maybe_checkpoint(epoch_before)
+    return run.finish()

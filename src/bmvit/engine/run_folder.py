@@ -1,0 +1,74 @@
+"""The run folder ``train.out_dir`` of :func:`bmvit.engine.train.train`: what a start or a resume
+does to it, and the metrics log (``metrics.jsonl``, optionally TensorBoard scalars) written into it.
+The layout is described in :mod:`bmvit.engine.train`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from bmvit.engine.state import CKPT_DIR, Resumed, list_checkpoints, load_latest, load_path
+from bmvit.errors import ConfigError
+
+
+def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: bool) -> Resumed | None:
+    """Find the checkpoint to resume from, or make sure no earlier run is silently overwritten."""
+    if resume:
+        found = load_latest(out) if resume == "auto" else load_path(resume)
+        if found is None and is_main:
+            print(f"resume: no intact checkpoint in {out / CKPT_DIR}; starting from scratch", file=sys.stderr)
+        if resume == "auto" and is_main:  # everything newer than the one found is damaged: clear it away
+            for p in list_checkpoints(out):
+                if found is None or int(p.name.split("_")[-1]) > found.state["step"]:
+                    shutil.rmtree(p, ignore_errors=True)
+        return found
+    if list_checkpoints(out) and not overwrite:
+        raise ConfigError(f"{out}: holds checkpoints of an earlier run; continue it with --resume auto, "
+                          f"or start over with --overwrite (or choose another train.out_dir)")
+    if overwrite and is_main:
+        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
+        for name in ("metrics.jsonl", "best.safetensors", "model.safetensors"):
+            (out / name).unlink(missing_ok=True)
+    return None
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after ``step`` (they are redone after a resume)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+class MetricsLog:
+    """Appends one JSON object per record to ``<out>/metrics.jsonl`` and, with ``tensorboard``, its
+    numbers as scalars to ``<out>/tensorboard``; on processes other than the main one, nothing."""
+
+    def __init__(self, out: Path, is_main: bool, tensorboard: bool) -> None:
+        self.writer = _tensorboard(out) if tensorboard and is_main else None
+        self.file = open(out / "metrics.jsonl", "a") if is_main else None
+
+    def __call__(self, record: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        if self.writer is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.writer.add_scalar(k, v, record["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("'train.tensorboard': needs the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter(str(out / "tensorboard"))
