@@ -128,6 +128,8 @@ def test_nan_policy_stop_and_skip(small_synth, tmp_path):
     records = _records(skip)
     assert [r["step"] for r in records if "skipped" in r] == [2, 3]
     assert all("non-finite loss" in r["skipped"] for r in records if "skipped" in r)
+    for line in (skip / "metrics.jsonl").read_text().splitlines():  # strict JSON: a NaN term is logged as null
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"metrics.jsonl holds {c}: {line}"))
     after_step_1 = load_file(str(_ckpt(skip, 1) / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in after_step_1.values())
     _assert_same(load_file(str(skip / "model.safetensors")), after_step_1)  # skipped steps change nothing

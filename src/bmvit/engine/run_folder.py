@@ -5,6 +5,7 @@ The layout is described in :mod:`bmvit.engine.train`."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -52,7 +53,7 @@ class MetricsLog:
 
     def __call__(self, record: dict) -> None:
         if self.file is not None:
-            self.file.write(json.dumps(record) + "\n")
+            self.file.write(json.dumps(_finite_or_null(record), allow_nan=False) + "\n")  # strict JSON
             self.file.flush()
         if self.writer is not None:
             for k, v in record.items():
@@ -64,6 +65,17 @@ class MetricsLog:
             self.file.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def _finite_or_null(value):
+    """``value`` with every NaN/inf float (a diverged step's loss terms) as ``None``: JSON has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def _tensorboard(out: Path):
