@@ -274,8 +274,9 @@ def numpy_introsort_argsort(v) -> list[int]:
 
     def heapsort(lo, num):
         a = lambda k: lo + k - 1  # 1-based heap index -> position in t
-        for left in range(num >> 1, 0, -1):
-            tmp, i, j = t[a(left)], left, left << 1
+
+        def sift_down(tmp, i, num):  # numpy's inner loop: move tmp down from heap slot i
+            j = i << 1
             while j <= num:
                 if j < num and v[t[a(j)]] < v[t[a(j + 1)]]:
                     j += 1
@@ -284,19 +285,14 @@ def numpy_introsort_argsort(v) -> list[int]:
                 else:
                     break
             t[a(i)] = tmp
+
+        for left in range(num >> 1, 0, -1):
+            sift_down(t[a(left)], left, num)
         while num > 1:
             tmp = t[a(num)]
             t[a(num)] = t[a(1)]
             num -= 1
-            i, j = 1, 2
-            while j <= num:
-                if j < num and v[t[a(j)]] < v[t[a(j + 1)]]:
-                    j += 1
-                if v[tmp] < v[t[a(j)]]:
-                    t[a(i)], i, j = t[a(j)], j, j + j
-                else:
-                    break
-            t[a(i)] = tmp
+            sift_down(tmp, 1, num)
 
     pl, pr, stack = 0, n - 1, []
     depth = 2 * (n.bit_length() - 1) if n else 0

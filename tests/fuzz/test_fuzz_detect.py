@@ -29,18 +29,24 @@ def tiny_checkpoint(tmp_path_factory):
     return path, video
 
 
+def _detect_ok_or_named_error(tmp_path, src, ckpt, named) -> None:
+    """``bmvit detect SRC`` into a fresh ``tmp_path/out``: exit 0 with the outputs written, or one error
+    line naming one of ``named`` (checked by ``run_cli``)."""
+    out = tmp_path / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    rc, _, err = run_cli(["detect", src, "--checkpoint", ckpt, "--out", out, "--no-video", "--no-progress",
+                          "--threads", "1"], named)
+    if rc == 0:
+        assert (out / "detections.json").is_file() and (out / "detections.csv").is_file(), err
+
+
 def test_fuzz_detect_video_cli(fuzz, tiny_checkpoint, tmp_path):
     ckpt, video = tiny_checkpoint
 
     def check(data):
         src = tmp_path / "clip.mp4"
         src.write_bytes(data)
-        out = tmp_path / "out"
-        shutil.rmtree(out, ignore_errors=True)
-        rc, _, err = run_cli(["detect", src, "--checkpoint", ckpt, "--out", out, "--no-video", "--no-progress",
-                              "--threads", "1"], [src])
-        if rc == 0:
-            assert (out / "detections.json").is_file() and (out / "detections.csv").is_file(), err
+        _detect_ok_or_named_error(tmp_path, src, ckpt, [src])
 
     fuzz.run(st.just(video) | mutated_bytes(video), check, "bmvit detect on video files (CLI)", 8)
 
@@ -63,12 +69,7 @@ def test_fuzz_detect_frames_folder_cli(fuzz, tiny_checkpoint, tmp_path):
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(template, folder)
         _apply(folder, ops, _damage_bytes)
-        out = tmp_path / "out"
-        shutil.rmtree(out, ignore_errors=True)
-        rc, _, err = run_cli(["detect", folder, "--checkpoint", ckpt, "--out", out, "--no-video", "--no-progress",
-                              "--threads", "1"], [folder])
-        if rc == 0:
-            assert (out / "detections.json").is_file(), err
+        _detect_ok_or_named_error(tmp_path, folder, ckpt, [folder])
 
     fuzz.run(folder_damage(), check, "bmvit detect on frames folders (CLI)", 8)
 
@@ -83,11 +84,6 @@ def test_fuzz_detect_damaged_checkpoint_cli(fuzz, tiny_checkpoint, tmp_path):
     def check(data):
         bad = tmp_path / "model.safetensors"
         bad.write_bytes(data)
-        out = tmp_path / "out"
-        shutil.rmtree(out, ignore_errors=True)
-        rc, _, err = run_cli(["detect", src, "--checkpoint", bad, "--out", out, "--no-video", "--no-progress",
-                              "--threads", "1"], [bad])
-        if rc == 0:
-            assert (out / "detections.json").is_file(), err
+        _detect_ok_or_named_error(tmp_path, src, bad, [bad])
 
     fuzz.run(mutated_bytes(good, max_ops=2), check, "bmvit detect with damaged checkpoints (CLI)", 10)
