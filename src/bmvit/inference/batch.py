@@ -43,6 +43,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bmvit.atomic import write_text
 from bmvit.errors import BmvitError, ConfigError, DataError
 from bmvit.inference.video_source import FRAME_EXTENSIONS
 
@@ -187,13 +188,6 @@ def shard(items: Sequence[Any], rank: int, world: int) -> list[Any]:
     return list(items[rank::world])
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def read_status(folder: Path) -> dict | None:
     """The ``status.json`` of a video folder, or None if absent or unreadable (a half-written run)."""
     try:
@@ -250,12 +244,12 @@ def write_merged(out: Path, inputs: Sequence[VideoInput], entries: Sequence[Entr
     """``index.jsonl`` and the merged ``detections.csv`` (input order), each written atomically."""
     by_id = {e.id: e for e in entries}
     ordered = [by_id[i.id] for i in inputs if i.id in by_id]
-    _write_atomic(out / INDEX_FILE, "".join(json.dumps(e.to_dict()) + "\n" for e in ordered))
+    write_text(out / INDEX_FILE, "".join(json.dumps(e.to_dict()) + "\n" for e in ordered))
     rows = []
     for e in ordered:
         if e.status in ("ok", "skipped"):
             rows.append((out / e.id / MERGED_CSV).read_text())
-    _write_atomic(out / MERGED_CSV, "".join(rows))
+    write_text(out / MERGED_CSV, "".join(rows))
     return out / INDEX_FILE, out / MERGED_CSV
 
 
@@ -286,9 +280,10 @@ class BatchRun:
         doc = read_status(folder)
         if self.overwrite or doc is None or doc.get("status") != "ok":
             return None
-        if not all((folder / r).exists() for r in self.required):
+        written = set(doc.get("outputs") or ())  # what that run wrote; older files in the folder may be stale
+        if not set(self.required) <= written or not all((folder / r).exists() for r in self.required):
             return None
-        if doc.get("path") != inp.path:
+        if os.path.realpath(doc.get("path") or "") != os.path.realpath(inp.path):
             raise ConfigError(f"{folder / STATUS_FILE}: made from {doc.get('path')}, not {inp.path}; "
                               f"pass --overwrite to redo it or use another --out")
         if doc.get("fingerprint") != self.fingerprint:
@@ -341,10 +336,11 @@ class BatchRun:
             entry = Entry(inp.id, inp.path, "ok", None, keyframes, actors, time.perf_counter() - t0)
         except BmvitError as e:
             entry = Entry(inp.id, inp.path, "failed", " ".join(str(e).split()), None, None, time.perf_counter() - t0)
-            _write_atomic(folder / STATUS_FILE, json.dumps({**entry.to_dict(), "fingerprint": self.fingerprint}, indent=1) + "\n")
+            write_text(folder / STATUS_FILE, json.dumps({**entry.to_dict(), "fingerprint": self.fingerprint}, indent=1) + "\n")
             if self.on_error == "error":
                 raise
             (bar.write if bar is not None else lambda m: print(m, file=sys.stderr))(f"failed [{inp.id}]: {entry.error}")
             return entry
-        _write_atomic(folder / STATUS_FILE, json.dumps({**entry.to_dict(), "fingerprint": self.fingerprint}, indent=1) + "\n")
+        write_text(folder / STATUS_FILE, json.dumps({**entry.to_dict(), "fingerprint": self.fingerprint,
+                                                     "outputs": self.required}, indent=1) + "\n")
         return entry
