@@ -52,7 +52,6 @@ from bmvit.data.transforms import normalize_clips  # noqa: E402
 from bmvit.engine.optim import make_optimizer  # noqa: E402
 from bmvit.engine.train import amp_dtype, make_dataset, make_loader, to_device  # noqa: E402
 from bmvit.losses.criterion import SetCriterion  # noqa: E402
-from bmvit.losses.matcher import HungarianMatcher  # noqa: E402
 from bmvit.models.build import build_detector  # noqa: E402
 from bmvit.models.flops import detector_cost  # noqa: E402
 
@@ -137,9 +136,7 @@ class _Step:
         self.model = self.model.to(dev).train()
         self.net = torch.compile(self.model) if compile_model else self.model
         self.opt = make_optimizer(self.model, cfg.train.lr, cfg.train.weight_decay, 1.0, dev)
-        L = cfg.loss
-        self.matcher = HungarianMatcher(L.cost_l1, L.cost_giou, L.cost_actor, L.cost_action)
-        self.criterion = SetCriterion(L.actor, L.action, L.l1, L.giou, L.focal_gamma, L.focal_alpha)
+        self.criterion = SetCriterion.from_config(cfg.loss)  # the training step's criterion (matching included)
         g = torch.Generator().manual_seed(seed)
         T, S = cfg.data.num_frames, cfg.data.size
         self.clips = torch.randint(0, 256, (B, 3, T, S, S), generator=g, dtype=torch.uint8).to(dev)
@@ -152,9 +149,8 @@ class _Step:
         targets = self.targets if targets is None else targets
         with torch.autocast(self.dev.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
             out = self.net(x)
-        matches = self.matcher(out, targets)
         n = float(sum(len(t["boxes"]) for t in targets))
-        return self.criterion.losses(out, targets, matches, n)["loss"]
+        return self.criterion(out, targets, n)["loss"]
 
     def __call__(self, clips=None, targets=None) -> torch.Tensor:
         loss = self.loss(clips, targets)
@@ -393,9 +389,8 @@ def _loader_step(step: _Step, x: torch.Tensor, targets: list[dict]) -> None:
     """The training step on a real (already normalized) batch."""
     with torch.autocast(step.dev.type, dtype=step.autocast or torch.float32, enabled=step.autocast is not None):
         out = step.net(x)
-    matches = step.matcher(out, targets)
     n = float(sum(len(t["boxes"]) for t in targets))
-    step.criterion.losses(out, targets, matches, n)["loss"].backward()
+    step.criterion(out, targets, n)["loss"].backward()
     step.opt.step()
     step.opt.zero_grad(set_to_none=True)
 

@@ -266,7 +266,7 @@ class TrainingRun:
         if self.sync_free:  # opt.step() below skips the update when a gradient is not finite
             self.opt.found_inf = nonfinite_grads(self.model.parameters(), self.device)
             self.pending.append((step + 1, self.opt.found_inf))
-        if dist.broadcast_flag(bool(bad), self.device):
+        if not self.sync_free and dist.broadcast_flag(bool(bad), self.device):  # sync-free: flags read later
             self._skip_step(bad)
         else:
             self._apply_update()
@@ -374,7 +374,7 @@ class TrainingRun:
                                 progress=False)
         self.model.train()
         if self.info.is_main:  # every protocol's mAP and the actor metrics; the headline selects best.safetensors
-            self.log({**tag, **res.metrics(), "val_frame_map": res.mean_ap})
+            self.log({**tag, **res.metrics()})
             if res.mean_ap > self.state.best_map:
                 self.state.best_map = res.mean_ap
                 save_weights(self.out / "best.safetensors", eval_model, self.cfg,
@@ -410,7 +410,7 @@ class TrainingRun:
         res, _ = evaluate_split(final_model, self.val_ds, self.cfg.data.path(self.cfg.data.val_csv), self.cfg, self.device,
                                 progress=self.progress and self.info.is_main)
         final = {"step": self.state.step, "train_minutes": round(seconds / 60, 2), **res.metrics(),
-                 "val_frame_map": res.mean_ap, "final": True}
+                 "val_frame_map": res.mean_ap, "final": True}  # returned raw (callers format it); logged NaN-safe
         self.log(final)
         self.log.close()
         dist.shutdown()

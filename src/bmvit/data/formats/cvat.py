@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import bisect
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.parsers import expat
 from xml.sax.saxutils import escape, quoteattr
 
+from bmvit.atomic import write_text
 from bmvit.errors import DataError
 
 __all__ = ["CvatAttribute", "CvatShape", "CvatTrack", "CvatTask", "read_cvat", "write_cvat"]
@@ -388,8 +388,4 @@ def write_cvat(path: str | Path, task: CvatTask) -> Path:
             out.append("    </box>\n")
         out.append("  </track>\n")
     out.append("</annotations>\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(out), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(path, "".join(out))

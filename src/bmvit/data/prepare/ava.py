@@ -44,7 +44,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from bmvit.atomic import write_text
 from bmvit.data.formats.ava import read_rows
+from bmvit.data.formats.text_file import read_text
 from bmvit.data.prepare.ava_report import Progress, disk_usage, human_bytes, keyframe_counts, recipe_doc
 from bmvit.data.prepare.cut_video import DEFAULT_CRF, cut_video
 from bmvit.data.prepare.download import DownloadError, Stopped, fetch
@@ -128,9 +130,7 @@ class _State:
                 self.doc[section].pop(key, None)
             else:
                 self.doc[section][key] = value
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps(self.doc, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
+            write_text(self.path, json.dumps(self.doc, indent=1, sort_keys=True))
 
 
 def _extract_zip(zip_path: Path, dest: Path) -> tuple[list[str], int]:
@@ -168,7 +168,7 @@ def _extract_zip(zip_path: Path, dest: Path) -> tuple[list[str], int]:
 def _read_file_list(path: Path) -> dict[str, str]:
     """Video id (file name without extension) -> file name."""
     files: dict[str, str] = {}
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(read_text(path, "AVA file list").splitlines(), start=1):
         name = line.strip()
         if not name:
             continue
@@ -364,7 +364,5 @@ def prepare_ava(out: str | Path, opts: AvaOptions = AvaOptions(), log=print) -> 
         "per_video": [asdict(r) for r in results],
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    tmp = out / f".{REPORT_NAME}.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out / REPORT_NAME)
+    write_text(out / REPORT_NAME, json.dumps(report, indent=2))
     return report

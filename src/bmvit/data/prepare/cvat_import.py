@@ -27,7 +27,6 @@ naming the file (and line). Returns an :class:`ImportSummary`.
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -285,9 +284,7 @@ def import_cvat(xml: str | Path, video: str | Path, root: str | Path, split: str
                      np.concatenate([kept.boxes, new_rows.boxes]), np.concatenate([kept.actions, new_rows.actions]),
                      np.concatenate([kept.person_or_score, new_rows.person_or_score]))
     if new or not map_path.is_file():
-        tmp = map_path.with_name(f".{map_path.name}.{os.getpid()}.tmp")
-        write_label_map(tmp, labels)
-        os.replace(tmp, map_path)
+        write_label_map(map_path, labels)  # atomic
     write_rows(csv_path, merged, person_or_score_format="{:d}")
 
     per_action = Counter(r[2] for r in rows)
