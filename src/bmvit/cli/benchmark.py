@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model", choices=("backbone", "detector"), default="backbone",
                    help="time the backbone (default) or the whole detector")
     p.add_argument("--batch", type=count(1), default=1, help="clips per forward pass (default: 1)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="fp32 (default) | bf16 (autocast)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="fp32 (default) | bf16 (the backbone in bfloat16, as `bmvit detect --dtype bf16`)")
     p.add_argument("--autocast", action="store_true", help="bf16 through torch.autocast instead of a bf16 backbone")
     p.add_argument("--quantize", choices=("int8",), help="int8: dynamic int8 linear layers (CPU), as `bmvit detect --quantize int8`")
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
@@ -100,17 +100,6 @@ def _build(cfg, what: str, num_classes: int) -> torch.nn.Module:
     return _Features(BACKBONES[cfg.model.backbone](cfg.model, size))
 
 
-def _reduced(model: torch.nn.Module, what: str, dtype: str, quantize: str | None, device) -> torch.nn.Module:
-    """The model in reduced precision, as ``bmvit detect`` runs it (:mod:`bmvit.inference.precision`)."""
-    from bmvit.inference.precision import CastBackbone, prepare_model, quantize_linears
-
-    if what == "detector":
-        return prepare_model(model, dtype, quantize, device)
-    if dtype == "bf16":
-        model.backbone = CastBackbone(model.backbone, torch.bfloat16)
-    return quantize_linears(model) if quantize else model
-
-
 def _macs_per_clip(cfg, what: str, num_classes: int) -> int:
     """MACs of one clip (meta device: nothing is computed)."""
     from bmvit.models.flops import count_macs
@@ -124,10 +113,6 @@ def _macs_per_clip(cfg, what: str, num_classes: int) -> int:
 def run(args) -> int:
     from bmvit.config import load_config
 
-    if args.runs < 1 or args.warmup < 0:
-        raise ConfigError("--runs must be at least 1 and --warmup at least 0")
-    if args.batch < 1:
-        raise ConfigError(f"--batch must be at least 1, got {args.batch}")
     if args.onnx and (args.dtype != "fp32" or args.compile or args.quantize):
         raise ConfigError("--onnx times the fp32 ONNX export with onnxruntime: drop --dtype bf16 / --quantize / --compile")
     cfg = load_config(args.config, args.overrides)
@@ -142,7 +127,9 @@ def run(args) -> int:
     if args.autocast and args.dtype == "fp32":
         raise ConfigError("--autocast needs --dtype bf16")
     if (args.dtype != "fp32" and not args.autocast) or args.quantize:
-        model = _reduced(model, args.model, "fp32" if args.autocast else args.dtype, args.quantize, device)
+        from bmvit.inference.precision import prepare_model  # as `bmvit detect` runs it (detector or _Features)
+
+        model = prepare_model(model, "fp32" if args.autocast else args.dtype, args.quantize, device)
     clip = torch.randn(args.batch, 3, *size, device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -83,8 +83,6 @@ def run(args) -> int:
     from bmvit.inference.detector import FROM_CHECKPOINT, Detector
     from bmvit.inference.video_source import is_stream
 
-    if args.fps_keyframes <= 0:
-        raise ConfigError(f"--fps-keyframes must be positive, got {args.fps_keyframes}")
     batch = len(args.input) > 1 or is_collection(args.input[0]) or int(os.environ.get("WORLD_SIZE", "1")) > 1
     if batch and (args.stream or any(is_stream(i) for i in args.input)):
         raise ConfigError("--stream and live sources take one input; run one `bmvit detect` per stream")
