@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bmvit.evaluation.act_protocol import match_best_remaining, pairs_by_group
+from bmvit.evaluation.ava import average_precision, precision_recall
 from bmvit.evaluation.report import json_number
 
 __all__ = ["ActorResult", "evaluate_actors", "iou_normalized"]
@@ -81,13 +82,7 @@ def _voc_ap(tp: np.ndarray, num_gt: int) -> float:
     """VOC all-points AP of (N,) TP flags in rank order."""
     if num_gt == 0:
         return math.nan
-    if tp.size == 0:
-        return 0.0
-    cum = np.cumsum(tp)
-    precision, recall = cum / np.arange(1, tp.size + 1), cum / num_gt
-    envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    prev = np.concatenate(([0.0], recall[:-1]))
-    return float(np.sum((recall - prev) * envelope))
+    return average_precision(*precision_recall(tp, num_gt))  # the AVA evaluator's AP
 
 
 def evaluate_actors(

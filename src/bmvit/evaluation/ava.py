@@ -266,13 +266,13 @@ def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area_a + area_b - inter)
 
 
-def _precision_recall(tp: np.ndarray, num_gt: int) -> tuple[np.ndarray, np.ndarray]:
+def precision_recall(tp: np.ndarray, num_gt: int) -> tuple[np.ndarray, np.ndarray]:
     """(N,) precision and (N,) recall after each of (N,) bool TP flags in rank order."""
     cum_tp = np.cumsum(tp)
     return cum_tp / np.arange(1, tp.size + 1), cum_tp / num_gt
 
 
-def _average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
+def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
     """VOC all-points AP: area under (N,) precision/recall points with a non-increasing envelope."""
     if precision.size == 0:
         return 0.0
@@ -385,8 +385,8 @@ def evaluate_ava(
             flags = tp[concat[introsort_argsort(level[concat])[::-1]]]  # its np.argsort(scores)[::-1]
         else:  # distinct scores: every sort gives the same order
             flags = tp[rows]
-        curves[k] = _precision_recall(flags, int(gt_counts[ci]))
-        per_class_ap[k] = _average_precision(*curves[k])
+        curves[k] = precision_recall(flags, int(gt_counts[ci]))
+        per_class_ap[k] = average_precision(*curves[k])
     valid = [ap for ap in per_class_ap.values() if not math.isnan(ap)]
     return AvaEvalResult(
         mean_ap=float(np.mean(valid)) if valid else math.nan,
