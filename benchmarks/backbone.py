@@ -10,7 +10,7 @@ The reference is torchvision's ``models/video/mvit.py`` (0.28): the module at ``
 fine, its folder is put on ``sys.path``), else an installed ``torchvision``. Without one, only
 bmvit is timed. The reference's last Q pool is removed the same way as ours (stride of the block
 opening the last stage set to 1×1×1). Both models get the same random weights (the reference's,
-converted with ``bmvit.models.convert.from_torchvision``), so the script also reports the max-abs
+converted with ``bmvit.models.checkpoints.mvit.from_torchvision``), so the script also reports the max-abs
 difference of the output tokens. Timed runs alternate between the two models (so load from
 other processes hits both alike); the ratio is of the medians, batch 1, fp32, inference mode.
 """
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from bmvit.models.convert import from_torchvision
+from bmvit.models.checkpoints.mvit import from_torchvision
 from bmvit.models.mvit import mvitv2_s
 
 

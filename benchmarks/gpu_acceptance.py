@@ -233,7 +233,7 @@ def train_compile(dev: torch.device, quick: bool, peak: float, datasheet: float 
 def _torchvision_compare(dev: torch.device, quick: bool) -> dict:
     from backbone import build_reference, load_reference
 
-    from bmvit.models.convert import from_torchvision
+    from bmvit.models.checkpoints.mvit import from_torchvision
     from bmvit.models.mvit import mvitv2_s
 
     try:

@@ -7,16 +7,17 @@ import torch
 
 from bmvit.cli.main import main as bmvit
 from bmvit.errors import CheckpointError
-from bmvit.models.convert import (
+from bmvit.models.checkpoints.mvit import (
     ConvertedStateDict,
     from_slowfast,
     from_torchvision,
-    load_backbone,
+    load_mvit_checkpoint,
     read_checkpoint,
     to_slowfast,
     to_torchvision,
 )
-from bmvit.models.mvit import MVIT_SPECS, MViT, interpolate_rel_pos, mvitv2_s
+from bmvit.models.mvit import MVIT_SPECS, MViT, mvitv2_s
+from bmvit.models.position import interpolate_rel_pos
 
 TINY = replace(MVIT_SPECS["mvit_tiny"], cls_token=True)  # the reference layouts always carry a class token
 
@@ -167,7 +168,7 @@ def test_unsafe_checkpoint_is_refused(tmp_path):
         read_checkpoint(path)
     assert str(path) in str(e.value) and not _EXECUTED
     with pytest.raises(CheckpointError, match="refused"):
-        load_backbone(model, path, "slowfast")
+        load_mvit_checkpoint(model, path, "slowfast")
     assert not _EXECUTED
 
 
@@ -181,8 +182,17 @@ def test_convert_cli_and_config_pretrained(tmp_path, capsys):
     out = tmp_path / "k400.safetensors"
     assert bmvit(["convert", "--from", "slowfast", str(tmp_path / "k400.pyth"), "--out", str(out)]) == 0
     assert "dropped (2): head.projection.weight, head.projection.bias" in capsys.readouterr().out  # the report
-    # the converted file initializes a configured backbone (a larger input: rel-pos tables resized)
+    # a weight the configured backbone does not have is refused, by name (mvit_tiny has no class token)
     cfg = load_config(None, ["model.backbone=mvit_tiny", "data.num_frames=8", "data.size=48", f"model.pretrained={out}"])
+    with pytest.raises(CheckpointError, match=r"^'model.pretrained': .*k400.safetensors: 'cls_token': .*\(bmvit layout\)"
+                                              r".*the MViT backbone does not have"):
+        build_detector(cfg.model, cfg.data, num_classes=3)
+    # without it, the converted file initializes the configured backbone (a larger input: rel-pos tables resized)
+    from safetensors.torch import load_file, save_file
+
+    save_file({k: v for k, v in load_file(out).items() if k != "cls_token"}, tmp_path / "k400_no_cls.safetensors")
+    cfg = load_config(None, ["model.backbone=mvit_tiny", "data.num_frames=8", "data.size=48",
+                             f"model.pretrained={tmp_path / 'k400_no_cls.safetensors'}"])
     det = build_detector(cfg.model, cfg.data, num_classes=3)
     assert torch.equal(det.backbone.blocks[2].attn.qkv.weight, ref["blocks.2.attn.qkv.weight"])
     assert det.backbone.blocks[0].attn.rel_pos_h.shape[0] > ref["blocks.0.attn.rel_pos_h"].shape[0]

@@ -13,18 +13,17 @@ from bmvit.config import DataConfig, ModelConfig, load_config
 from bmvit.engine.optim import param_groups
 from bmvit.errors import CheckpointError, ConfigError
 from bmvit.models.build import build_detector
+from bmvit.models.checkpoints.hiera import from_hiera, to_hiera
 from bmvit.models.hiera import (
     HIERA_SPECS,
     Hiera,
     block_table,
     build_hiera,
-    from_hiera,
     output_grid,
     reroll,
-    resize_pos_embed,
-    to_hiera,
     unroll,
 )
+from bmvit.models.position import resize_pos_embed
 
 TINY = HIERA_SPECS["hiera_tiny"]
 

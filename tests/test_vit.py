@@ -23,8 +23,8 @@ from bmvit.models.vit import (
     build_vit,
     interpolate_pos_embed,
     pos_embed_table,
-    sincos_table,
 )
+from bmvit.models.position import sincos_table
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,8 @@ sys.path[:0] = [os.environ.get("REF", "/tmp/ref_hiera"), os.path.join(os.path.di
 import torch
 torch.set_num_threads(1)
 import hiera as official
-from bmvit.models.hiera import HIERA_SPECS, Hiera, from_hiera
+from bmvit.models.checkpoints.hiera import from_hiera
+from bmvit.models.hiera import HIERA_SPECS, Hiera
 
 name, size = sys.argv[1], int(sys.argv[2])
 q_pools = [int(q) for q in sys.argv[3:]] or [3]

@@ -195,7 +195,7 @@ def test_damaged_torch_checkpoint(tmp_path, offset, xor):
     import warnings
 
     from bmvit.errors import CheckpointError
-    from bmvit.models.convert import read_weights
+    from bmvit.models.checkpoints.files import read_weights
     from tests.fuzz.test_fuzz_checkpoint import TORCH_FILES
 
     data = bytearray(TORCH_FILES[0])

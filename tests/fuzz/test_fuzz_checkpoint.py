@@ -1,5 +1,5 @@
 """Fuzz: checkpoints — bmvit safetensors (with the embedded config), torch pickles, garbage
-(tests/fuzz/invariant.py). Readers: ``engine.checkpoint.load_weights``, ``models.convert.read_weights``
+(tests/fuzz/invariant.py). Readers: ``engine.checkpoint.load_weights``, ``models.checkpoints.files.read_weights``
 / ``read_checkpoint``, and ``bmvit convert`` on the same files.
 """
 
@@ -14,7 +14,8 @@ from safetensors.torch import save as st_save
 
 from bmvit.config import Config, to_dict
 from bmvit.engine.checkpoint import load_weights
-from bmvit.models.convert import read_checkpoint, read_weights
+from bmvit.models.checkpoints.files import read_weights
+from bmvit.models.checkpoints.mvit import read_checkpoint
 from tests.fuzz.invariant import expect_ok_or_named_error, mutated_bytes, run_cli
 
 STATE = {"conv_proj.weight": torch.arange(24, dtype=torch.float32).reshape(2, 3, 1, 2, 2),

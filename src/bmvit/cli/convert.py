@@ -33,7 +33,7 @@ def run(args) -> int:
 
     from bmvit.atomic import atomic_output, output_error
 
-    from bmvit.models.convert import convert, read_checkpoint
+    from bmvit.models.checkpoints.mvit import convert, read_checkpoint
 
     sd, fmt = read_checkpoint(args.src, args.source)
     target = None

@@ -18,38 +18,26 @@ Schedule: linear warm-up over ``warmup_steps`` optimizer steps, then cosine deca
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 from torch import nn
 
-_BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
-_STEM = ("patch_embed", "cls_token", "pos_embed")  # backbone parameters before the first block (layer 0)
+from bmvit.models.backbone import BLOCK, layer_id  # the blocks.{i} naming of the backbone contract
 
 
 def _no_decay(name: str, p: torch.Tensor) -> bool:
     return p.ndim <= 1 or "rel_pos" in name or "cls_token" in name or "pos_embed" in name
 
 
-def _layer_id(name: str, depth: int) -> int:
-    """0 = stem, 1..depth = backbone blocks, depth + 1 = everything after the blocks."""
-    if not name.startswith("backbone."):
-        return depth + 1
-    m = _BLOCK.search(name)
-    if m:
-        return int(m.group(1)) + 1
-    return 0 if any(s in name for s in _STEM) else depth + 1
-
-
 def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
     """AdamW parameter groups; each carries ``lr_scale`` (multiplied into the scheduled lr)."""
     names = [n for n, _ in model.named_parameters()]
-    depth = 1 + max((int(m.group(1)) for n in names if (m := _BLOCK.search(n)) and n.startswith("backbone.")), default=-1)
+    depth = 1 + max((int(m.group(1)) for n in names if (m := BLOCK.search(n)) and n.startswith("backbone.")), default=-1)
     groups: dict[tuple[bool, float], list[torch.Tensor]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        scale = layer_decay ** (depth + 1 - _layer_id(name, depth)) if layer_decay != 1.0 else 1.0
+        scale = layer_decay ** (depth + 1 - layer_id(name, depth)) if layer_decay != 1.0 else 1.0
         groups.setdefault((_no_decay(name, p), scale), []).append(p)
     return [{"params": ps, "weight_decay": 0.0 if nd else weight_decay, "lr_scale": s}
             for (nd, s), ps in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))]

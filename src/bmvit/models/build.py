@@ -37,20 +37,10 @@ def _mvit(name: str) -> Callable[[ModelConfig, tuple[int, int, int]], nn.Module]
 
 
 def _load_pretrained(backbone: nn.Module, model: ModelConfig) -> None:
-    """Initialize the backbone from ``model.pretrained``.
-
-    A backbone class that knows its own checkpoint layouts defines
-    ``load_checkpoint(path, fmt) -> report``; MViT goes through :mod:`bmvit.models.convert`
-    (rel-pos tables resized to this input size).
-    """
-    from bmvit.models.convert import load_backbone
-
-    loader = getattr(backbone, "load_checkpoint", None)
+    """Initialize the backbone from ``model.pretrained`` through its ``load_checkpoint`` (the
+    :class:`~bmvit.models.backbone.Backbone` contract; converters in :mod:`bmvit.models.checkpoints`)."""
     try:
-        if loader is not None:
-            report = loader(model.pretrained, model.pretrained_format)
-        else:
-            report = load_backbone(backbone, model.pretrained, model.pretrained_format)
+        report = backbone.load_checkpoint(model.pretrained, model.pretrained_format)
     except CheckpointError as e:
         hint = "" if Path(model.pretrained).is_file() else " (or set model.pretrained=null to start from random weights)"
         raise CheckpointError(f"'model.pretrained': {e}{hint}") from None

@@ -48,40 +48,14 @@ Temporal mapping: output slice ``j`` is the conv centred on input frame ``2j`` (
 ``2j-1 .. 2j+1``); Hiera never pools time, so for ``T`` even the key frame ``T/2`` maps to output
 slice ``t//2`` exactly as for the MViT 16×4 stem (16 frames -> 8 slices, key frame 8 -> slice 4).
 
-Checkpoint import (:meth:`Hiera.load_checkpoint`, format ``hiera``: the official
-``hiera_*_16x224.pth`` / ``mae_hiera_*_16x224.pth`` files, weights under ``model_state``; format
-``bmvit``: this module's own keys, e.g. from a bmvit detector checkpoint). Key mapping
-(:data:`KEY_TABLE`; ``{i}`` block index, ``{p}`` weight|bias):
-
-=====================================  ======================================  ===================================
-bmvit                                  official Hiera                          note
-=====================================  ======================================  ===================================
-``patch_embed.{p}``                    ``patch_embed.proj.{p}``                Conv3d (C, 3, 3, 7, 7)
-``pos_embed_spatial`` (1, h·w, C)      ``pos_embed_spatial`` (1, 56·56, C)     bicubic-resized to the input grid
-``pos_embed_temporal`` (1, t, C)       ``pos_embed_temporal`` (1, 8, C)        linearly resized
-``blocks.{i}.norm1.{p}``               ``blocks.{i}.norm1.{p}``
-``blocks.{i}.attn.qkv.{p}``            ``blocks.{i}.attn.qkv.{p}``             fused, Q|K|V along dim 0
-``blocks.{i}.attn.proj.{p}``           ``blocks.{i}.attn.proj.{p}``
-``blocks.{i}.norm2.{p}``               ``blocks.{i}.norm2.{p}``
-``blocks.{i}.mlp.0.{p}``               ``blocks.{i}.mlp.fc1.{p}``
-``blocks.{i}.mlp.2.{p}``               ``blocks.{i}.mlp.fc2.{p}``
-``blocks.{i}.proj.{p}``                ``blocks.{i}.proj.{p}``                 stage openings only
-``norm.{p}``                           ``norm.{p}``                            absent in MAE-only files
-— (dropped, reported)                  ``head.projection.{p}``                 Kinetics-400 classifier
-— (dropped, reported)                  ``encoder_norm.*``, ``mask_token``,     MAE decoder / fusion heads
-                                       ``multi_scale_fusion_heads.*``,
-                                       ``decoder_*``
-=====================================  ======================================  ===================================
-
-A ``module.`` prefix (DDP) is stripped; files are read with ``torch.load(weights_only=True)`` or
-safetensors only (:func:`bmvit.models.convert.read_checkpoint`).
+Checkpoint import (:meth:`Hiera.load_checkpoint`, formats ``hiera`` (official files) and
+``bmvit``): the key table and rules live with the other converters, in
+:mod:`bmvit.models.checkpoints.hiera`.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -90,9 +64,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from bmvit.errors import CheckpointError, ConfigError
-from bmvit.models.convert import ConversionReport, ConvertedStateDict, read_checkpoint
-from bmvit.models.mvit import DropPath
+from bmvit.errors import ConfigError
+from bmvit.models.checkpoints.files import ConversionReport
+from bmvit.models.checkpoints.hiera import load_hiera_checkpoint
+from bmvit.models.layers import DropPath
+from bmvit.models.position import resize_pos_embed
 
 Shape3 = tuple[int, int, int]
 
@@ -255,30 +231,6 @@ def _pool_outer(x: Tensor, stride: int) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Position embeddings
-# ---------------------------------------------------------------------------------------------
-
-
-def resize_pos_embed(spatial: Tensor, temporal: Tensor, src_hw: tuple[int, int], thw: Shape3) -> tuple[Tensor, Tensor]:
-    """Resize separate position embeddings to the grid ``thw``.
-
-    ``spatial (1, h0·w0, C)`` on the ``src_hw`` grid -> ``(1, h·w, C)`` by bicubic interpolation;
-    ``temporal (1, t0, C)`` -> ``(1, t, C)`` by linear interpolation (both ``align_corners=False``,
-    computed in float32, returned in the input dtype).
-    """
-    t, h, w = thw
-    if tuple(src_hw) != (h, w):
-        C = spatial.shape[-1]
-        grid = spatial.float().reshape(1, *src_hw, C).permute(0, 3, 1, 2)  # (1, C, h0, w0)
-        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
-        spatial = grid.permute(0, 2, 3, 1).reshape(1, h * w, C).to(spatial.dtype)
-    if temporal.shape[1] != t:
-        line = F.interpolate(temporal.float().transpose(1, 2), size=t, mode="linear", align_corners=False)
-        temporal = line.transpose(1, 2).to(temporal.dtype)
-    return spatial, temporal
-
-
-# ---------------------------------------------------------------------------------------------
 # Blocks
 # ---------------------------------------------------------------------------------------------
 
@@ -349,6 +301,9 @@ class Hiera(nn.Module):
     sizes interpolate them on the fly); H and W must be multiples of ``4 · 2^(stages-1)`` (32 for
     the 4-stage models) so the token grid splits into mask units.
     """
+
+    # Kinetics normalization of the MAE-ST pipeline the video Hiera checkpoints come from (as configs use)
+    input_mean, input_std = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 
     def __init__(
         self,
@@ -441,157 +396,9 @@ class Hiera(nn.Module):
         return self.forward_features(x)
 
     def load_checkpoint(self, path: str | Path, fmt: str = "auto") -> ConversionReport:
-        """Initialize from a checkpoint file (``fmt``: ``auto``, ``hiera`` or ``bmvit``); see the module docstring.
-
-        Position embeddings are resized to this model's input size. Raises :class:`CheckpointError`
-        naming the file when the layout is not a video Hiera's, a shape does not fit, or weights
-        other than the final norm are missing.
-        """
-        if fmt not in ("auto", "hiera", "bmvit"):
-            raise CheckpointError(f"{path}: format {fmt!r} is an MViT layout; a Hiera backbone reads 'hiera' "
-                                  "(official checkpoints), 'bmvit' or 'auto'")
-        sd, _ = read_checkpoint(path, "bmvit")  # safe reading only ('bmvit' skips the MViT layout guess)
-        sd = {k.removeprefix("module."): v for k, v in sd.items()}  # saved from DistributedDataParallel
-        layout = detect_layout(sd)
-        if layout is None or (fmt != "auto" and layout != fmt):
-            found = "an unknown layout" if layout is None else f"the {layout} layout"
-            raise CheckpointError(f"{path}: not a video Hiera checkpoint in the {fmt if fmt != 'auto' else 'hiera or bmvit'} "
-                                  f"layout (found {found}; keys: {', '.join(list(sd)[:4])}, ...)")
-        try:
-            fitted = from_hiera(sd, target=self) if layout == "hiera" else fit_to(sd, self)
-        except CheckpointError as e:
-            raise CheckpointError(f"{path}: {e}") from None
-        missing = [k for k in fitted.report.missing if not k.startswith("norm.")]
-        if missing:
-            raise CheckpointError(f"{path}: checkpoint ({layout} layout) lacks {len(missing)} weights of the model, "
-                                  f"e.g. {', '.join(missing[:4])}")
-        if fitted.report.missing:  # MAE-only checkpoints have no final norm: start it as the identity
-            with torch.no_grad():
-                fitted["norm.weight"], fitted["norm.bias"] = torch.ones_like(self.norm.weight), torch.zeros_like(self.norm.bias)
-        self.load_state_dict(fitted, strict=True)
-        return fitted.report
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoint key mapping
-# ---------------------------------------------------------------------------------------------
-
-# One row per parameter kind: (bmvit key, official Hiera key); {i} block index, {p} weight|bias.
-KEY_TABLE: tuple[tuple[str, str], ...] = (
-    ("patch_embed.{p}", "patch_embed.proj.{p}"),
-    ("pos_embed_spatial", "pos_embed_spatial"),
-    ("pos_embed_temporal", "pos_embed_temporal"),
-    ("blocks.{i}.norm1.{p}", "blocks.{i}.norm1.{p}"),
-    ("blocks.{i}.attn.qkv.{p}", "blocks.{i}.attn.qkv.{p}"),
-    ("blocks.{i}.attn.proj.{p}", "blocks.{i}.attn.proj.{p}"),
-    ("blocks.{i}.norm2.{p}", "blocks.{i}.norm2.{p}"),
-    ("blocks.{i}.mlp.0.{p}", "blocks.{i}.mlp.fc1.{p}"),
-    ("blocks.{i}.mlp.2.{p}", "blocks.{i}.mlp.fc2.{p}"),
-    ("blocks.{i}.proj.{p}", "blocks.{i}.proj.{p}"),
-    ("norm.{p}", "norm.{p}"),
-)
-# Official keys dropped on purpose: the Kinetics classifier and the MAE decoder / fusion heads.
-DROPPED_PREFIXES = ("head.", "encoder_norm.", "multi_scale_fusion_heads.", "decoder_", "mask_token")
-
-
-def _pattern(template: str) -> re.Pattern:
-    rx = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias)")
-    return re.compile(rx + "$")
-
-
-_RULES = [(_pattern(ours), _pattern(theirs), ours, theirs) for ours, theirs in KEY_TABLE]
-
-
-def map_key(key: str, to_bmvit: bool = True) -> str | None:
-    """Official Hiera key -> bmvit key (``to_bmvit=False``: the other way); None if it has no place."""
-    for ours_rx, theirs_rx, ours, theirs in _RULES:
-        m = (theirs_rx if to_bmvit else ours_rx).match(key)
-        if m:
-            return (ours if to_bmvit else theirs).format(**m.groupdict())
-    return None
-
-
-def detect_layout(sd: Mapping[str, Tensor]) -> str | None:
-    """``hiera`` (official keys), ``bmvit`` (this module's keys) or None."""
-    keys = {k.removeprefix("module.") for k in sd}
-    if "pos_embed_spatial" not in keys:
-        return None  # not a video Hiera (image models have one joint pos_embed; MViT has none)
-    if "patch_embed.proj.weight" in keys:
-        return "hiera"
-    if "patch_embed.weight" in keys:
-        return "bmvit"
-    return None
-
-
-def fit_to(sd: Mapping[str, Tensor], target: Hiera, report: ConversionReport | None = None) -> ConvertedStateDict:
-    """Fit a bmvit-layout Hiera state dict to ``target``: position embeddings resized to its grid,
-    keys it lacks reported as unexpected, keys it needs reported as missing; any other shape
-    mismatch raises :class:`CheckpointError` naming the key."""
-    report = report or ConversionReport("bmvit", "bmvit")
-    shapes = {k: tuple(v.shape) for k, v in target.state_dict().items()}
-    out = ConvertedStateDict()
-    spatial, temporal = sd.get("pos_embed_spatial"), sd.get("pos_embed_temporal")
-    if spatial is not None and temporal is not None:
-        n = spatial.shape[1]
-        side = math.isqrt(n)
-        src_hw = target.pos_thw[1:] if n == math.prod(target.pos_thw[1:]) else (side, side)
-        if side * side != n and n != math.prod(target.pos_thw[1:]):
-            raise CheckpointError(f"'pos_embed_spatial': {n} positions are not a square grid; cannot resize to "
-                                  f"{target.pos_thw[1:]}")
-        new_s, new_t = resize_pos_embed(spatial, temporal, src_hw, target.pos_thw)
-        for key, old, new in (("pos_embed_spatial", spatial, new_s), ("pos_embed_temporal", temporal, new_t)):
-            if old.shape != new.shape:
-                report.resized.append((key, list(old.shape), list(new.shape)))
-        sd = {**sd, "pos_embed_spatial": new_s.contiguous(), "pos_embed_temporal": new_t.contiguous()}
-    for key, value in sd.items():
-        if key not in shapes:
-            report.unexpected.append(key)
-            continue
-        if tuple(value.shape) != shapes[key]:
-            raise CheckpointError(f"'{key}': checkpoint shape {tuple(value.shape)} does not fit the model's "
-                                  f"{shapes[key]} (different Hiera size?)")
-        out[key] = value
-    report.missing.extend(k for k in shapes if k not in out)
-    report.converted = len(out)
-    out.report = report
-    return out
-
-
-def from_hiera(sd: Mapping[str, Tensor], target: Hiera | None = None) -> ConvertedStateDict:
-    """Official Hiera state dict (``model_state`` of a ``.pth``) -> bmvit keys; fitted to ``target`` if given.
-
-    The classifier head and MAE decoder weights are dropped (``report.dropped``); keys with no place
-    are listed in ``report.unexpected``.
-    """
-    if "model_state" in sd and isinstance(sd["model_state"], Mapping):
-        sd = sd["model_state"]
-    out, report = ConvertedStateDict(), ConversionReport("hiera", "bmvit")
-    for key, value in sd.items():
-        key = key.removeprefix("module.")
-        if key.startswith(DROPPED_PREFIXES):
-            report.dropped.append(key)
-            continue
-        new = map_key(key)
-        if new is None:
-            report.unexpected.append(key)
-            continue
-        out[new] = value
-    if target is not None:
-        return fit_to(out, target, report)
-    report.converted = len(out)
-    out.report = report
-    return out
-
-
-def to_hiera(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """bmvit Hiera state dict -> official keys (no classifier head)."""
-    out = {}
-    for key, value in sd.items():
-        new = map_key(key, to_bmvit=False)
-        if new is None:
-            raise CheckpointError(f"'{key}': not a bmvit Hiera key")
-        out[new] = value
-    return out
+        """Initialize from a checkpoint file (``fmt``: ``auto``, ``hiera`` or ``bmvit``;
+        :func:`bmvit.models.checkpoints.hiera.load_hiera_checkpoint`)."""
+        return load_hiera_checkpoint(self, path, fmt)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from bmvit.errors import ConfigError
+from bmvit.models.checkpoints.files import ConversionReport
+from bmvit.models.checkpoints.mvit import load_mvit_checkpoint
+from bmvit.models.layers import DropPath, init_weights
+from bmvit.models.position import interpolate_rel_pos
 
 Shape3 = tuple[int, int, int]
 
@@ -177,45 +182,6 @@ def output_grid(spec: MViTSpec, input_size: Shape3, remove_last_pool: bool = Fal
         if math.prod(row.kernel_q) > 1 or math.prod(row.stride_q) > 1:
             thw = tuple(_conv_out(n, k, s, k // 2) for n, k, s in zip(thw, row.kernel_q, row.stride_q))
     return thw
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
-
-
-def init_weights(m: nn.Module) -> None:
-    """Transformer initialization of the MViTv2 and VideoMAE references: trunc-normal(0.02) linear
-    weights with zero biases, unit LayerNorms (``module.apply(init_weights)``)."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-
-
-def interpolate_rel_pos(table: Tensor, length: int) -> Tensor:
-    """Resize a relative-position table ``(L, d)`` to ``(length, d)`` by linear interpolation.
-
-    The reference rule (``F.interpolate``, mode ``linear``, ``align_corners=False``); used both at
-    run time and by the checkpoint converter, so a resized checkpoint computes what the reference
-    computes when it interpolates on the fly.
-    """
-    if table.shape[0] == length:
-        return table
-    out = F.interpolate(table.t().unsqueeze(0), size=length, mode="linear")  # (1, d, length)
-    return out.squeeze(0).t()
 
 
 def rel_pos_index(q_len: int, k_len: int, device: torch.device | None = None) -> Tensor:
@@ -398,7 +364,11 @@ class MViT(nn.Module):
     ``forward_features(x)`` maps a clip ``(B, 3, T, H, W)`` to output tokens ``(B, C, t, h, w)``
     (class token dropped); ``out_dim`` is C and ``grid(T, H, W)`` gives ``(t, h, w)``.
     ``input_size`` only sizes the relative-position tables (other sizes interpolate them).
+    A :class:`~bmvit.models.backbone.Backbone`.
     """
+
+    # Kinetics normalization of the PySlowFast / torchvision checkpoints (bmvit's default data.mean/std)
+    input_mean, input_std = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 
     def __init__(
         self,
@@ -453,6 +423,11 @@ class MViT(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)
+
+    def load_checkpoint(self, path: str | Path, fmt: str = "auto") -> ConversionReport:
+        """Initialize from a checkpoint file in the bmvit, PySlowFast or torchvision layout (``fmt``
+        ``auto`` guesses it); :func:`bmvit.models.checkpoints.mvit.load_mvit_checkpoint`."""
+        return load_mvit_checkpoint(self, path, fmt)
 
 
 def build_mvit(

@@ -1,4 +1,4 @@
-"""Checkpoint import/export between bmvit's MViT and the reference MViTv2 layouts.
+"""MViT checkpoints: import/export between bmvit's MViT and the reference MViTv2 layouts.
 
 Two reference layouts are known: PySlowFast's ``MViT`` (``.pyth`` files, weights under
 ``model_state``) and torchvision's ``mvit_v2_s``. The key correspondence is one table,
@@ -12,25 +12,33 @@ Two reference layouts are known: PySlowFast's ``MViT`` (``.pyth`` files, weights
   ``strict=True`` whenever the report lists no missing keys.
 * :func:`to_slowfast` / :func:`to_torchvision` rename bmvit keys back.
 
+* :func:`load_mvit_checkpoint` initializes an MViT from a file in any of the three layouts
+  (``MViT.load_checkpoint``); weights the file leaves unset, or holds for another backbone, are refused.
+
 Every conversion returns a :class:`ConvertedStateDict` (a plain ``dict``) whose ``report`` lists
 dropped, unexpected, missing and resized keys. Files are read with ``torch.load(weights_only=True)``
-or safetensors only: an arbitrary pickled object is refused with a :class:`CheckpointError`.
+or safetensors only (:mod:`bmvit.models.checkpoints.files`): an arbitrary pickled object is refused
+with a :class:`CheckpointError`.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from bmvit.errors import CheckpointError
-from bmvit.models.mvit import interpolate_rel_pos
+from bmvit.models.checkpoints.files import (
+    ConversionReport,
+    ConvertedStateDict,
+    read_state_dict,
+    refuse_foreign_keys,
+    unwrap,
+)
+from bmvit.models.position import interpolate_rel_pos
 
 FORMATS = ("bmvit", "slowfast", "torchvision")
 
@@ -53,8 +61,6 @@ KEY_TABLE: tuple[tuple[str, str, str], ...] = (
 )
 # Reference keys dropped on purpose: the Kinetics classification head.
 HEAD_PREFIXES: dict[str, tuple[str, ...]] = {"slowfast": ("head.",), "torchvision": ("head.",), "bmvit": ()}
-# Wrappers whose weights sit under another key in a checkpoint file.
-_NESTED = ("model_state", "state_dict", "model")
 _GROUPS = {"i": r"(?P<i>\d+)", "p": r"(?P<p>weight|bias)", "x": r"(?P<x>[qkv])", "a": r"(?P<a>[thw])"}
 _COLUMN = {"bmvit": 0, "slowfast": 1, "torchvision": 2}
 _REL_POS = re.compile(r"(^|\.)rel_pos_[thw]$")
@@ -84,42 +90,6 @@ def map_key(key: str, src: str, dst: str) -> str | None:
 def _cls_shape(t: Tensor, dst: str) -> Tensor:
     """torchvision stores the class token as ``(C,)``; bmvit and PySlowFast as ``(1, 1, C)``."""
     return t.reshape(-1) if dst == "torchvision" else t.reshape(1, 1, -1)
-
-
-@dataclass
-class ConversionReport:
-    """What a conversion did; ``str()`` gives a short human-readable summary."""
-
-    source: str
-    target: str
-    converted: int = 0
-    dropped: list[str] = field(default_factory=list)  # source keys dropped on purpose (classifier head)
-    unexpected: list[str] = field(default_factory=list)  # source keys with no place in the target
-    missing: list[str] = field(default_factory=list)  # target keys the source does not provide
-    resized: list[tuple[str, list[int], list[int]]] = field(default_factory=list)  # (key, from, to)
-
-    def to_dict(self) -> dict:
-        return {"source": self.source, "target": self.target, "converted": self.converted, "dropped": self.dropped,
-                "unexpected": self.unexpected, "missing": self.missing, "resized": self.resized}
-
-    def __str__(self) -> str:
-        lines = [f"{self.source} -> {self.target}: {self.converted} tensors converted"]
-        for name in ("dropped", "unexpected", "missing"):
-            keys = getattr(self, name)
-            if keys:
-                more = f", ... (+{len(keys) - 6})" if len(keys) > 6 else ""
-                lines.append(f"  {name} ({len(keys)}): {', '.join(keys[:6])}{more}")
-        if self.resized:
-            shown = "; ".join(f"{k} {tuple(a)} -> {tuple(b)}" for k, a, b in self.resized[:3])
-            more = f"; ... (+{len(self.resized) - 3})" if len(self.resized) > 3 else ""
-            lines.append(f"  resized ({len(self.resized)}, linear interpolation): {shown}{more}")
-        return "\n".join(lines)
-
-
-class ConvertedStateDict(dict):
-    """A state dict (``dict[str, Tensor]``) carrying the :class:`ConversionReport` that produced it."""
-
-    report: ConversionReport
 
 
 def _convert(sd: Mapping[str, Tensor], src: str, dst: str) -> ConvertedStateDict:
@@ -171,13 +141,13 @@ def fit_to(sd: ConvertedStateDict | Mapping[str, Tensor], target: nn.Module | Ma
 
 def from_slowfast(sd: Mapping[str, Tensor], target: nn.Module | Mapping[str, Tensor] | None = None) -> ConvertedStateDict:
     """PySlowFast MViTv2 state dict (``model_state`` of a ``.pyth``) -> bmvit keys; fitted to ``target`` if given."""
-    out = _convert(_unwrap(sd), "slowfast", "bmvit")
+    out = _convert(unwrap(sd), "slowfast", "bmvit")
     return fit_to(out, target) if target is not None else out
 
 
 def from_torchvision(sd: Mapping[str, Tensor], target: nn.Module | Mapping[str, Tensor] | None = None) -> ConvertedStateDict:
     """torchvision ``mvit_v2_s`` state dict -> bmvit keys; fitted to ``target`` if given."""
-    out = _convert(_unwrap(sd), "torchvision", "bmvit")
+    out = _convert(unwrap(sd), "torchvision", "bmvit")
     return fit_to(out, target) if target is not None else out
 
 
@@ -197,16 +167,9 @@ def convert(sd: Mapping[str, Tensor], fmt: str, target: nn.Module | Mapping[str,
         return from_slowfast(sd, target)
     if fmt == "torchvision":
         return from_torchvision(sd, target)
-    out = ConvertedStateDict(_unwrap(sd))
+    out = ConvertedStateDict(unwrap(sd))
     out.report = ConversionReport("bmvit", "bmvit", converted=len(out))
     return fit_to(out, target) if target is not None else out
-
-
-def _unwrap(sd: Mapping) -> Mapping[str, Tensor]:
-    for key in _NESTED:
-        if key in sd and isinstance(sd[key], Mapping):
-            return sd[key]
-    return sd
 
 
 def detect_format(sd: Mapping[str, Tensor]) -> str | None:
@@ -221,43 +184,9 @@ def detect_format(sd: Mapping[str, Tensor]) -> str | None:
     return None
 
 
-def read_weights(path: str | Path) -> Mapping:
-    """The raw mapping stored in a weights file, read safely: ``.safetensors`` with safetensors,
-    anything else with ``torch.load(weights_only=True)`` (tensors and plain containers only; a
-    pickled object is refused with a :class:`CheckpointError` naming it)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        what = f"it references {found.group(1)}" if found else "it is not a plain weights file"
-        raise CheckpointError(
-            f"{path}: refused to load: {what}, and only tensors and plain containers are unpickled "
-            "(torch.load weights_only=True), never arbitrary objects. Re-save just its state dict in a "
-            "trusted environment."
-        ) from None
-    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways (RuntimeError of the zip reader,
-        # EOFError, KeyError / IndexError of a cut pickle stream, ...); weights_only ran no code, so each
-        # means the same: not a readable checkpoint
-        detail = " ".join(str(e).split())[:160]
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {detail})") from None
-    if not isinstance(sd, Mapping):
-        raise CheckpointError(f"{path}: expected a mapping of weights, found {type(sd).__name__}")
-    return sd
-
-
 def read_checkpoint(path: str | Path, fmt: str = "auto") -> tuple[dict[str, Tensor], str]:
-    """Read weights from ``path`` safely (:func:`read_weights`); returns ``(state_dict, format)``.
+    """Read weights from ``path`` safely (:func:`~bmvit.models.checkpoints.files.read_state_dict`);
+    returns ``(state_dict, format)``.
 
     A bmvit detector checkpoint contributes its ``backbone.*`` weights. ``fmt="auto"`` guesses the
     layout from the keys.
@@ -265,12 +194,7 @@ def read_checkpoint(path: str | Path, fmt: str = "auto") -> tuple[dict[str, Tens
     path = Path(path)
     if fmt not in ("auto", *FORMATS):
         raise CheckpointError(f"{path}: unknown checkpoint format {fmt!r}; expected auto, {', '.join(FORMATS)}")
-    sd = _unwrap(read_weights(path))
-    if any(k.startswith("backbone.") for k in sd):  # a bmvit detector checkpoint
-        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
-    tensors = {k: v for k, v in sd.items() if isinstance(v, Tensor)}
-    if not tensors:
-        raise CheckpointError(f"{path}: no tensors found (keys: {', '.join(list(sd)[:5])}...)")
+    tensors = read_state_dict(path)
     found = detect_format(tensors)
     if fmt == "auto":
         if found is None:
@@ -280,13 +204,15 @@ def read_checkpoint(path: str | Path, fmt: str = "auto") -> tuple[dict[str, Tens
     return tensors, fmt
 
 
-def load_backbone(model: nn.Module, path: str | Path, fmt: str = "auto") -> ConversionReport:
+def load_mvit_checkpoint(model: nn.Module, path: str | Path, fmt: str = "auto") -> ConversionReport:
     """Initialize ``model`` (a bmvit MViT) from a checkpoint file in any known layout.
 
-    Raises :class:`CheckpointError` when the checkpoint leaves parameters of the model unset.
+    Raises :class:`CheckpointError` when the checkpoint holds weights the model does not have
+    (naming the first), or leaves parameters of the model unset.
     """
     sd, fmt = read_checkpoint(path, fmt)
     fitted = convert(sd, fmt, target=model)
+    refuse_foreign_keys(path, fitted.report, "MViT", fmt)
     if fitted.report.missing:
         raise CheckpointError(f"{path}: checkpoint ({fmt} layout) lacks {len(fitted.report.missing)} weights of the "
                               f"model, e.g. {', '.join(fitted.report.missing[:4])}")
