@@ -24,8 +24,9 @@ input index ``T // 2`` is the key frame.
 A frame source (:class:`bmvit.data.sources.frame_folder.FrameFolder`,
 :class:`bmvit.data.sources.video.VideoFrames`) provides ``num_frames(video)``,
 ``frame_size(video) -> (H, W)`` and
-``read(video, frames, resize, draft, expect_size) -> (T, h, w, 3) uint8`` (``resize`` works on a
-whole ``(n, H, W, 3)`` uint8 stack).
+``read(video, frames, resize, draft, expect_size, mirror) -> (T, h, w, 3) uint8`` (``resize`` works on a
+whole ``(n, H, W, 3)`` uint8 stack; ``mirror``: flipped left-right, asked for when the clip
+transform's draw for the sample's seed flips, :meth:`~bmvit.data.transforms.ClipTransform.flips`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class FrameSource(Protocol):
     def frame_size(self, video: str) -> tuple[int, int]: ...
 
     def read(self, video: str, frames: np.ndarray, resize, draft: tuple[int, int] | None = None,
-             expect_size: tuple[int, int] | None = None) -> np.ndarray: ...
+             expect_size: tuple[int, int] | None = None, mirror: bool = False) -> np.ndarray: ...
 
 
 class KeyFrameClips(Dataset):
@@ -111,10 +112,12 @@ class KeyFrameClips(Dataset):
         size = self.sizes.get(kf.video_id)
         if size is None:
             size = self.sizes[kf.video_id] = self.source.frame_size(kf.video_id)
+        mirror = seed is not None and self.transform.flips(seed)  # the source flips while decoding (cheaper)
         frames = self.source.read(kf.video_id, idx, self._decode_resize, self.transform.decode_size(),
-                                  size if self._check_sizes else None)  # (T, h, w, 3) uint8
+                                  size if self._check_sizes else None, mirror=mirror)  # (T, h, w, 3) uint8
         boxes, labels = torch.from_numpy(kf.boxes), torch.from_numpy(kf.labels)
-        clip, boxes, labels, colour = self.transform(torch.from_numpy(frames), boxes, labels, seed)  # (3, T, h, w) uint8
+        clip, boxes, labels, colour = self.transform(torch.from_numpy(frames), boxes, labels, seed,
+                                                     mirrored=mirror)  # (3, T, h, w) uint8
         target = {
             "boxes": xyxy_to_cxcywh(boxes),
             "labels": labels,

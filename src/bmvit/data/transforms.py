@@ -17,7 +17,8 @@ Split between loader and device (a GPU consumes clips faster than float work on 
   antialiased bilinear uint8 kernel on the whole clip), flip, box jitter, and the *draw* of the
   colour-jitter factors. The clip stays **uint8** ``(3, T, h, w)`` (a channels-last view: the
   memory is ``(T, h, w, 3)``, no copy); the factors ``(brightness, contrast, saturation)`` travel
-  in the target as ``colour (3,)``.
+  in the target as ``colour (3,)``. A reader may flip the frames itself while decoding, where that
+  is cheaper (:meth:`ClipTransform.flips` tells it the seed's draw; ``mirrored=True`` then).
 * Device (:func:`normalize_clips`, called by training, evaluation and the Detector after the
   host-to-device copy): uint8 -> float, colour jitter with the target's factors, ``mean``/``std``
   normalization, zeros outside each clip's valid region of a padded batch.
@@ -103,26 +104,43 @@ class ClipTransform:
         fill = torch.tensor([round(255 * m) for m in self.mean], dtype=torch.uint8)
         return fill[:, None, None, None].expand(3, num_frames, h, w).contiguous()
 
-    def __call__(self, frames: Tensor, boxes: Tensor, labels: Tensor, seed: int | None = None
-                 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _first_draws(self, gen: torch.Generator | None) -> tuple[int, bool]:
+        """The draws that come before the frames are touched: ``keep_aspect`` training short side
+        (0 otherwise), then whether to flip."""
+        short = 0
+        if self.train and self.resize == "keep_aspect":
+            lo, hi = int(self.short_side[0]), int(self.short_side[1])
+            short = lo + int(torch.randint(hi - lo + 1, (), generator=gen))
+        flip = self.train and self.hflip_prob > 0 and float(torch.rand((), generator=gen)) < self.hflip_prob
+        return short, flip
+
+    def flips(self, seed: int) -> bool:
+        """Whether ``self(..., seed=seed)`` flips the clip (the same draws): a frame source can then
+        return the frames already mirrored, where that is cheaper (``mirrored=True`` below)."""
+        return self._first_draws(torch.Generator().manual_seed(seed))[1]
+
+    def __call__(self, frames: Tensor, boxes: Tensor, labels: Tensor, seed: int | None = None,
+                 mirrored: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """frames (T, h, w, 3) uint8, boxes (N, 4) normalized xyxy, labels (N, K) ->
         clip (3, T, h, w) uint8, boxes, labels, colour (3,) float (brightness, contrast, saturation
         factors for :func:`normalize_clips`; ``keep_aspect`` training: a random (h, w)).
 
         Random choices come from a generator seeded with ``seed`` when given (training: the
         sampler's per-sample seed, so results do not depend on worker count or resumption),
-        else from ``self.generator`` (or torch's global generator)."""
+        else from ``self.generator`` (or torch's global generator). ``mirrored``: the frames come
+        already flipped left-right because :meth:`flips` said this seed flips (boxes and labels
+        are flipped here all the same)."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else self.generator
 
         def rand() -> float:
             return float(torch.rand((), generator=gen))
 
-        if self.train and self.resize == "keep_aspect":
-            lo, hi = int(self.short_side[0]), int(self.short_side[1])
-            short = lo + int(torch.randint(hi - lo + 1, (), generator=gen))
-        flip = self.train and self.hflip_prob > 0 and rand() < self.hflip_prob
+        short, flip = self._first_draws(gen)
+        if mirrored and not flip:
+            raise ValueError("ClipTransform: frames came mirrored but this draw does not flip (see flips())")
         if flip:
-            frames = frames.flip(2)  # (T, H, W, 3) uint8
+            if not mirrored:
+                frames = frames.flip(2)  # (T, H, W, 3) uint8
             boxes = torch.stack((1 - boxes[:, 2], boxes[:, 1], 1 - boxes[:, 0], boxes[:, 3]), dim=-1)
             if self.hflip_swap and len(labels):
                 labels = labels.clone()

@@ -15,9 +15,11 @@ JHMDB51-21 (ACT / MOC)   ``{video}/{frame:05d}.png``            ``brush_hair/<cl
 
 A frame number that repeats in one request (indices clamped at a video edge) is decoded once.
 Frames are decoded into one uint8 buffer and resized together; no float copy is made. JPEGs are
-decoded by ``simplejpeg`` when it is installed (libjpeg-turbo straight into a NumPy array: about
+decoded by ``simplejpeg`` when it is installed (libjpeg-turbo straight into the clip buffer: about
 3x less CPU than Pillow's open + decode + copy) with the same pixels as Pillow, which is the
-fallback (and the decoder of PNGs and of anything simplejpeg refuses).
+fallback (and the decoder of PNGs and of anything simplejpeg refuses). A clip read with
+``mirror=True`` (the transform flips it) is decoded as BGR and each resized row's bytes reversed:
+the pixels of a flip after the resize, for half a flip's CPU (``tests/test_loader_equality.py``).
 JPEGs are decoded at reduced size when the target is at most half the stored size (Pillow
 ``draft``: DCT scaling, no quality loss beyond the resize). Errors name the file: a missing
 frame, an undecodable (corrupt or truncated) frame, or a frame whose size differs from the size
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from bmvit.errors import DataError
@@ -66,6 +69,7 @@ class FrameFolder:
         self.root = Path(root)
         self.template = template
         self._root_str = str(self.root)
+        self._jpeg = template.lower().endswith((".jpg", ".jpeg"))
         self._counts: dict[str, int] = {}
         self._cache: dict[tuple[str, int], np.ndarray] | None = {} if cache else None
 
@@ -109,11 +113,13 @@ class FrameFolder:
             raise DataError(f"{path}: cannot read frame ({e})") from None
 
     def read(self, video: str, frames: np.ndarray, resize: Resize, draft: tuple[int, int] | None = None,
-             expect_size: tuple[int, int] | None = None) -> np.ndarray:
+             expect_size: tuple[int, int] | None = None, mirror: bool = False) -> np.ndarray:
         """``frames (T,)`` 1-based numbers -> ``(T, h, w, 3)`` uint8 through ``resize`` (per clip).
 
         ``draft`` ``(w, h)`` allows JPEG DCT-domain downscaling to at least that size;
-        ``expect_size`` ``(H, W)`` checks the stored size (annotations are in its pixels).
+        ``expect_size`` ``(H, W)`` checks the stored size (annotations are in its pixels);
+        ``mirror``: the frames flipped left-right (the pixels of ``flip`` after ``resize``: JPEGs are
+        decoded as BGR and each resized row's bytes reversed, one cheap pass).
         With ``cache`` each frame is resized alone and kept (the same pixels as a clip-level resize).
         """
         nums = [int(f) for f in frames.tolist()]
@@ -128,23 +134,51 @@ class FrameFolder:
                 parts.append(arr)
             self._check_shapes(video, uniq, parts)
             out = np.stack(parts)  # (U, h, w, 3)
+            if mirror:
+                out = torch.from_numpy(out).flip(2).numpy()
         else:
-            buf: np.ndarray | None = None
-            for k, f in enumerate(uniq):
-                slot = buf[k] if buf is not None else None
-                arr = self._decode(self._path_str(video, f), draft, expect_size, slot)  # (H, W, 3)
-                if buf is None:
-                    buf = np.empty((len(uniq),) + arr.shape, np.uint8)
-                elif arr.shape != buf.shape[1:]:
-                    self._check_shapes(video, [uniq[0], f], [buf[0], arr])
-                if slot is None or arr.ctypes.data != slot.ctypes.data:  # not decoded in place
-                    buf[k] = arr
-            assert buf is not None  # frames is never empty (T >= 1)
-            out = np.asarray(resize(buf))  # (U, h, w, 3)
+            out = np.asarray(resize(self._decode_clip(video, uniq, draft, expect_size, bgr=mirror)))  # (U, h, w, 3)
+            if mirror:  # BGR rows reversed bytewise = RGB rows reversed pixelwise
+                u, h, w, _ = out.shape
+                out = torch.from_numpy(np.ascontiguousarray(out)).view(u, h, w * 3).flip(2).view(u, h, w, 3).numpy()
         if len(uniq) == len(nums):
             return out
         pos = {f: k for k, f in enumerate(uniq)}
         return out[[pos[f] for f in nums]]  # (T, h, w, 3)
+
+    def _decode_clip(self, video: str, nums: list[int], draft: tuple[int, int] | None,
+                     expect_size: tuple[int, int] | None, bgr: bool = False) -> np.ndarray:
+        """Frames ``nums`` decoded into one new ``(U, H, W, 3)`` uint8 buffer (RGB, or BGR when ``bgr``);
+        JPEGs that simplejpeg decodes go straight into it (one draft rule per frame size, no copy),
+        any other frame through :meth:`_decode` (Pillow; it also names the error of a bad frame)."""
+        colorspace = "BGR" if bgr else "RGB"
+        fast = simplejpeg is not None and self._jpeg
+        buf: np.ndarray | None = None
+        last: tuple = ()  # (stored (h, w), decode keywords, decoded (h', w', 3)) of the last fast frame
+        for k, f in enumerate(nums):
+            path = self._path_str(video, f)
+            if fast:
+                data = _read_bytes(path)
+                hw = _jpeg_size(data) if data is not None else None
+                if hw is not None and (expect_size is None or hw == tuple(expect_size)):
+                    if not last or last[0] != hw:
+                        last = (hw, *_draft_scale(hw, draft))
+                    if buf is None:
+                        buf = np.empty((len(nums), *last[2]), np.uint8)
+                    if buf.shape[1:] == last[2]:
+                        try:
+                            simplejpeg.decode_jpeg(data, colorspace=colorspace, strict=True, buffer=buf[k], **last[1])
+                            continue
+                        except (ValueError, RuntimeError):
+                            pass  # Pillow decodes it or names the error
+            arr = self._decode(path, draft, expect_size)  # (H', W', 3)
+            if buf is None:
+                buf = np.empty((len(nums), *arr.shape), np.uint8)
+            elif arr.shape != buf.shape[1:]:
+                self._check_shapes(video, [nums[0], f], [buf[0], arr])
+            buf[k] = arr[..., ::-1] if bgr else arr
+        assert buf is not None  # nums is never empty (T >= 1)
+        return buf
 
     def _check_shapes(self, video: str, nums: list[int], arrs: list[np.ndarray]) -> None:
         for f, a in zip(nums, arrs):
@@ -153,12 +187,10 @@ class FrameFolder:
                                 f"to {arrs[0].shape} (frames of one video must share one size)")
 
     @staticmethod
-    def _decode(path: Path | str, draft: tuple[int, int] | None, expect_size: tuple[int, int] | None,
-                out: np.ndarray | None = None) -> np.ndarray:
-        """One frame file -> ``(H, W, 3)`` uint8 RGB at its stored size (or the JPEG draft size);
-        decoded straight into ``out`` when it has that shape and simplejpeg decodes the file."""
+    def _decode(path: Path | str, draft: tuple[int, int] | None, expect_size: tuple[int, int] | None) -> np.ndarray:
+        """One frame file -> ``(H, W, 3)`` uint8 RGB at its stored size (or the JPEG draft size)."""
         if simplejpeg is not None and str(path)[-4:].lower() in (".jpg", "jpeg"):
-            arr = _decode_simplejpeg(str(path), draft, expect_size, out)
+            arr = _decode_simplejpeg(str(path), draft, expect_size)
             if arr is not None:
                 return arr
         path = Path(path)
@@ -180,28 +212,52 @@ class FrameFolder:
             raise DataError(f"{path}: cannot decode frame ({e})") from None
 
 
-def _decode_simplejpeg(path: str, draft: tuple[int, int] | None, expect_size: tuple[int, int] | None,
-                       out: np.ndarray | None = None) -> np.ndarray | None:
-    """``simplejpeg`` decode with Pillow's draft rule (DCT scale 1/2, 1/4 or 1/8 while both sides stay
-    at least ``draft``); ``None`` when it cannot decode the file (Pillow then decodes it or names the error)."""
+def _read_bytes(path: str) -> bytes | None:
+    """The file's bytes; ``None`` when it cannot be read (Pillow's path then names the error)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return None  # Pillow's path reports missing / unreadable files
+        return None
+    try:
+        return os.read(fd, os.fstat(fd).st_size)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """``(H, W)`` from a JPEG header; ``None`` when simplejpeg cannot read it."""
     try:
         h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-        if expect_size is not None and (h, w) != tuple(expect_size):
-            return None  # Pillow's path raises the size error
-        kw = {}
-        s = 1
-        if draft is not None:
-            scale = min(w // draft[0], h // draft[1])
-            s = next((v for v in (8, 4, 2) if scale >= v), 1)  # Pillow's rule; a frame smaller than draft: 1
-            if s > 1:
-                kw = {"min_width": -(-w // s), "min_height": -(-h // s)}
-        if out is not None and out.shape == (-(-h // s), -(-w // s), 3) and out.flags.c_contiguous:
-            kw["buffer"] = out
+    except (ValueError, RuntimeError):
+        return None
+    return h, w
+
+
+def _draft_scale(hw: tuple[int, int], draft: tuple[int, int] | None) -> tuple[dict, tuple[int, int, int]]:
+    """simplejpeg keywords and decoded ``(h, w, 3)`` for a stored ``(H, W)`` under Pillow's draft rule
+    (DCT scale 1/2, 1/4 or 1/8 while both sides stay at least ``draft`` ``(w, h)``)."""
+    h, w = hw
+    s = 1
+    if draft is not None:
+        scale = min(w // draft[0], h // draft[1])
+        s = next((v for v in (8, 4, 2) if scale >= v), 1)  # Pillow's rule; a frame smaller than draft: 1
+    if s == 1:
+        return {}, (h, w, 3)
+    return {"min_width": -(-w // s), "min_height": -(-h // s)}, (-(-h // s), -(-w // s), 3)
+
+
+def _decode_simplejpeg(path: str, draft: tuple[int, int] | None, expect_size: tuple[int, int] | None
+                       ) -> np.ndarray | None:
+    """``simplejpeg`` decode with Pillow's draft rule (:func:`_draft_scale`); ``None`` when it cannot
+    decode the file (Pillow then decodes it or names the error)."""
+    data = _read_bytes(path)
+    hw = _jpeg_size(data) if data is not None else None
+    if hw is None or (expect_size is not None and hw != tuple(expect_size)):
+        return None  # Pillow's path decodes it, or raises the size / decode error
+    kw, _ = _draft_scale(hw, draft)
+    try:
         return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True, **kw)  # (h, w, 3) uint8
     except (ValueError, RuntimeError):
         return None

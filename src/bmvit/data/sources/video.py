@@ -27,6 +27,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bmvit.errors import DataError
 
@@ -218,6 +219,10 @@ class VideoFrames:
         self.extensions = extensions
         self.threads = threads
         self._info: dict[str, tuple[int, tuple[int, int], Fraction]] = {}
+        self._rgb = None  # one PyAV VideoReformatter for every frame: its conversion context is reused
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_rgb": None}  # a reformatter does not pickle (DataLoader workers)
 
     def path(self, video: str) -> Path | None:
         for ext in self.extensions:
@@ -259,8 +264,9 @@ class VideoFrames:
         return self.info(video)[1]
 
     def read(self, video: str, frames: np.ndarray, resize: Resize, draft: tuple[int, int] | None = None,
-             expect_size: tuple[int, int] | None = None) -> np.ndarray:
-        """``frames (T,)`` 1-based grid numbers -> ``(T, h, w, 3)`` uint8 through ``resize`` (per clip)."""
+             expect_size: tuple[int, int] | None = None, mirror: bool = False) -> np.ndarray:
+        """``frames (T,)`` 1-based grid numbers -> ``(T, h, w, 3)`` uint8 through ``resize`` (per clip);
+        ``mirror``: flipped left-right after the resize."""
         n, size, end = self.info(video)
         if expect_size is not None and tuple(size) != tuple(expect_size):
             raise DataError(f"{self.path(video)}: video is {size[1]}x{size[0]} (WxH) but the annotations "
@@ -271,13 +277,18 @@ class VideoFrames:
             raise DataError(f"video '{video}': frame {bad[0]} outside 1..{n}")
         times = [frame_time(f, self.fps, self.offset) for f in need]
         decoded: dict[int, np.ndarray] = {}
+        if self._rgb is None:
+            self._rgb = _av().video.reformatter.VideoReformatter()
         with self._open(video) as s:
             for k, frame in grid_frames(s, times, truncated_at=end):
-                decoded[need[k]] = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+                # = frame.to_ndarray(format="rgb24"), without a new conversion context per frame
+                decoded[need[k]] = self._rgb.reformat(frame, format="rgb24").to_ndarray()  # (H, W, 3)
         missing = [f for f in need if f not in decoded]
         if missing:
             raise DataError(f"{s.path}: truncated video: no data for frame {missing[0]} "
                             f"({float(frame_time(missing[0], self.fps, self.offset)):.3f} s)")
         small = np.asarray(resize(np.stack([decoded[f] for f in need])))  # (U, h, w, 3): one resize per clip
+        if mirror:
+            small = torch.from_numpy(np.ascontiguousarray(small)).flip(2).numpy()
         pos = {f: k for k, f in enumerate(need)}
         return small[[pos[int(f)] for f in frames.tolist()]]  # (T, h, w, 3)
