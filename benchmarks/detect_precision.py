@@ -18,7 +18,7 @@ import torch
 from bmvit.config import load_config
 from bmvit.engine.checkpoint import load_weights
 from bmvit.engine.evaluate import evaluate_split
-from bmvit.engine.train import make_dataset
+from bmvit.data.build import make_dataset
 from bmvit.inference.precision import prepare_model
 from bmvit.models.build import build_detector
 

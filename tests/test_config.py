@@ -72,7 +72,7 @@ def test_shipped_configs_load(tmp_path):
 
 
 def test_base_chain_and_normalization_keys(tmp_path):
-    from bmvit.engine.train import checked_mean_std
+    from bmvit.data.build import checked_mean_std
     from bmvit.inference.detector import eval_transform
 
     (tmp_path / "a.yaml").write_text("data:\n  size: 64\n  mean: [0.485, 0.456, 0.406]\nmodel:\n  head_hidden: 8\n")

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from bmvit.config import load_config
+from bmvit.data.build import make_dataset
 from bmvit.data.formats.ava import read_label_map, read_rows
-from bmvit.engine.train import make_dataset
 from bmvit.errors import DataError
 
 

@@ -17,8 +17,8 @@ from data_fixtures import (
 
 from bmvit.boxes import cxcywh_to_xyxy
 from bmvit.config import load_config
+from bmvit.data.build import make_dataset
 from bmvit.data.formats.act import read_act_pkl
-from bmvit.engine.train import make_dataset
 from bmvit.errors import DataError
 
 T, TAU = 8, 3
@@ -199,7 +199,7 @@ def test_in_training_evaluation_is_act_frame_map(act_root, tmp_path):
     """``data.format=act``: evaluate_split's metric is eval-frame's (ACT) frame-mAP on the pickle's boxes."""
     from bmvit.data.formats.act_export import write_act_gt
     from bmvit.data.formats.ava import AvaRows
-    from bmvit.engine.evaluate import act_frame_map
+    from bmvit.evaluation.evaluators import act_frame_map
     from bmvit.evaluation.frame_map import evaluate_frame_map_files
 
     ds = make_dataset(_cfg(act_root, **{"data.split": 3}), "val")  # two videos, both classes
@@ -253,6 +253,7 @@ def test_training_reports_skipped_samples_per_epoch_and_evaluates_with_act_rules
     # reference evaluator (`bmvit eval-frame` on the files `bmvit prepare act-gt` writes) computes it
     from bmvit.data.formats.act_export import write_act_gt
     from bmvit.engine.checkpoint import load_weights
+    from bmvit.data.skips import reader_of
     from bmvit.engine.evaluate import predict_rows
     from bmvit.evaluation.frame_map import evaluate_frame_map_files
     from bmvit.models.build import build_detector
@@ -263,7 +264,7 @@ def test_training_reports_skipped_samples_per_epoch_and_evaluates_with_act_rules
     model.load_state_dict(state)
     dets = predict_rows(model, val, saved_cfg, torch.device("cpu"), progress=False)
     assert len(dets.boxes) > 0
-    paths = write_act_gt(val.annotations, 1, tmp_path / "gt", "t")
+    paths = write_act_gt(reader_of(val).annotations, 1, tmp_path / "gt", "t")  # the ACT reader under the skip wrapper
     with open(tmp_path / "det.csv", "w") as f:
         for v, t, b, a, s in zip(dets.video_ids, dets.timestamps, dets.boxes, dets.actions, dets.person_or_score):
             x1, y1, x2, y2 = b * np.array([W, H, W, H])

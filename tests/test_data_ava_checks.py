@@ -6,7 +6,7 @@ import torch
 from data_fixtures import decode_frame_numbers, unnormalize, write_ava
 
 from bmvit.config import load_config
-from bmvit.engine.train import make_dataset
+from bmvit.data.build import make_dataset
 from bmvit.errors import DataError
 
 

@@ -17,7 +17,7 @@ from bmvit.data.keyframes import KeyFrameTable
 from bmvit.data.prepare.frames import Recipe, prepare_frames
 from bmvit.data.transforms import ClipTransform
 from bmvit.data.sources.video import VideoFrames
-from bmvit.engine.train import make_dataset
+from bmvit.data.build import make_dataset
 from bmvit.errors import DataError
 
 N = 75  # frames of the 30 fps video: 2.5 s, key frames at 900, 901, 902 s

@@ -14,7 +14,7 @@ from PIL import Image
 
 from bmvit.cli.main import main as bmvit
 from bmvit.data.transforms import KINETICS_MEAN, KINETICS_STD, ClipTransform, normalize_clips, resize_frames
-from bmvit.inference.postprocess import postprocess
+from bmvit.models.postprocess import postprocess
 
 torch.set_num_threads(1)
 

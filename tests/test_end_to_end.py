@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from bmvit.config import load_config
-from bmvit.engine.evaluate import evaluate_split
-from bmvit.engine.train import make_dataset, train
+from bmvit.data.build import make_dataset
 from bmvit.data.synthetic import generate
+from bmvit.engine.evaluate import evaluate_split
+from bmvit.engine.train import train
 from bmvit.models.build import build_detector
 from tests.conftest import SMALL
 

@@ -30,7 +30,7 @@ def test_shards_cover_every_sample_once_with_single_process_batches(n, bs, world
 
 def _setup(root: str):
     from bmvit.config import load_config
-    from bmvit.engine.train import make_dataset
+    from bmvit.data.build import make_dataset
     from bmvit.models.build import build_detector
 
     torch.set_num_threads(1)

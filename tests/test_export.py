@@ -16,8 +16,8 @@ from inference_fixtures import make_checkpoint, tiny_config, tiny_model  # noqa:
 from bmvit.cli.main import main as bmvit  # noqa: E402
 from bmvit.config import load_config  # noqa: E402
 from bmvit.inference.export import OnnxModel, export_and_check, export_onnx  # noqa: E402
-from bmvit.inference.postprocess import postprocess  # noqa: E402
 from bmvit.models.build import build_detector  # noqa: E402
+from bmvit.models.postprocess import postprocess  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -108,8 +108,9 @@ def test_extra_positives_stay_inside_the_image():
 def test_keep_aspect_trains_and_evaluates(small_synth, tmp_path):
     """Two steps of keep-aspect training with mixed clip sizes per batch, then evaluation that maps boxes
     back to each key frame."""
+    from bmvit.data.build import make_dataset
     from bmvit.engine.evaluate import predict_rows
-    from bmvit.engine.train import make_dataset, train
+    from bmvit.engine.train import train
     from bmvit.models.build import build_detector
 
     over = {"data.root": small_synth, "data.size": 48, "data.num_frames": 4, "data.resize": "keep_aspect",

@@ -22,7 +22,7 @@ from bmvit.config import load_config
 from bmvit.data.prepare.download import DownloadError, fetch
 from bmvit.data.prepare.frames import Recipe, extract_frames
 from bmvit.data.sources.video import VideoFrames
-from bmvit.engine.train import make_dataset
+from bmvit.data.build import make_dataset
 
 PAPER_CONFIG = Path(__file__).resolve().parents[1] / "configs/paper/ava/mvitv2s_16x224_out8x7.yaml"
 START, END = 1, 2.5  # seconds of each 3 s movie kept: frames 31..75 of the source

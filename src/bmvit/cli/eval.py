@@ -31,13 +31,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from bmvit.data.build import make_dataset
     from bmvit.engine.checkpoint import load_weights
     from bmvit.engine.evaluate import evaluate_split
-    from bmvit.engine.train import make_dataset, resolve_device, set_threads
-    from bmvit.evaluation.ava import format_table
+    from bmvit.engine.train import resolve_device, set_threads
     from bmvit.evaluation.ava_csv_fast import write_rows_exact
-    from bmvit.evaluation.frame_map import FrameMapResult
-    from bmvit.evaluation.report import markdown_table, write_json
+    from bmvit.evaluation.report import write_json
     from bmvit.models.build import build_detector
 
     if not args.run and not args.checkpoint:
@@ -58,12 +57,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_rows_exact(out / f"detections_{args.split}.csv", dets)  # floats round-trip: eval-ava scores the same
     write_json(out / f"metrics_{args.split}.json", {"checkpoint": str(ckpt), "split": args.split, **result.to_json()})
-    head = result.frame_map
-    if isinstance(head, FrameMapResult):  # data.format=act: ACT frame-mAP, as eval-frame prints it
-        classes = list(head.per_class_ap)
-        print(markdown_table(classes, {"AP@0.5": head.per_class_ap}, head.num_gt, head.num_det))
-    else:
-        print(format_table(head))
+    print(result.table())  # the headline's per-class table (ACT data: as eval-frame prints it)
     for vid in _videos_to_render(ds, args.render):
         path = render_video(ds, dets, vid, out / f"render_{vid}.mp4")
         print(f"rendered {path}")
@@ -90,18 +84,21 @@ def render_video(ds, dets, vid: str, path: Path, min_score: float = 0.3) -> Path
 
     from bmvit.inference.render import FrameBoxes, color_for, draw_frame, write_mp4
 
+    from bmvit.data.skips import reader_of
+
     names = ds.labels
-    n = ds.num_video_frames(vid)
+    reader = reader_of(ds)  # the frames folder and frame timing are the reader's
+    n = reader.num_video_frames(vid)
     gt = {kf.timestamp: kf for kf in ds.keyframes if kf.video_id == vid}
     sel = np.asarray([v == vid for v in dets.video_ids], dtype=bool)
     d_ts, d_boxes, d_act, d_score = dets.timestamps[sel], dets.boxes[sel], dets.actions[sel], dets.person_or_score[sel]
 
     def frames():
         for f in range(1, n + 1):
-            with Image.open(ds.source.path(vid, f)) as im:
+            with Image.open(reader.source.path(vid, f)) as im:
                 frame = np.asarray(im.convert("RGB"))
             H, W = frame.shape[:2]
-            ts = ds.first_timestamp + int(round((f - 1) / ds.rate))
+            ts = reader.first_timestamp + int(round((f - 1) / reader.rate))
             scale = np.array([W, H, W, H])
             boxes, labels, colors, style = [], [], [], []
             if ts in gt:
@@ -119,4 +116,4 @@ def render_video(ds, dets, vid: str, path: Path, min_score: float = 0.3) -> Path
             fb = FrameBoxes(np.array(boxes, dtype=np.float64).reshape(-1, 4), labels, colors, style)
             yield draw_frame(frame, fb, scale=max(1.0, 480 / W))
 
-    return write_mp4(path, frames(), fps=ds.rate)
+    return write_mp4(path, frames(), fps=reader.rate)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bmvit.cli.argtypes import count, probability
+from bmvit.data.skips import reader_of
 from bmvit.data.sources.frame_folder import FrameFolder
 from bmvit.errors import ConfigError, DataError
 
@@ -46,9 +47,10 @@ def _key_frame_image(ds, i: int, clip, target) -> np.ndarray:
     from PIL import Image
 
     kf = ds.keyframes[i]
-    if isinstance(getattr(ds, "source", None), FrameFolder):
-        idx = ds.frame_indices(kf.video_id, kf.timestamp)
-        path = ds.source.path(kf.video_id, int(idx[len(idx) // 2]))
+    reader = reader_of(ds)  # the frames folder is the reader's
+    if isinstance(getattr(reader, "source", None), FrameFolder):
+        idx = reader.frame_indices(kf.video_id, kf.timestamp)
+        path = reader.source.path(kf.video_id, int(idx[len(idx) // 2]))
         if path.is_file():
             try:
                 with Image.open(path) as im:
@@ -64,7 +66,7 @@ def run(args) -> int:
     from PIL import Image
 
     from bmvit.config import apply_overrides, load_config
-    from bmvit.engine.train import make_dataset
+    from bmvit.data.build import make_dataset
     from bmvit.inference.detector import FROM_CHECKPOINT, Detector, KeyFrameResult
     from bmvit.inference.outputs import frame_boxes
     from bmvit.inference.render import FrameBoxes, draw_frame

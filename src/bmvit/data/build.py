@@ -1,10 +1,11 @@
-"""Which reader a config asks for: ``data.format`` x ``data.source``.
+"""Which reader a config asks for: ``data.format`` x ``data.source``; where every user of data enters.
 
-Contract: :func:`build_dataset` returns the ``train`` or ``val`` split of ``cfg`` (a
-:class:`~bmvit.config.DataConfig`) as a dataset yielding ``(clip (3, T, S, S), target)`` with the
-shared target contract (``boxes (N, 4)`` normalized cxcywh, ``labels (N, K)``, ``video_id``,
-``timestamp``, ``orig_size``), and attributes ``labels`` ({class id: name}), ``class_ids``,
-``class_index``, ``keyframes``, ``transform``:
+Contract: :func:`make_dataset` returns the ``train`` or ``val`` split of a config's data section
+as a :class:`~bmvit.data.clip_dataset.ClipDataset` (``(clip (3, T, S, S) uint8, target)`` with the
+shared target contract: ``boxes (N, 4)`` normalized cxcywh, ``labels (N, K)``, ``video_id``,
+``timestamp``, ``orig_size``; members ``labels`` ({class id: name}), ``class_ids``,
+``class_index``, ``keyframes``, ``transform``), with the clip transform it builds from the config
+(:func:`checked_mean_std` checks the input normalization); :func:`build_dataset` picks the reader:
 
 =========  ========  ==========================================================================
 format     source    reader
@@ -22,9 +23,10 @@ dataset is wrapped in :class:`bmvit.data.skips.SkipBadSamples` (bad frames at re
 
 from __future__ import annotations
 
-from torch.utils.data import Dataset
+import torch
 
-from bmvit.config import DataConfig
+from bmvit.config import Config, DataConfig
+from bmvit.data.clip_dataset import ClipDataset
 from bmvit.data.clips import ActClips, AvaClips, KeyFrameClips
 from bmvit.data.formats.ava import read_label_map
 from bmvit.data.formats.ava_checks import check_videos, read_checked_rows
@@ -35,7 +37,7 @@ from bmvit.data.sources.video import VideoFrames
 from bmvit.data.transforms import ClipTransform
 from bmvit.errors import ConfigError, DataError
 
-__all__ = ["build_dataset"]
+__all__ = ["build_dataset", "checked_mean_std", "make_dataset"]
 
 
 def _check(d: DataConfig) -> None:
@@ -69,7 +71,7 @@ def _video_source(d: DataConfig) -> VideoFrames:
     return VideoFrames(root, fps=d.fps, offset=d.video_offset)
 
 
-def build_dataset(d: DataConfig, split: str, transform: ClipTransform) -> Dataset:
+def build_dataset(d: DataConfig, split: str, transform: ClipTransform) -> ClipDataset:
     """The ``split`` ("train" | "val") of ``d`` (module docstring); ``transform`` decides augmentation."""
     _check(d)
     train = split == "train"
@@ -81,7 +83,7 @@ def build_dataset(d: DataConfig, split: str, transform: ClipTransform) -> Datase
             if not root.is_dir():
                 raise DataError(f"{root}: frames folder not found (expected <root>/{d.frames_dir}/{d.frame_template})")
             source = FrameFolder(root, d.frame_template)
-        ds: Dataset = ActClips(d.path(d.annotations), source, d.split, train, d.num_frames, d.stride, transform,
+        ds: ClipDataset = ActClips(d.path(d.annotations), source, d.split, train, d.num_frames, d.stride, transform,
                                d.keyframe_step, d.on_error)
         if len(ds) == 0:
             raise DataError(f"{d.path(d.annotations)}: split {d.split} has no {split} key frames (its "
@@ -111,4 +113,34 @@ def build_dataset(d: DataConfig, split: str, transform: ClipTransform) -> Datase
                           d.first_second, d.cache_frames, rows=rows)
     if d.on_error == "skip":
         ds = SkipBadSamples(ds, substitute=train)
+    return ds
+
+
+def checked_mean_std(d: DataConfig) -> dict:
+    """``mean``/``std`` keyword arguments of :class:`ClipTransform` from ``data.mean``/``data.std``,
+    after checking them (3 per-channel values, std > 0; :class:`ConfigError` otherwise)."""
+    for key in ("mean", "std"):
+        v = getattr(d, key)
+        if len(v) != 3 or (key == "std" and min(v) <= 0):
+            raise ConfigError(f"'data.{key}': expected 3 per-channel (RGB) values{' > 0' if key == 'std' else ''}, "
+                              f"got {v}")
+    return {"mean": tuple(d.mean), "std": tuple(d.std)}
+
+
+def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torch.Generator | None = None) -> ClipDataset:
+    """The ``train`` or ``val`` split of ``cfg.data``; ``augment`` switches on training augmentation.
+
+    ``data.format`` / ``data.source`` pick the reader (:func:`build_dataset`): AVA layout
+    (default) or ACT pkl (UCF101-24 / JHMDB51-21), from frame files or video files."""
+    d = cfg.data
+    transform = ClipTransform(size=d.size, train=augment, hflip_prob=d.hflip_prob, color_jitter=d.color_jitter,
+                              generator=generator, box_jitter=d.box_jitter, resize=d.resize,
+                              short_side=(d.short_side[0], d.short_side[1]) if len(d.short_side) == 2 else (0, 0),
+                              **checked_mean_std(d))
+    ds = build_dataset(d, split, transform)
+    index = ds.class_index
+    for pair in d.hflip_swap:
+        if len(pair) != 2 or any(a not in index for a in pair):
+            raise ConfigError(f"'data.hflip_swap': {pair} must be two action ids of the label map ({sorted(index)})")
+    transform.hflip_swap = [(index[a], index[b]) for a, b in d.hflip_swap]
     return ds

@@ -15,6 +15,10 @@ Two places apply it:
   with an all-zero clip and ``target["skipped"] = True``, so its ground truth still counts
   (as missed). :meth:`SkipBadSamples.take_count` returns the skips since the last call, over
   all data-loader workers, for the end-of-epoch line.
+
+:class:`SkipBadSamples` offers exactly the members of :class:`~bmvit.data.clip_dataset.ClipDataset`
+(those of the dataset it wraps); :func:`reader_of` gives the wrapped reader itself, for the code
+that needs what only one reader has (the ACT pickle's tubes, a frames folder).
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from bmvit.boxes import xyxy_to_cxcywh
+from bmvit.data.clip_dataset import ClipDataset
 from bmvit.errors import ConfigError, DataError
 
-__all__ = ["POLICIES", "SkipBadSamples", "SkipLog"]
+__all__ = ["POLICIES", "SkipBadSamples", "SkipLog", "reader_of"]
 
 POLICIES = ("error", "skip")
 _SLOTS = 257  # main process + up to 256 loader workers per process
@@ -68,7 +73,7 @@ class SkipLog:
 class SkipBadSamples(Dataset):
     """Wraps a dataset whose ``__getitem__`` may raise DataError (module docstring)."""
 
-    def __init__(self, dataset: Dataset, substitute: bool, max_tries: int = 16) -> None:
+    def __init__(self, dataset: ClipDataset, substitute: bool, max_tries: int = 16) -> None:
         self.dataset = dataset
         self.substitute = substitute
         self.max_tries = max_tries
@@ -76,11 +81,14 @@ class SkipBadSamples(Dataset):
         # fork and spawn (torch shares tensor storage), and no two processes write one slot.
         self._counts = torch.zeros(_SLOTS, dtype=torch.int64).share_memory_()
 
-    def __getattr__(self, name: str):
-        # Everything else (labels, keyframes, class_ids, ...) is the wrapped dataset's.
-        if name == "dataset" or "dataset" not in self.__dict__:
-            raise AttributeError(name)
-        return getattr(self.__dict__["dataset"], name)
+    # The ClipDataset members are the wrapped dataset's.
+    labels = property(lambda self: self.dataset.labels)
+    class_ids = property(lambda self: self.dataset.class_ids)
+    class_index = property(lambda self: self.dataset.class_index)
+    num_frames = property(lambda self: self.dataset.num_frames)
+    transform = property(lambda self: self.dataset.transform)
+    sizes = property(lambda self: self.dataset.sizes)
+    keyframes = property(lambda self: self.dataset.keyframes)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -114,8 +122,7 @@ class SkipBadSamples(Dataset):
         """Mean-colour clip with the identifiers and ground truth of sample ``i`` (evaluation)."""
         kf = self.dataset.keyframes[i]
         clip = self.dataset.transform.blank(self.dataset.num_frames)  # (3, T, S, S) uint8: ~0 after normalization
-        sizes = getattr(self.dataset, "sizes", None) or getattr(self.dataset, "_sizes", {})
-        size = sizes.get(kf.video_id, (0, 0))
+        size = self.dataset.sizes.get(kf.video_id, (0, 0))
         return clip, {"boxes": xyxy_to_cxcywh(torch.from_numpy(kf.boxes.copy())),
                       "labels": torch.from_numpy(kf.labels.copy()), "video_id": kf.video_id,
                       "timestamp": kf.timestamp, "orig_size": tuple(size), "skipped": True}
@@ -125,3 +132,8 @@ class SkipBadSamples(Dataset):
         n = int(self._counts.sum())
         self._counts.zero_()
         return n
+
+
+def reader_of(dataset: ClipDataset) -> ClipDataset:
+    """The clip reader itself: the dataset a :class:`SkipBadSamples` wraps, else ``dataset``."""
+    return dataset.dataset if isinstance(dataset, SkipBadSamples) else dataset

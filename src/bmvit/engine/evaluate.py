@@ -1,17 +1,12 @@
-"""Run a detector over a dataset split and score it: frame-mAP@0.5 and the actor detector.
+"""Run a detector over a dataset split and hand its detections to the split's evaluator.
 
-The metric follows the dataset: AVA layout (``data.format=ava``) is scored by the official AVA
-evaluator's rules (:mod:`bmvit.evaluation.ava`) against ``data.val_csv``, on the classes of
-``eval.label_map`` (default ``data.label_map``; AVA v2.2: the 60 classes of the 2019 label map
-while training uses 80), under both protocols in use: the ActivityNet 2019 evaluator's
-(at most 50 detections per frame) and PySlowFast's (uncapped); ``eval.max_dets_per_frame``
-picks the headline one (the ``mean_ap`` that selects ``best.safetensors``). UCF101-24 /
-JHMDB51-21 (``data.format=act``) are scored by ACT's frame-mAP (:mod:`bmvit.evaluation.frame_map`,
-what ``bmvit eval-frame`` computes) against the boxes of the ACT pickle, in pixels of each video's
-resolution, on the frames the dataset evaluates (every frame, or every ``data.keyframe_step``-th).
-For both, the class-agnostic actor detector is scored too (:mod:`bmvit.evaluation.actor_metrics`:
-precision/recall of the boxes kept at θ = ``eval.threshold`` and actor AP) against each key
-frame's annotated actors. Detections stay in memory (numpy rows); no CSV text is involved.
+The metric belongs to the dataset format (:mod:`bmvit.evaluation.evaluators`: AVA rules under both
+protocols, or ACT frame-mAP, plus the actor detector's precision/recall/AP); this module only
+predicts. Every key frame gives one row per kept box and evaluated class (the evaluator's
+``labels``) — :class:`~bmvit.data.formats.ava.AvaRows`, boxes normalized to the key frame — and
+the actor rows (:class:`~bmvit.evaluation.actor_metrics.ActorRows`: per clip the tokens kept at θ
+and at least the ``MAX_CANDIDATES`` of highest p(actor)). Detections stay in memory (numpy rows);
+no CSV text is involved.
 
 Single process: every key frame is predicted in dataset order, ``eval.batch_size`` at a time.
 
@@ -28,7 +23,9 @@ with different batch counts cannot match.
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,57 +35,39 @@ from tqdm import tqdm
 
 from bmvit.boxes import cxcywh_to_xyxy
 from bmvit.config import Config
-from bmvit.data.clips import AvaClips
+from bmvit.data.clip_dataset import ClipDataset
 from bmvit.data.collate import collate_fn, unpad_boxes, valid_tokens
+from bmvit.data.formats.ava import AvaRows
 from bmvit.data.transforms import normalize_clips
-from bmvit.data.formats.ava import AvaRows, read_exclusions, read_label_map
-from bmvit.errors import ConfigError
-from bmvit.evaluation.actor_metrics import MAX_CANDIDATES, ActorResult, evaluate_actors
-from bmvit.evaluation.ava import AvaEvalResult, evaluate_ava
-from bmvit.evaluation.ava_csv_fast import read_rows_fast
-from bmvit.evaluation.frame_csv import FrameRows
-from bmvit.evaluation.frame_map import FrameMapResult, evaluate_frame_map
-from bmvit.evaluation.report import json_number
-from bmvit.inference.postprocess import postprocess
+from bmvit.evaluation.actor_metrics import MAX_CANDIDATES, ActorRows
+from bmvit.evaluation.evaluators import build_evaluator, eval_labels
+from bmvit.evaluation.split_result import SplitEvaluation
+from bmvit.models.postprocess import Detections, postprocess
 
-__all__ = ["PROTOCOLS", "SplitEvaluation", "act_frame_map", "eval_labels", "evaluate_split", "predict",
-           "predict_rows", "shard_batches"]
+__all__ = ["PredictOptions", "evaluate_split", "predict", "predict_rows", "shard_batches"]
 
 # One batch's rows, column-wise: video ids, timestamps (R,), boxes (R, 4), actions (R,), scores (R,).
 _Block = tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-# One batch's actors: GT frame (G,), GT boxes (G, 4); candidate frame (M,), boxes (M, 4), p(actor) (M,),
-# kept at θ (M,). Frames are sample indices into the dataset; boxes normalized x1, y1, x2, y2.
-_Actors = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-
-# AVA protocols reported side by side: name -> detections kept per frame (0 = all).
-PROTOCOLS = {"official": 50, "uncapped": 0}
-PROTOCOL_TITLES = {"official": "ActivityNet 2019 evaluator (<= 50 detections per frame)",
-                   "uncapped": "PySlowFast (uncapped)"}
 
 
-def protocol_name(cap: int) -> str:
-    """``official`` (50), ``uncapped`` (0) or ``capN``."""
-    return next((n for n, c in PROTOCOLS.items() if c == cap), f"cap{cap}")
+@dataclass(frozen=True)
+class PredictOptions:
+    """What predicting a split takes from the config."""
 
+    batch_size: int  # eval.batch_size
+    num_workers: int  # data.num_workers
+    resize: str  # data.resize (collation: padded batches for keep_aspect)
+    mean: Sequence[float]  # data.mean
+    std: Sequence[float]  # data.std
+    bf16: bool  # train.amp == bf16 (autocast on CUDA)
+    threshold: float  # eval.threshold: θ on p(actor)
+    nms_iou: float | None  # eval.nms_iou
+    score: str  # eval.score
 
-def eval_labels(cfg: Config, dataset) -> dict[int, str]:
-    """The evaluated classes: ``eval.label_map`` (AVA layout), else every class of the dataset.
-
-    Raises ``ConfigError`` when ``eval.label_map`` lists a class the model is not trained on, or
-    is set for ``data.format=act``."""
-    if cfg.eval.label_map is None:
-        return dict(dataset.labels)
-    path = cfg.data.path(cfg.eval.label_map)
-    if cfg.data.format != "ava":
-        raise ConfigError(f"'eval.label_map' ({path}) applies to data.format=ava; ACT data is evaluated on its "
-                          f"own classes: remove it (eval.label_map=null)")
-    labels = read_label_map(path)
-    missing = sorted(set(labels) - set(dataset.labels))
-    if missing:
-        raise ConfigError(f"{path}: 'eval.label_map' lists action id(s) {missing[:10]} that the training label map "
-                          f"'data.label_map' ({cfg.data.path(cfg.data.label_map)}) does not: the model has no "
-                          f"score for them; evaluate a subset of the training classes")
-    return labels
+    @classmethod
+    def from_config(cls, cfg: Config) -> PredictOptions:
+        return cls(cfg.eval.batch_size, cfg.data.num_workers, cfg.data.resize, cfg.data.mean, cfg.data.std,
+                   cfg.train.amp == "bf16", cfg.eval.threshold, cfg.eval.nms_iou, cfg.eval.score)
 
 
 def _world() -> tuple[int, int]:
@@ -106,45 +85,52 @@ def shard_batches(num_samples: int, batch_size: int, rank: int, world_size: int)
 
 
 @torch.no_grad()
-def _predict_blocks(model: torch.nn.Module, dataset: AvaClips, batches: list[tuple[int, list[int]]], cfg: Config,
-                    device: torch.device, progress: bool, class_ids: list[int]) -> list[tuple[int, _Block, _Actors]]:
+def _predict_blocks(model: torch.nn.Module, dataset: ClipDataset, batches: list[tuple[int, list[int]]],
+                    opts: PredictOptions, device: torch.device, progress: bool,
+                    class_ids: list[int]) -> list[tuple[int, _Block | None, ActorRows]]:
     """Detections of the given batches (one row per box and evaluated class) and their actor
-    boxes, one block per batch."""
+    rows, one block per batch."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
-    loader = DataLoader(dataset, batch_sampler=[idx for _, idx in batches], collate_fn=collate_fn(cfg.data.resize),
-                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(dataset, batch_sampler=[idx for _, idx in batches], collate_fn=collate_fn(opts.resize),
+                        num_workers=opts.num_workers, pin_memory=device.type == "cuda")
     was_training = model.training
     model.eval()
     columns = torch.as_tensor([list(dataset.class_ids).index(c) for c in class_ids], dtype=torch.long)
     class_ids = np.asarray(class_ids, dtype=np.int64)
-    blocks: list[tuple[int, _Block, _Actors]] = []
+    blocks: list[tuple[int, _Block | None, ActorRows]] = []
     for (b, sample_ids), (clips, targets) in zip(batches, tqdm(loader, desc="eval", disable=not progress, leave=False)):
-        x = normalize_clips(clips.to(device, non_blocking=True), cfg.data.mean, cfg.data.std, targets)  # uint8 -> float
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp == "bf16" and device.type == "cuda"):
+        x = normalize_clips(clips.to(device, non_blocking=True), opts.mean, opts.std, targets)  # uint8 -> float
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.bf16 and device.type == "cuda"):
             outputs = model(x)
         valid = valid_tokens(outputs["cells"], targets)  # (B, L) padded batches (keep_aspect), else None
-        dets = postprocess(outputs, cfg.eval.threshold, cfg.eval.nms_iou, cfg.eval.score, valid)
-        cands = postprocess(outputs, -1.0, cfg.eval.nms_iou, cfg.eval.score, valid)  # every token: actor AP
-        vids, ts, boxes, acts, scores = [], [], [], [], []
-        for t, d in zip(targets, dets):
-            M, K = len(d.boxes), len(class_ids)
-            if M == 0:
-                continue
-            vids += [t["video_id"]] * (M * K)
-            ts.append(np.full(M * K, t["timestamp"], dtype=np.int64))
-            xyxy = unpad_boxes(d.boxes.float(), t)  # (M, 4) normalized to the key frame
-            boxes.append(np.repeat(xyxy.cpu().numpy().astype(np.float64), K, axis=0))
-            acts.append(np.tile(class_ids, M))
-            scores.append(d.action_scores.float()[:, columns].cpu().numpy().reshape(-1).astype(np.float64))
-        rows = (vids, np.concatenate(ts), np.concatenate(boxes), np.concatenate(acts), np.concatenate(scores)) \
-            if vids else None
-        blocks.append((b, rows, _actor_block(sample_ids, targets, cands, cfg.eval.threshold)))
+        dets = postprocess(outputs, opts.threshold, opts.nms_iou, opts.score, valid)
+        cands = postprocess(outputs, -1.0, opts.nms_iou, opts.score, valid)  # every token: actor AP
+        blocks.append((b, _rows(targets, dets, class_ids, columns), _actor_rows(sample_ids, targets, cands,
+                                                                                opts.threshold)))
     model.train(was_training)
     return blocks
 
 
-def _actor_block(sample_ids: list[int], targets: list[dict], cands, threshold: float) -> _Actors:
+def _rows(targets: list[dict], dets: list[Detections], class_ids: np.ndarray, columns: torch.Tensor) -> _Block | None:
+    """One row per detected box and evaluated class (``columns``: their action-score columns)."""
+    vids, ts, boxes, acts, scores = [], [], [], [], []
+    for t, d in zip(targets, dets):
+        M, K = len(d.boxes), len(class_ids)
+        if M == 0:
+            continue
+        vids += [t["video_id"]] * (M * K)
+        ts.append(np.full(M * K, t["timestamp"], dtype=np.int64))
+        xyxy = unpad_boxes(d.boxes.float(), t)  # (M, 4) normalized to the key frame
+        boxes.append(np.repeat(xyxy.cpu().numpy().astype(np.float64), K, axis=0))
+        acts.append(np.tile(class_ids, M))
+        scores.append(d.action_scores.float()[:, columns].cpu().numpy().reshape(-1).astype(np.float64))
+    if not vids:
+        return None
+    return vids, np.concatenate(ts), np.concatenate(boxes), np.concatenate(acts), np.concatenate(scores)
+
+
+def _actor_rows(sample_ids: list[int], targets: list[dict], cands: list[Detections], threshold: float) -> ActorRows:
     """GT actors and actor candidates of one batch: per clip the tokens kept at θ, and at least
     the ``MAX_CANDIDATES`` of highest p(actor) (actor AP)."""
     g_frame, g_boxes, c_frame, c_boxes, c_scores, c_kept = [], [], [], [], [], []
@@ -159,14 +145,14 @@ def _actor_block(sample_ids: list[int], targets: list[dict], cands, threshold: f
         c_boxes.append(unpad_boxes(c.boxes.float(), t).numpy().astype(np.float32).reshape(-1, 4)[take])
         c_scores.append(c.actor_scores.float().numpy()[take])
         c_kept.append(kept[take])
-    return (np.concatenate(g_frame), np.concatenate(g_boxes), np.concatenate(c_frame), np.concatenate(c_boxes),
-            np.concatenate(c_scores), np.concatenate(c_kept))
+    return ActorRows(np.concatenate(g_frame), np.concatenate(g_boxes), np.concatenate(c_frame), np.concatenate(c_boxes),
+                     np.concatenate(c_scores), np.concatenate(c_kept))
 
 
-def _merge(blocks: list[tuple[int, _Block | None, _Actors]]) -> tuple[AvaRows, _Actors | None]:
+def _merge(blocks: list[tuple[int, _Block | None, ActorRows]]) -> tuple[AvaRows, ActorRows | None]:
     """Rows and actors of all blocks in batch order."""
     blocks = sorted(blocks, key=lambda item: item[0])
-    actors = tuple(np.concatenate([blk[2][i] for blk in blocks]) for i in range(6)) if blocks else None
+    actors = ActorRows(*(np.concatenate([blk[2][i] for blk in blocks]) for i in range(6))) if blocks else None
     rows = [blk[1] for blk in blocks if blk[1] is not None]
     if not rows:
         return AvaRows.empty(), actors
@@ -175,18 +161,17 @@ def _merge(blocks: list[tuple[int, _Block | None, _Actors]]) -> tuple[AvaRows, _
     return AvaRows(vids, cols[0], cols[1], cols[2], cols[3]), actors
 
 
-def predict(model: torch.nn.Module, dataset: AvaClips, cfg: Config, device: torch.device,
-            progress: bool = True) -> tuple[AvaRows, _Actors | None]:
-    """Detections on every key frame of ``dataset`` as AVA rows (one row per box and evaluated
-    class, :func:`eval_labels`), and the actor data of :func:`_actor_block`.
+def predict(model: torch.nn.Module, dataset: ClipDataset, opts: PredictOptions, class_ids: list[int],
+            device: torch.device, progress: bool = True) -> tuple[AvaRows, ActorRows | None]:
+    """Detections on every key frame of ``dataset`` as AVA rows (one row per box and class of
+    ``class_ids``), and the actor rows of :func:`_actor_rows`.
 
     Distributed: each rank predicts its shard (module docstring); rank 0 returns everything in
     single-process order, the other ranks ``(AvaRows.empty(), None)``.
     """
-    class_ids = list(eval_labels(cfg, dataset))
     rank, world = _world()
-    batches = shard_batches(len(dataset), cfg.eval.batch_size, rank, world)
-    blocks = _predict_blocks(model, dataset, batches, cfg, device, progress and rank == 0, class_ids)
+    batches = shard_batches(len(dataset), opts.batch_size, rank, world)
+    blocks = _predict_blocks(model, dataset, batches, opts, device, progress and rank == 0, class_ids)
     if world == 1:
         return _merge(blocks)
     gathered: list | None = [None] * world if rank == 0 else None
@@ -196,131 +181,26 @@ def predict(model: torch.nn.Module, dataset: AvaClips, cfg: Config, device: torc
     return _merge([blk for part in gathered for blk in part])
 
 
-def predict_rows(model: torch.nn.Module, dataset: AvaClips, cfg: Config, device: torch.device,
+def predict_rows(model: torch.nn.Module, dataset: ClipDataset, cfg: Config, device: torch.device,
                  progress: bool = True) -> AvaRows:
-    """The detection rows of :func:`predict`."""
-    return predict(model, dataset, cfg, device, progress)[0]
+    """The detection rows of :func:`predict` on the classes ``cfg`` evaluates (``eval.label_map``)."""
+    class_ids = list(eval_labels(dataset, cfg.data, cfg.eval))
+    return predict(model, dataset, PredictOptions.from_config(cfg), class_ids, device, progress)[0]
 
 
-def act_frame_map(dataset, detections: AvaRows, iou_threshold: float = 0.5) -> FrameMapResult:
-    """ACT frame-mAP of AVA-style ``detections`` (normalized boxes, class ids 1..K) on an
-    :class:`~bmvit.data.clips.ActClips` split: GT = every annotated box of the split's videos on
-    the frames the dataset holds, boxes scaled to pixels by each video's resolution."""
-    ann = dataset.annotations
-    classes = list(ann.labels)
-    table = dataset.keyframes
-    kept = {(table.videos[vi], int(f)) for vi, f in zip(table.video_index, table.timestamps)}
-    g_vid, g_frame, g_label, g_box = [], [], [], []
-    for v in table.videos:
-        H, W = ann.resolution[v]
-        for tube in ann.tubes[v]:
-            for f, b in zip(tube.frames.tolist(), tube.boxes.tolist()):
-                if (v, f) in kept:
-                    g_vid.append(v)
-                    g_frame.append(f)
-                    g_label.append(tube.label)
-                    g_box.append(b)
-    res = {v: ann.resolution[v] for v in table.videos}
-    scale = np.array([[res[v][1], res[v][0], res[v][1], res[v][0]] for v in detections.video_ids], np.float64)
-    gt = _frame_rows("ground truth", g_vid, g_frame, g_label, np.asarray(g_box, np.float64).reshape(-1, 4))
-    det = _frame_rows("detections", detections.video_ids, detections.timestamps, detections.actions - 1,
-                      detections.boxes * scale.reshape(-1, 4), detections.person_or_score)
-    return evaluate_frame_map(gt, det, classes, iou_threshold)
-
-
-def _frame_rows(what, videos, frames, labels, boxes, scores=None) -> FrameRows:
-    n = len(videos)
-    return FrameRows(what, np.asarray(videos, dtype=object).astype(str) if n else np.zeros(0, str),
-                     np.asarray(frames, np.int64), np.asarray(labels, np.int64), boxes,
-                     np.ones(n) if scores is None else np.asarray(scores, np.float64), np.full(n, ""),
-                     np.arange(1, n + 1))
-
-
-@dataclasses.dataclass
-class SplitEvaluation:
-    """Everything :func:`evaluate_split` measured; ``mean_ap`` is the headline frame-mAP."""
-
-    frame_map: AvaEvalResult | FrameMapResult  # headline: AVA under eval.max_dets_per_frame, or ACT frame-mAP
-    protocols: dict[str, AvaEvalResult]  # AVA: "official" (cap 50), "uncapped" [, "capN"]; empty for ACT
-    actor: ActorResult | None
-    headline: str  # key of ``protocols`` behind ``frame_map`` ("act" for ACT data)
-
-    @property
-    def mean_ap(self) -> float:
-        return self.frame_map.mean_ap
-
-    @property
-    def per_class_ap(self) -> dict:
-        return self.frame_map.per_class_ap
-
-    def metrics(self) -> dict:
-        """Flat numbers for ``metrics.jsonl`` (``None`` for NaN): the headline ``val_frame_map``,
-        each AVA protocol's ``val_frame_map_<name>``, and ``val_actor_{precision,recall,ap}``."""
-        out = {"val_frame_map": json_number(self.mean_ap), "eval_protocol": self.headline}
-        out.update({f"val_frame_map_{name}": json_number(r.mean_ap) for name, r in self.protocols.items()})
-        if self.actor is not None:
-            out.update({"val_actor_precision": json_number(self.actor.precision),
-                        "val_actor_recall": json_number(self.actor.recall), "val_actor_ap": json_number(self.actor.ap)})
-        return out
-
-    def to_json(self) -> dict:
-        doc = {**self.frame_map.to_json(), "headline_protocol": self.headline}
-        if self.protocols:
-            doc["protocols"] = {name: {"title": PROTOCOL_TITLES.get(name, f"at most {r.max_dets_per_frame} detections "
-                                                                          f"per frame"),
-                                       "max_dets_per_frame": r.max_dets_per_frame, "mAP": json_number(r.mean_ap),
-                                       "num_classes": len(r.per_class_ap)}
-                                for name, r in self.protocols.items()}
-        if self.actor is not None:
-            doc["actor"] = self.actor.to_json()
-        return doc
-
-    def lines(self) -> list[str]:
-        """Labelled summary lines: one per AVA protocol, then the actor line."""
-        out = []
-        for name, r in self.protocols.items():
-            title = PROTOCOL_TITLES.get(name, f"at most {r.max_dets_per_frame} detections per frame")
-            mark = "  <- headline" if name == self.headline else ""
-            out.append(f"frame-mAP@0.5 [{title}, {len(r.per_class_ap)} classes]: {r.mean_ap:.4f}{mark}")
-        if self.actor is not None:
-            out.append(self.actor.line())
-        return out
-
-
-def _actor_result(actors: _Actors | None, threshold: float) -> ActorResult | None:
-    if actors is None:
-        return None
-    g_frame, g_boxes, c_frame, c_boxes, c_scores, c_kept = actors
-    return evaluate_actors(g_frame, g_boxes, c_frame, c_boxes.astype(np.float64), c_scores.astype(np.float64),
-                           threshold, kept=c_kept)
-
-
-def evaluate_split(model: torch.nn.Module, dataset: AvaClips, gt_csv, cfg: Config, device: torch.device,
-                   progress: bool = True) -> tuple[SplitEvaluation, AvaRows]:
-    """Frame-mAP@0.5 and actor metrics of ``model`` on ``dataset`` (module docstring: AVA rules,
-    or ACT's for ``data.format=act``, where ``gt_csv`` is not used); also the detection rows
-    (all of them on rank 0, none on other ranks). Every rank returns the same numbers."""
-    labels = eval_labels(cfg, dataset)  # checked on every rank before predicting
-    detections, actors = predict(model, dataset, cfg, device, progress)
+def evaluate_split(model: torch.nn.Module, dataset: ClipDataset, gt_csv: str | Path | None, cfg: Config,
+                   device: torch.device, progress: bool = True) -> tuple[SplitEvaluation, AvaRows]:
+    """Frame-mAP@0.5 and actor metrics of ``model`` on ``dataset`` by the metric of its format
+    (:func:`~bmvit.evaluation.evaluators.build_evaluator`; ``gt_csv``: the AVA ground truth of the
+    split, unused for ACT data); also the detection rows (all of them on rank 0, none on other
+    ranks). Every rank returns the same numbers."""
+    evaluator = build_evaluator(dataset, cfg.data, cfg.eval, gt_csv)  # labels checked on every rank first
+    detections, actors = predict(model, dataset, PredictOptions.from_config(cfg), list(evaluator.labels), device,
+                                 progress)
     rank, world = _world()
-    result = None
-    if rank == 0 and cfg.data.format == "act":
-        result = SplitEvaluation(act_frame_map(dataset, detections), {}, _actor_result(actors, cfg.eval.threshold),
-                                 "act")
-    elif rank == 0:
-        exclusions = read_exclusions(cfg.data.path(cfg.data.exclusions)) if cfg.data.exclusions else None
-        gt = read_rows_fast(gt_csv)
-        caps = {name: cap for name, cap in PROTOCOLS.items()}
-        caps.setdefault(protocol_name(cfg.eval.max_dets_per_frame), cfg.eval.max_dets_per_frame)
-        protocols = {name: evaluate_ava(gt, detections, labels, exclusions, cap) for name, cap in caps.items()}
-        headline = protocol_name(cfg.eval.max_dets_per_frame)
-        result = SplitEvaluation(protocols[headline], protocols, _actor_result(actors, cfg.eval.threshold), headline)
+    result = evaluator.evaluate(detections, actors) if rank == 0 else None
     if world > 1:
-        if result is not None:
-            strip = {name: dataclasses.replace(r, pr_curves={}) for name, r in result.protocols.items()}
-            result = dataclasses.replace(result, frame_map=dataclasses.replace(result.frame_map, pr_curves={}),
-                                         protocols=strip)
-        box = [result]
+        box = [result.without_curves() if result is not None else None]
         tdist.broadcast_object_list(box, src=0)
         result = box[0]
     return result, detections

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,9 +32,21 @@ from bmvit.evaluation.act_protocol import match_best_remaining, pairs_by_group
 from bmvit.evaluation.ava import average_precision, precision_recall
 from bmvit.evaluation.report import json_number
 
-__all__ = ["ActorResult", "evaluate_actors", "iou_normalized"]
+__all__ = ["ActorResult", "ActorRows", "evaluate_actor_rows", "evaluate_actors", "iou_normalized"]
 
 MAX_CANDIDATES = 100  # candidates per frame that count towards actor AP
+
+
+class ActorRows(NamedTuple):
+    """Ground-truth actors and actor candidates of a split (or of one batch), column-wise; frames
+    are sample indices into the dataset, boxes normalized ``x1, y1, x2, y2``."""
+
+    gt_frame: np.ndarray  # (G,) int64
+    gt_boxes: np.ndarray  # (G, 4) float64
+    frame: np.ndarray  # (M,) int64: candidates
+    boxes: np.ndarray  # (M, 4) float32
+    scores: np.ndarray  # (M,) p(actor)
+    kept: np.ndarray  # (M,) bool: kept at θ, as the post-processing compared p(actor)
 
 
 @dataclass
@@ -128,3 +141,11 @@ def evaluate_actors(
         recall=tp_kept / num_gt if num_gt else math.nan,
         ap=_voc_ap(tp[in_ap][rank], num_gt), max_candidates=max_candidates,
     )
+
+
+def evaluate_actor_rows(rows: ActorRows | None, threshold: float) -> ActorResult | None:
+    """:func:`evaluate_actors` of collected :class:`ActorRows` (None: nothing collected)."""
+    if rows is None:
+        return None
+    return evaluate_actors(rows.gt_frame, rows.gt_boxes, rows.frame, rows.boxes.astype(np.float64),
+                           rows.scores.astype(np.float64), threshold, kept=rows.kept)

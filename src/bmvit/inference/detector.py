@@ -18,7 +18,7 @@ Contract:
   at the video edges (:mod:`bmvit.inference.windows`, the arithmetic of ``data/clips.py``).
 * Preprocessing is the evaluation pipeline's: every frame resized to ``S × S`` (Pillow bilinear,
   no crop) and normalized by :class:`~bmvit.data.transforms.ClipTransform` (Kinetics mean/std).
-* Post-processing is :func:`~bmvit.inference.postprocess.postprocess` with the checkpoint's
+* Post-processing is :func:`~bmvit.models.postprocess.postprocess` with the checkpoint's
   ``eval.threshold`` / ``eval.nms_iou`` / ``eval.score`` unless overridden.
 * Boxes come back as normalized ``(x1, y1, x2, y2)`` of the key frame and as pixels of the
   original frame; ``actions`` holds the ``topk`` classes by score, ``action_scores`` all ``K``
@@ -44,10 +44,10 @@ from bmvit.config import Config
 from bmvit.data.transforms import ClipTransform, normalize_clips
 from bmvit.errors import CheckpointError, ConfigError, DataError
 from bmvit.inference.prefetch import prefetch
-from bmvit.inference.postprocess import Detections, postprocess
 from bmvit.inference.tracking import IoUTracker
 from bmvit.inference.video_source import VideoInfo, VideoSource, open_source
 from bmvit.inference.windows import SlidingClips, keyframe_schedule
+from bmvit.models.postprocess import Detections, postprocess
 
 __all__ = ["Action", "Actor", "KeyFrameResult", "VideoResult", "Detector", "FROM_CHECKPOINT", "SCHEMA_VERSION"]
 
@@ -156,7 +156,7 @@ def eval_transform(cfg: Config) -> ClipTransform:
     """The evaluation reader's transform for ``cfg.data`` (``make_dataset(cfg, split)`` without
     augmentation): resize (``size``², or short side ``size`` with ``data.resize=keep_aspect``) and
     ``data.mean``/``data.std`` normalization."""
-    from bmvit.engine.train import checked_mean_std
+    from bmvit.data.build import checked_mean_std
 
     return ClipTransform(size=cfg.data.size, train=False, resize=cfg.data.resize, **checked_mean_std(cfg.data))
 

@@ -9,7 +9,7 @@ normalized with the checkpoint's ``data.mean``/``data.std`` (Kinetics 0.45/0.225
   the ``actor*action`` score mode).
 
 Thresholding (``p(actor) > θ``) and optional NMS stay with the caller: they have data-dependent
-output sizes. These are exactly the tensors :func:`~bmvit.inference.postprocess.postprocess` selects
+output sizes. These are exactly the tensors :func:`~bmvit.models.postprocess.postprocess` selects
 from, so ``boxes[b, actor_scores[b] > θ]`` reproduces the PyTorch detections.
 
 Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)`` (opset 17). The

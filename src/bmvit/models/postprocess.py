@@ -4,6 +4,9 @@ Keep the tokens whose actor probability exceeds ``threshold`` (θ = 0.2 in the p
 token is one detected actor with a box and K action scores. Options beyond the paper (off by
 default): class-agnostic NMS over kept boxes ranked by p(actor), and action scores multiplied by
 p(actor).
+
+It sits next to the model (outputs in, detections out) so that evaluation (``engine/evaluate.py``)
+and inference (``inference/detector.py``) both use it without importing each other.
 """
 
 from __future__ import annotations
