@@ -55,9 +55,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bmvit.config import Config, save_config
-from bmvit.data.clips import AvaClips
+from bmvit.data.build import checked_mean_std, make_dataset
 from bmvit.data.collate import collate_fn, valid_tokens
-from bmvit.data.transforms import ClipTransform, batch_colour, normalize_clips
+from bmvit.data.transforms import batch_colour, normalize_clips
 from bmvit.engine import distributed as dist
 from bmvit.engine.checkpoint import save_weights
 from bmvit.engine.ema import ModelEMA
@@ -90,17 +90,6 @@ def set_threads(n: int) -> None:
     if n <= 0:
         n = max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(n)
-
-
-def checked_mean_std(d) -> dict:
-    """``mean``/``std`` keyword arguments of :class:`ClipTransform` from ``data.mean``/``data.std``,
-    after checking them (3 per-channel values, std > 0; :class:`ConfigError` otherwise)."""
-    for key in ("mean", "std"):
-        v = getattr(d, key)
-        if len(v) != 3 or (key == "std" and min(v) <= 0):
-            raise ConfigError(f"'data.{key}': expected 3 per-channel (RGB) values{' > 0' if key == 'std' else ''}, "
-                              f"got {v}")
-    return {"mean": tuple(d.mean), "std": tuple(d.std)}
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -136,27 +125,6 @@ def nonfinite_grads(params, device: torch.device) -> torch.Tensor:
     if grads:
         torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.ones((), device=device))
     return found
-
-
-def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torch.Generator | None = None) -> AvaClips:
-    """The ``train`` or ``val`` split of ``cfg.data``; ``augment`` switches on training augmentation.
-
-    ``data.format`` / ``data.source`` pick the reader (:mod:`bmvit.data.build`): AVA layout
-    (default) or ACT pkl (UCF101-24 / JHMDB51-21), from frame files or video files."""
-    from bmvit.data.build import build_dataset
-
-    d = cfg.data
-    transform = ClipTransform(size=d.size, train=augment, hflip_prob=d.hflip_prob, color_jitter=d.color_jitter,
-                              generator=generator, box_jitter=d.box_jitter, resize=d.resize,
-                              short_side=(d.short_side[0], d.short_side[1]) if len(d.short_side) == 2 else (0, 0),
-                              **checked_mean_std(d))
-    ds = build_dataset(d, split, transform)
-    index = ds.class_index
-    for pair in d.hflip_swap:
-        if len(pair) != 2 or any(a not in index for a in pair):
-            raise ConfigError(f"'data.hflip_swap': {pair} must be two action ids of the label map ({sorted(index)})")
-    transform.hflip_swap = [(index[a], index[b]) for a, b in d.hflip_swap]
-    return ds
 
 
 class _TrainClock:
