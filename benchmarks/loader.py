@@ -4,7 +4,7 @@ Generates, into a temporary folder (or ``--keep DIR``), ``--videos`` videos of `
 seconds at 30 fps in the AVA layout — JPEG frames (quality 90) with short side 320 (``--width``
 x 320, default 568 x 320, AVA's 16:9) of textured noise — an AVA CSV with 2 actors per key frame,
 and, for ``--reader act``, the same frames in the ACT layout with a UCF-style pickle. Then reads
-``--clips`` samples in random order through :func:`bmvit.engine.train.make_dataset` (T=16, τ=4,
+``--clips`` samples in random order through :func:`bmvit.data.build.make_dataset` (T=16, τ=4,
 256², the paper's training augmentation: flip, colour jitter, box jitter) in *this* process
 with one torch thread — i.e. what one DataLoader worker does per core — and prints clips per
 CPU-second of this process (the per-core figure, unaffected by other jobs on the machine) and
@@ -105,7 +105,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(1)
     from bmvit.config import load_config
-    from bmvit.engine.train import make_dataset
+    from bmvit.data.build import make_dataset
 
     tmp = None
     if args.keep is None:
