@@ -1,0 +1,200 @@
+"""The paper's Table 1 ablations on the synthetic dataset, 3 seeds per row, at the demo's budget.
+
+Every run is ``bmvit train --config configs/synthetic/tiny.yaml`` (the `make demo` recipe: same steps,
+batch and aids) with one key changed and ``train.seed`` set; the final validation frame-mAP@0.5 and
+actor AP@0.5 are read from the run's ``metrics.jsonl``. The rows:
+
+==  ========================  =====================================================================
+1a  last pool removed / kept  ``model.remove_last_pool`` (output 4×12×12 vs 4×6×6 at 8×96²)
+1b  token selection           ``model.token_selection``: 2(c+t), c+t, tubelet, maxpool, singleton
+1c  fixed / variable aspect   ``data.resize``: square 96² vs keep_aspect (training short side
+                              90–128, the paper's 240–340 at 256 scaled by 96/256; eval short side 96)
+==  ========================  =====================================================================
+
+The demo's own settings (2(c+t), last pool removed, square) are one run set shared by all three
+tables. Finished runs are reused, so the command can be stopped and started again (an interrupted
+run is redone from its start). ``--jobs N`` trains N runs at once with the cores split between
+them. At the end it prints the table, writes ``results.json`` under ``--out`` and, with
+``--write-docs``, replaces the block between the markers in ``docs/ablations.md`` and writes the
+plot ``docs/ablations.png``.
+
+    bmvit synth --out data/synthetic --videos 320
+    python benchmarks/ablations.py --data data/synthetic --out runs/ablations --jobs 1 --write-docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "ablations.md"
+PLOT = ROOT / "docs" / "ablations.png"
+BEGIN, END = "<!-- ablations:begin -->", "<!-- ablations:end -->"
+
+# name -> overrides of the demo recipe; "demo" is 2(c+t), last pool removed, square.
+VARIANTS: dict[str, list[str]] = {
+    "demo": [],
+    "ct": ["model.token_selection=c+t"],
+    "tubelet": ["model.token_selection=tubelet"],
+    "maxpool": ["model.token_selection=maxpool"],
+    "singleton": ["model.token_selection=singleton"],
+    "pool_kept": ["model.remove_last_pool=false"],
+    "keep_aspect": ["data.resize=keep_aspect", "data.short_side=[90,128]"],
+}
+# (table, row label, variant, paper mAP of the corresponding Table 1 row)
+TABLE: list[tuple[str, str, str, float]] = [
+    ("1a", "last pool kept (out 4×6²)", "pool_kept", 27.5),
+    ("1a", "last pool removed (out 4×12²)", "demo", 30.0),
+    ("1b", "singleton", "singleton", 28.5),
+    ("1b", "tubelet", "tubelet", 28.7),
+    ("1b", "C+T", "ct", 29.1),
+    ("1b", "max pooling", "maxpool", 28.3),
+    ("1b", "2(C+T)", "demo", 30.0),
+    ("1c", "variable aspect", "keep_aspect", 28.5),
+    ("1c", "fixed aspect", "demo", 30.0),
+]
+
+
+def final_record(run: Path) -> dict | None:
+    """The ``final`` line of a finished run's metrics.jsonl, or None."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    for line in reversed(path.read_text().splitlines()):
+        rec = json.loads(line) if line.strip() else {}
+        if rec.get("final"):
+            return rec
+    return None
+
+
+def train_one(variant: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
+    run = Path(args.out) / f"{variant}_seed{seed}"
+    rec = final_record(run)
+    if rec is not None:
+        return rec
+    cmd = [sys.executable, "-m", "bmvit", "train", "--config", args.config, "--overwrite", "--no-progress",
+           f"data.root={args.data}", f"train.out_dir={run}", f"train.seed={seed}", f"train.threads={threads}",
+           "train.eval_at_minutes=[]", *VARIANTS[variant], *args.overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    t0 = time.perf_counter()
+    print("$", " ".join(cmd), file=sys.stderr, flush=True)
+    with open(Path(args.out) / f"{variant}_seed{seed}.log", "w") as log:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    rec = final_record(run)
+    if done.returncode != 0 or rec is None:
+        raise SystemExit(f"error: run {run} failed (exit {done.returncode}); see {run}.log")
+    print(f"{variant} seed {seed}: {rec['val_frame_map']:.4f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return rec
+
+
+def summarize(results: dict[str, list[dict]]) -> list[dict]:
+    rows = []
+    for table, label, variant, paper in TABLE:
+        recs = results.get(variant, [])
+        maps = [r["val_frame_map"] for r in recs]
+        actor = [r.get("val_actor_ap", float("nan")) for r in recs]
+        rows.append({"table": table, "row": label, "variant": variant, "paper": paper, "seeds": len(maps),
+                     "map": maps, "mean": statistics.fmean(maps) if maps else float("nan"),
+                     "std": statistics.stdev(maps) if len(maps) > 1 else float("nan"),
+                     "actor_ap": statistics.fmean(actor) if actor else float("nan")})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    out = ["| table | row | seeds | val frame-mAP@0.5 (mean ± std) | per seed | actor AP@0.5 (mean) | paper mAP (AVA) |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r["seeds"]:
+            out.append(f"| {r['table']} | {r['row']} | 0 | not run | | | {r['paper']:.1f} |")
+            continue
+        per_seed = " / ".join(f"{m:.3f}" for m in r["map"])
+        out.append(f"| {r['table']} | {r['row']} | {r['seeds']} | **{r['mean']:.3f} ± {r['std']:.3f}** | {per_seed} "
+                   f"| {r['actor_ap']:.3f} | {r['paper']:.1f} |")
+    return "\n".join(out)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), gridspec_kw={"width_ratios": [2, 5, 2]}, sharey=True)
+    for ax, table in zip(axes, ("1a", "1b", "1c")):
+        sel = [r for r in rows if r["table"] == table and r["seeds"]]
+        xs = range(len(sel))
+        ax.bar(xs, [r["mean"] for r in sel], yerr=[0 if r["std"] != r["std"] else r["std"] for r in sel],
+               capsize=4, color=["#4c72b0" if r["variant"] != "demo" else "#dd8452" for r in sel])
+        for x, r in zip(xs, sel):
+            ax.scatter([x] * len(r["map"]), r["map"], color="black", s=8, zorder=3)
+        ax.set_xticks(list(xs), [r["row"].split(" (")[0] for r in sel], rotation=20, ha="right", fontsize=8)
+        ax.set_title(f"Table {table} analogue", fontsize=9)
+    axes[0].set_ylabel("val frame-mAP@0.5 (synthetic)")
+    fig.suptitle("Synthetic Table 1: mean ± std over seeds (dots: single seeds; orange: the demo recipe)", fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def write_docs(table_md: str, args: argparse.Namespace) -> None:
+    doc = Path(args.doc)
+    text = doc.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"error: {doc}: markers {BEGIN} / {END} not found")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    block = f"{BEGIN}\n{table_md}\n\nSeeds: {' '.join(map(str, args.seeds))}; data `{args.data}`.\n{END}"
+    tmp = doc.with_suffix(".md.tmp")
+    tmp.write_text(head + block + tail)
+    os.replace(tmp, doc)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/synthetic", help="synthetic dataset (make it with `bmvit synth --videos 320`)")
+    ap.add_argument("--out", default="runs/ablations", help="one run folder per variant and seed under this")
+    ap.add_argument("--config", default="configs/synthetic/tiny.yaml")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (the cores are split between them)")
+    ap.add_argument("--write-docs", action="store_true", help="update --doc (its marked block) and --plot")
+    ap.add_argument("--doc", default=str(DOC), help="Markdown file whose marked block gets the table")
+    ap.add_argument("--plot", default=str(PLOT), help="PNG written with --write-docs")
+    ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
+    args = ap.parse_args()
+    if not (Path(args.data) / "annotations").is_dir():
+        raise SystemExit(f"error: {args.data}: no synthetic dataset there; run `bmvit synth --out {args.data} --videos 320`")
+    if args.jobs < 1:
+        raise SystemExit("error: --jobs: expected an integer >= 1")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    jobs = [(v, s) for s in args.seeds for v in args.variants]  # seed-major: a complete table appears early
+    with ThreadPoolExecutor(args.jobs) as pool:
+        recs = list(pool.map(lambda job: train_one(*job, args, threads), jobs))
+    results: dict[str, list[dict]] = {}
+    for (variant, _), rec in zip(jobs, recs):
+        results.setdefault(variant, []).append(rec)
+    rows = summarize(results)
+    table_md = markdown(rows)
+    tmp = Path(args.out) / "results.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(tmp, Path(args.out) / "results.json")
+    print(table_md)
+    if args.write_docs:
+        write_docs(table_md, args)
+        plot(rows, Path(args.plot))
+        print(f"wrote {args.doc} and {args.plot}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
