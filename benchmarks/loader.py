@@ -7,14 +7,16 @@ and, for ``--reader act``, the same frames in the ACT layout with a UCF-style pi
 ``--clips`` samples in random order through :func:`bmvit.data.build.make_dataset` (T=16, τ=4,
 256², the paper's training augmentation: flip, colour jitter, box jitter) in *this* process
 with one torch thread — i.e. what one DataLoader worker does per core — and prints clips per
-CPU-second of this process (the per-core figure, unaffected by other jobs on the machine) and
-the wall-clock rate.
+CPU-second of this process (the per-core figure: far less disturbed by other jobs than the
+wall-clock rate, also printed, but not immune — on a busy 2-core machine runs of the same code
+spread by about ±8%, so compare figures taken back to back, or several ``--repeat`` passes).
 
-    python benchmarks/loader.py [--reader ava|act|video] [--clips 200] [--videos 4] [--seconds 12]
+    python benchmarks/loader.py [--reader ava|act|video] [--clips 200] [--videos 4] [--seconds 12] [--repeat 1]
 
 A clip leaves the dataset as uint8 ``(3, 16, 256, 256)`` (normalization and colour jitter run later, on
-the training device), so this is the whole per-clip CPU cost of a worker. Target (issue 15): >= 50
-clips per CPU-second for ``--reader ava``; docs/training.md turns the rate into loader cores per GPU.
+the training device), so this is the per-clip CPU cost of a worker but for collation (one copy of
+the clip into the batch). Target (issue 15): >= 50 clips per CPU-second for ``--reader ava``;
+docs/training.md turns the rate into loader cores per GPU.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=568)
     ap.add_argument("--height", type=int, default=320)
     ap.add_argument("--keep", type=Path, help="write/reuse the fixture here")
+    ap.add_argument("--repeat", type=int, default=1, help="timed passes of --clips clips (one line each)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from bmvit.config import load_config
@@ -128,13 +131,19 @@ def main() -> int:
     order = np.random.default_rng(1).permutation(len(ds))
     ds[(int(order[0]), 0)]  # warm-up (file-system caches, lazy imports)
     n = args.clips  # samples repeat when the fixture has fewer key frames (files are in the page cache either way)
-    t0, c0 = time.perf_counter(), time.process_time()
-    for k in range(1, n + 1):
-        clip, _ = ds[(int(order[k % len(ds)]), k)]
-    dt, dc = time.perf_counter() - t0, time.process_time() - c0
-    # wall time suffers when other jobs share the core; CPU time is what one core delivers
-    print(f"reader={args.reader}: {n} clips {tuple(clip.shape)}: {n / dc:.1f} clips per CPU-second "
-          f"({1000 * dc / n:.1f} ms CPU/clip); wall {n / dt:.1f} clips/s (load average {os.getloadavg()[0]:.1f})")
+    rates = []
+    for _ in range(max(1, args.repeat)):  # every pass reads the same samples with the same seeds
+        t0, c0 = time.perf_counter(), time.process_time()
+        for k in range(1, n + 1):
+            clip, _ = ds[(int(order[k % len(ds)]), k)]
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        rates.append(n / dc)
+        # wall time suffers when other jobs share the core; CPU time is what one core delivers
+        print(f"reader={args.reader}: {n} clips {tuple(clip.shape)}: {n / dc:.1f} clips per CPU-second "
+              f"({1000 * dc / n:.1f} ms CPU/clip); wall {n / dt:.1f} clips/s (load average {os.getloadavg()[0]:.1f})")
+    if len(rates) > 1:
+        print(f"reader={args.reader}: median of {len(rates)} passes {float(np.median(rates)):.1f} clips per "
+              f"CPU-second (min {min(rates):.1f}, max {max(rates):.1f})")
     if tmp is not None:
         tmp.cleanup()
     return 0

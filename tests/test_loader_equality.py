@@ -14,6 +14,7 @@ from data_fixtures import AVA_LABEL_MAP, write_mp4
 from PIL import Image
 
 from bmvit.data.clips import AvaClips
+from bmvit.data.sources import frame_folder as frames_mod
 from bmvit.data.sources.frame_folder import FrameFolder
 from bmvit.data.sources.video import VideoFrames
 from bmvit.data.transforms import ClipTransform, resize_frames
@@ -90,7 +91,11 @@ def test_fast_clips_equal_reference_clips(ava, resize, size):
     assert 0 < flipped < 4 * len(ds)  # both paths (mirrored decode and plain) were compared
 
 
-def test_cached_folder_mirrors_like_flip(ava):
+@pytest.mark.parametrize("fast", [True, False])
+def test_every_read_path_mirrors_like_flip(ava, fast, monkeypatch):
+    """BGR decode (simplejpeg), Pillow decode + flip (no simplejpeg), cached frames + flip."""
+    if not fast:
+        monkeypatch.setattr(frames_mod, "simplejpeg", None)
     t = ClipTransform(size=32)
     plain, cached = FrameFolder(ava / "frames"), FrameFolder(ava / "frames", cache=True)
     idx = np.array([1, 1, 4, 5, 9])

@@ -135,12 +135,15 @@ class FrameFolder:
             self._check_shapes(video, uniq, parts)
             out = np.stack(parts)  # (U, h, w, 3)
             if mirror:
-                out = torch.from_numpy(out).flip(2).numpy()
+                out = torch.from_numpy(out).flip(2).numpy()  # (U, h, w, 3)
         else:
-            out = np.asarray(resize(self._decode_clip(video, uniq, draft, expect_size, bgr=mirror)))  # (U, h, w, 3)
-            if mirror:  # BGR rows reversed bytewise = RGB rows reversed pixelwise
+            bgr = mirror and self._jpeg and simplejpeg is not None  # simplejpeg decodes BGR at no extra cost
+            out = np.asarray(resize(self._decode_clip(video, uniq, draft, expect_size, bgr)))  # (U, h, w, 3)
+            if bgr:  # BGR rows reversed bytewise = RGB rows reversed pixelwise
                 u, h, w, _ = out.shape
                 out = torch.from_numpy(np.ascontiguousarray(out)).view(u, h, w * 3).flip(2).view(u, h, w, 3).numpy()
+            elif mirror:
+                out = torch.from_numpy(np.ascontiguousarray(out)).flip(2).numpy()
         if len(uniq) == len(nums):
             return out
         pos = {f: k for k, f in enumerate(uniq)}
@@ -150,7 +153,8 @@ class FrameFolder:
                      expect_size: tuple[int, int] | None, bgr: bool = False) -> np.ndarray:
         """Frames ``nums`` decoded into one new ``(U, H, W, 3)`` uint8 buffer (RGB, or BGR when ``bgr``);
         JPEGs that simplejpeg decodes go straight into it (one draft rule per frame size, no copy),
-        any other frame through :meth:`_decode` (Pillow; it also names the error of a bad frame)."""
+        any other frame through :meth:`_decode` (Pillow; it also names the error of a bad frame;
+        with ``bgr`` its channels are reversed, a copy: meant for clips of simplejpeg-decoded JPEGs)."""
         colorspace = "BGR" if bgr else "RGB"
         fast = simplejpeg is not None and self._jpeg
         buf: np.ndarray | None = None
