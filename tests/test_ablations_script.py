@@ -1,0 +1,61 @@
+"""benchmarks/ablations.py without training: it reuses finished runs, summarizes seeds as mean ± std
+per Table 1 row, and rewrites only the marked block of the doc."""
+
+import importlib.util
+import json
+import statistics
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+SPEC = importlib.util.spec_from_file_location("ablations", Path(__file__).resolve().parents[1] / "benchmarks" / "ablations.py")
+ablations = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(ablations)
+
+
+def _finished(run: Path, value: float) -> None:
+    run.mkdir(parents=True)
+    lines = [{"step": 20, "loss": 1.0}, {"step": 40, "val_frame_map": 0.1, "final": True, "val_actor_ap": 0.2}]
+    lines[-1]["val_frame_map"] = value
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def test_finished_runs_are_reused_and_summarized(tmp_path):
+    values = {("demo", 0): 0.5, ("demo", 1): 0.6, ("demo", 2): 0.7, ("ct", 0): 0.4, ("ct", 1): 0.45}
+    for (variant, seed), v in values.items():
+        _finished(tmp_path / f"{variant}_seed{seed}", v)
+    args = Namespace(out=str(tmp_path), config="unused.yaml", data="unused", overrides=[])
+    # train_one must not start anything for a finished run (the command would fail: no such config)
+    recs = {k: ablations.train_one(*k, args, threads=1) for k in values}
+    results: dict = {}
+    for (variant, _), rec in recs.items():
+        results.setdefault(variant, []).append(rec)
+    rows = {(r["table"], r["row"]): r for r in ablations.summarize(results)}
+    two_ct = rows[("1b", "2(C+T)")]
+    assert two_ct["seeds"] == 3 and two_ct["mean"] == pytest.approx(0.6)
+    assert two_ct["std"] == pytest.approx(statistics.stdev([0.5, 0.6, 0.7]))
+    assert rows[("1a", "last pool removed (out 4×12²)")]["map"] == two_ct["map"]  # the demo run set is shared
+    assert rows[("1b", "C+T")]["mean"] == pytest.approx(0.425) and rows[("1b", "C+T")]["seeds"] == 2
+    table = ablations.markdown(list(rows.values()))
+    assert "| 1b | 2(C+T) | 3 | **0.600 ± 0.100** | 0.500 / 0.600 / 0.700 |" in table
+    assert "| 1b | tubelet | 0 | not run |" in table
+
+
+def test_unfinished_run_is_not_taken_as_done(tmp_path):
+    run = tmp_path / "demo_seed0"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 20, "loss": 1.0}) + "\n")
+    assert ablations.final_record(run) is None
+
+
+def test_write_docs_replaces_only_the_marked_block(tmp_path):
+    doc = tmp_path / "a.md"
+    doc.write_text(f"# head\n{ablations.BEGIN}\nold table\n{ablations.END}\ntail text\n")
+    ablations.write_docs("| new |", Namespace(doc=str(doc), seeds=[0, 1, 2], data="data/synthetic"))
+    text = doc.read_text()
+    assert text.startswith("# head\n") and text.endswith("tail text\n")
+    assert "| new |" in text and "old table" not in text and "Seeds: 0 1 2" in text
+    doc.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="markers"):
+        ablations.write_docs("| new |", Namespace(doc=str(doc), seeds=[0], data="d"))
