@@ -27,10 +27,10 @@ Device feeding: the loader yields uint8 clips (pinned on CUDA, persistent worker
 four batches each); they are copied with ``non_blocking`` and normalized (and
 colour-jittered) on the device by :func:`bmvit.data.transforms.normalize_clips`. On CUDA the
 optimizer is fused AdamW and ``train.amp`` (bf16 in the paper configs) runs the forward under
-autocast; on the CPU ``train.amp`` is ignored (fp32). The step's one remaining host
+autocast; on the CPU ``train.amp`` is ignored (fp32) and AdamW is fused too. The step's one remaining host
 synchronization is the Hungarian matcher's (its cost matrices go to scipy on the CPU).
 
-Non-finite losses (``train.nan_policy``): with the fused optimizer (CUDA; without EMA and fp16)
+Non-finite losses (``train.nan_policy``): with the fused optimizer (CUDA and CPU; without EMA and fp16)
 a step whose gradients are not finite is skipped *on the device* (the fused AdamW kernel's
 ``found_inf``: parameters, moments and step count untouched) and the host learns of it at the
 next log step, checkpoint or evaluation (one read of the pending flags): ``stop`` then raises
