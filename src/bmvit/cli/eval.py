@@ -34,7 +34,7 @@ def run(args) -> int:
     from bmvit.data.build import make_dataset
     from bmvit.engine.checkpoint import load_weights
     from bmvit.engine.evaluate import evaluate_split
-    from bmvit.engine.train import resolve_device, set_threads
+    from bmvit.engine.device import resolve_device, set_threads
     from bmvit.evaluation.ava_csv_fast import write_rows_exact
     from bmvit.evaluation.report import write_json
     from bmvit.models.build import build_detector

@@ -41,7 +41,6 @@ micro-batch, as before.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import sys
 import time
@@ -60,6 +59,7 @@ from bmvit.data.collate import collate_fn, valid_tokens
 from bmvit.data.transforms import batch_colour, normalize_clips
 from bmvit.engine import distributed as dist
 from bmvit.engine.checkpoint import save_weights
+from bmvit.engine.device import set_threads
 from bmvit.engine.ema import ModelEMA
 from bmvit.engine.evaluate import evaluate_split
 from bmvit.engine.optim import lr_factor, make_optimizer, set_lr
@@ -71,25 +71,10 @@ from bmvit.losses.criterion import SetCriterion
 from bmvit.models.build import build_detector
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("'train.device': cuda requested but no CUDA device is available")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def set_threads(n: int) -> None:
-    """``n`` torch threads; 0 = the free cores shared among this machine's training processes."""
-    if n <= 0:
-        n = max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    torch.set_num_threads(n)
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
