@@ -7,6 +7,8 @@ and a clip the seed flips is decoded as BGR and mirrored by reversing each resiz
 (``FrameFolder.read(mirror=True)``). Frames are generated textured noise (worst case for rounding).
 """
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -122,10 +124,12 @@ def test_flips_is_the_draw_of_call():
     assert not ClipTransform(size=4).flips(0)  # evaluation never flips
 
 
-def test_video_mirror_is_flip(tmp_path):
+def test_video_mirror_is_flip_and_the_reader_pickles(tmp_path):
     rng = np.random.default_rng(3)
     write_mp4(tmp_path / "v.mp4", [_texture(rng, f)[:64, :112] for f in range(12)], fps=30)
     src, t = VideoFrames(tmp_path), ClipTransform(size=32)
     idx = np.array([1, 3, 3, 7])
     want = torch.from_numpy(src.read("v", idx, t.decode_resize)).flip(2)
     assert torch.equal(torch.from_numpy(src.read("v", idx, t.decode_resize, mirror=True)), want)
+    copy = pickle.loads(pickle.dumps(src))  # as DataLoader workers get it (spawn), after a read
+    assert torch.equal(torch.from_numpy(copy.read("v", idx, t.decode_resize, mirror=True)), want)
