@@ -51,7 +51,8 @@ def ava(tmp_path_factory):
     bad.write_bytes(data[:sos] + b"\x00\x11" + data[sos:])  # libjpeg: "2 extraneous bytes", a warning
     assert FrameFolder._decode(bad, None, None).shape == (H, W, 3)  # Pillow decodes it
     (root / "annotations").mkdir()
-    rows = [f"{v},{t:04d},0.1,0.2,0.5,0.9,1,0\n{v},{t:04d},0.4,0.1,0.9,0.7,3,1" for v in ("v1", "v2") for t in (900, 901, 902)]
+    rows = [f"{v},{t:04d},0.1,0.2,0.5,0.9,1,0\n{v},{t:04d},0.4,0.1,0.9,0.7,3,1"
+            for v in ("v1", "v2") for t in (900, 901, 902)]
     (root / "annotations" / "train.csv").write_text("\n".join(rows) + "\n")
     (root / "annotations" / "label_map.pbtxt").write_text(AVA_LABEL_MAP)
     return root
