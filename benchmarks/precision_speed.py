@@ -1,7 +1,14 @@
-"""fp32, bf16 autocast, bf16 backbone (``--dtype bf16``) and dynamic int8 (``--quantize int8``) timed
-in turn in one process — load hits all four alike — with the max |Δ| of their outputs against fp32.
+"""fp32, bf16 autocast, bf16 backbone (``--dtype bf16``), dynamic int8 (``--quantize int8``), the
+backbone in onnxruntime fp32 / int8 (``--onnx [--quantize int8]``; when onnxruntime is installed)
+and, with ``--compile``, the bf16 backbone through ``torch.compile`` (``bmvit benchmark --dtype bf16
+--compile``) timed in turn in one process — load hits all modes alike — with the max |Δ| of their
+outputs against fp32 and the median of the per-round speed ratios against fp32.
 
-    python benchmarks/precision_speed.py [--runs 2] [--config configs/paper/ava/mvitv2s_16x256_out8x16.yaml] [key=value ...]
+Each forward is timed by the wall clock and by the process's CPU time (``time.process_time``, all
+threads): on a machine shared with other jobs the wall clock mostly measures the others, the CPU
+time still measures this process's work; the ratios of both are printed.
+
+    python benchmarks/precision_speed.py [--runs 5] [--compile] [--config configs/paper/ava/mvitv2s_16x256_out8x16.yaml] [key=value ...]
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import time
 import torch
 
 from bmvit.config import load_config
-from bmvit.inference.precision import prepare_model
+from bmvit.inference.precision import compile_backbone, onnx_backbone, prepare_model
 from bmvit.models.build import build_detector
 
 
@@ -24,6 +31,7 @@ def main() -> None:
     ap.add_argument("--config", default="configs/paper/ava/mvitv2s_16x256_out8x16.yaml")
     ap.add_argument("--runs", type=int, default=2, help="timed rounds after one warm-up round")
     ap.add_argument("--num-classes", type=int, default=80)
+    ap.add_argument("--compile", action="store_true", help="also time the compiled bf16 backbone (compiles first: minutes)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     cfg = load_config(args.config, ["model.pretrained=null", *args.overrides])
@@ -32,22 +40,41 @@ def main() -> None:
     x = torch.randn(1, 3, cfg.data.num_frames, cfg.data.size, cfg.data.size)  # (1, 3, T, S, S)
     modes = {"fp32": base, "bf16 autocast": base, "bf16 backbone": prepare_model(copy.deepcopy(base), "bf16"),
              "int8": prepare_model(copy.deepcopy(base), "fp32", "int8")}
-    times: dict[str, list[float]] = {k: [] for k in modes}
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("onnxruntime not installed: no onnx modes")
+    else:
+        for q in (None, "int8"):
+            t0 = time.perf_counter()
+            modes[f"onnx {q or 'fp32'}"] = converted = copy.deepcopy(base)
+            onnx_backbone(converted, tuple(x.shape[1:]), q)
+            print(f"onnx {q or 'fp32'}: export{' + quantization' if q else ''} {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.compile:
+        compiled = prepare_model(copy.deepcopy(base), "bf16")
+        seconds = compile_backbone(compiled, 1).warm_up(tuple(x.shape[1:]))
+        print(f"bf16 compiled: compilation {seconds:.1f} s", flush=True)
+        modes["bf16 compiled"] = compiled
+    wall: dict[str, list[float]] = {k: [] for k in modes}
+    cpu: dict[str, list[float]] = {k: [] for k in modes}
     outs = {}
     with torch.inference_mode():
         for r in range(args.runs + 1):
             for k, m in modes.items():
                 with torch.autocast("cpu", torch.bfloat16, enabled=k == "bf16 autocast"):
-                    t = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     outs[k] = m(x)
-                    dt = time.perf_counter() - t
+                    dt, dc = time.perf_counter() - t0, time.process_time() - c0
                 if r:
-                    times[k].append(dt)
-    ref = statistics.median(times["fp32"])
+                    wall[k].append(dt)
+                    cpu[k].append(dc)
     for k in modes:
         d = {n: float((outs[k][n].float() - outs["fp32"][n].float()).abs().max()) for n in ("boxes", "actor_logits", "action_logits")}
-        med = statistics.median(times[k])
-        print(f"{k:14s} median {med:.2f} s  {ref / med:.2f}x vs fp32  max|diff| " + ", ".join(f"{n} {v:.4f}" for n, v in d.items()))
+        w, c = statistics.median(wall[k]), statistics.median(cpu[k])
+        rw = statistics.median(a / b for a, b in zip(wall["fp32"], wall[k]))  # per round: same load
+        rc = statistics.median(a / b for a, b in zip(cpu["fp32"], cpu[k]))
+        print(f"{k:14s} median {w:.2f} s wall ({rw:.2f}x vs fp32), {c:.2f} s CPU ({rc:.2f}x)  max|diff| "
+              + ", ".join(f"{n} {v:.4f}" for n, v in d.items()))
     print(f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
 
 

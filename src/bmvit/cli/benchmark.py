@@ -10,9 +10,11 @@ Options: ``--model backbone|detector`` (default backbone: ``forward_features``; 
 + token selection + heads), ``--batch B``, ``--dtype fp32|bf16`` (bf16: the backbone converted to
 bfloat16, as ``bmvit detect --dtype bf16`` runs it, :mod:`bmvit.inference.precision`; with
 ``--autocast``: ``torch.autocast`` instead), ``--quantize int8`` (dynamic int8 linear layers),
-``--compile`` (``torch.compile``; the first call, compilation included, is reported as
-``compile_s`` and not timed), ``--onnx`` (export to a temporary ONNX file and time onnxruntime
-instead of PyTorch; fp32). Reported: median/min latency per batch, clips/s (``batch / median``),
+``--compile`` (the backbone through ``torch.compile`` with frozen weights, as ``bmvit detect
+--compile`` runs it, :func:`~bmvit.inference.precision.compile_backbone`; the compilation is
+reported as ``compile_s`` and not timed), ``--onnx`` (export to a temporary ONNX file and time onnxruntime
+instead of PyTorch; fp32, or with ``--quantize int8`` its MatMuls in dynamic int8 by
+:func:`~bmvit.inference.precision.quantize_onnx`). Reported: median/min latency per batch, clips/s (``batch / median``),
 GMACs per clip and GFLOPs per clip (``2 × MACs``; the papers' "FLOPs" are MACs), achieved
 TFLOP/s (``2 × MACs × batch / median``), peak memory (CUDA: ``max_memory_allocated``; CPU: the
 process's peak resident set size, which includes Python and everything loaded) and the machine's
@@ -48,7 +50,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="fp32 (default) | bf16 (the backbone in bfloat16, as `bmvit detect --dtype bf16`)")
     p.add_argument("--autocast", action="store_true", help="bf16 through torch.autocast instead of a bf16 backbone")
     p.add_argument("--quantize", choices=("int8",), help="int8: dynamic int8 linear layers (CPU), as `bmvit detect --quantize int8`")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone first (as `bmvit detect --compile`)")
     p.add_argument("--onnx", action="store_true", help="time onnxruntime on the exported model instead of PyTorch")
     p.add_argument("--num-classes", type=count(1), default=80, help="detector: action classes (default: 80, AVA)")
     p.add_argument("--warmup", type=count(0), default=2, help="untimed runs first (default: 2)")
@@ -113,8 +115,8 @@ def _macs_per_clip(cfg, what: str, num_classes: int) -> int:
 def run(args) -> int:
     from bmvit.config import load_config
 
-    if args.onnx and (args.dtype != "fp32" or args.compile or args.quantize):
-        raise ConfigError("--onnx times the fp32 ONNX export with onnxruntime: drop --dtype bf16 / --quantize / --compile")
+    if args.onnx and (args.dtype != "fp32" or args.compile):
+        raise ConfigError("--onnx times the fp32 (or --quantize int8) ONNX export with onnxruntime: drop --dtype bf16 / --compile")
     cfg = load_config(args.config, args.overrides)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -126,7 +128,7 @@ def run(args) -> int:
     model = _build(cfg, args.model, args.num_classes).eval().to(device)
     if args.autocast and args.dtype == "fp32":
         raise ConfigError("--autocast needs --dtype bf16")
-    if (args.dtype != "fp32" and not args.autocast) or args.quantize:
+    if (args.dtype != "fp32" and not args.autocast) or (args.quantize and not args.onnx):
         from bmvit.inference.precision import prepare_model  # as `bmvit detect` runs it (detector or _Features)
 
         model = prepare_model(model, "fp32" if args.autocast else args.dtype, args.quantize, device)
@@ -144,23 +146,25 @@ def run(args) -> int:
         path = Path(tmp.name) / "model.onnx"
         t0 = time.perf_counter()
         export_module(model, path, tuple(clip.shape), detector=args.model == "detector")
+        if args.quantize:
+            from bmvit.inference.precision import quantize_onnx
+
+            path = quantize_onnx(path, path.with_name("model_int8.onnx"))
         export_s = time.perf_counter() - t0
         session = OnnxModel(path, threads=torch.get_num_threads(), device=device.type)
         x = clip.cpu().numpy()
         fn = lambda: session.session.run(None, {"clip": x})  # noqa: E731
     else:
-        forward = torch.compile(model) if args.compile else model
         autocast = args.autocast
+        if args.compile:
+            from bmvit.inference.precision import compile_backbone
+
+            with torch.autocast(device.type, dtype=DTYPES[args.dtype], enabled=autocast):
+                compile_s = compile_backbone(model, args.batch, device).warm_up(tuple(clip.shape[1:]), device)
 
         def fn():
             with torch.autocast(device.type, dtype=DTYPES[args.dtype], enabled=autocast):
-                return forward(clip)
-
-        if args.compile:
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                fn()
-            compile_s = time.perf_counter() - t0
+                return model(clip)
     times = measure_latency(fn, args.warmup, args.runs, device)
     median = statistics.median(times)
     macs = _macs_per_clip(cfg, args.model, args.num_classes)

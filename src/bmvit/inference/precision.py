@@ -1,4 +1,5 @@
-"""Reduced-precision inference: the backbone in bfloat16, or its linear layers in dynamic int8.
+"""Reduced-precision inference and other runtimes: the backbone in bfloat16, its linear layers in
+dynamic int8, compiled, or exported to ONNX and run by onnxruntime (fp32 or int8).
 
 :func:`prepare_model` turns a float32 detector into the model ``bmvit detect --dtype / --quantize``
 and ``bmvit benchmark`` run. Inputs and outputs stay float32 in both modes, so the rest of the
@@ -15,12 +16,28 @@ pipeline (post-processing, evaluation) is unchanged.
 * ``int8``: ``torch.ao.quantization.quantize_dynamic`` on the ``nn.Linear`` layers of the MLPs,
   the attention output projections and the heads (int8 weights per output channel-tensor,
   activations quantized per call; fbgemm/x86 kernels). The fused ``qkv`` projection stays float32:
-  the attention reads its weight in three slices. Chosen over a quantized ONNX model because it
-  needs no export and runs the same PyTorch graph (relative-position attention, pooling) as fp32.
+  the attention reads its weight in three slices. It needs no export and runs the same PyTorch
+  graph as fp32; the faster int8 model on a CPU is the ONNX one below (``--onnx --quantize int8``).
   CPU only.
+
+:func:`compile_backbone` (``bmvit benchmark --compile``) runs the backbone of any of these through
+``torch.compile`` (inductor, weights frozen as constants) at one fixed batch size, fewer clips padded
+with zeros so a short last batch never triggers a second compilation. Compilation takes minutes on
+the first call (:meth:`CompiledBackbone.warm_up` does it up front and returns the seconds; inductor's
+on-disk cache makes a later process faster). On 2 CPU cores it did not pay against the eager bf16
+backbone (docs/inference.md), so ``bmvit detect`` has no such option.
+
+:func:`onnx_backbone` (``--onnx``) exports the fp32 backbone to ONNX (dynamic batch; with ``int8``
+its matrix products quantized by :func:`quantize_onnx`) and runs it with onnxruntime on the CPU;
+token selection and the heads stay in PyTorch (float32). Export and quantization take seconds, not
+the minutes of compilation. On 2 CPU cores at paper size it was the fastest mode measured
+(docs/inference.md, *Reduced precision*).
 """
 
 from __future__ import annotations
+
+import shutil
+import time
 
 import torch
 from torch import Tensor, nn
@@ -88,3 +105,130 @@ def quantize_linears(model: nn.Module) -> nn.Module:
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*quantiz.*", category=DeprecationWarning)
         return quantize_dynamic(model, _quantizable_linears(model), dtype=torch.qint8)
+
+
+class _Features(nn.Module):
+    """``forward = backbone.forward_features`` (what is compiled)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, clip: Tensor) -> Tensor:
+        return self.backbone.forward_features(clip)
+
+
+class CompiledBackbone(nn.Module):
+    """``backbone.forward_features`` compiled for ``batch`` clips: ``forward_features(clip (n, 3, T, H, W))
+    -> (n, C, t, h, w)`` for any ``n`` (padded to ``batch`` with zero clips, or split into batches)."""
+
+    def __init__(self, backbone: nn.Module, batch: int) -> None:
+        super().__init__()
+        self.inner = backbone
+        self.batch = batch
+        self.out_dim = getattr(backbone, "out_dim", None)
+        # Not a registered submodule: the weights stay once in state_dict(), under ``inner``.
+        self.__dict__["compiled"] = torch.compile(_Features(backbone), dynamic=False, options={"freezing": True})
+
+    def grid(self, *args, **kwargs):
+        return self.inner.grid(*args, **kwargs)
+
+    def forward_features(self, clip: Tensor) -> Tensor:
+        n = clip.shape[0]
+        if n > self.batch:
+            return torch.cat([self.forward_features(part) for part in clip.split(self.batch)])
+        if n < self.batch:
+            clip = torch.cat((clip, clip.new_zeros(self.batch - n, *clip.shape[1:])))  # (batch, 3, T, H, W)
+        return self.compiled(clip)[:n]  # (n, C, t, h, w)
+
+    def forward(self, clip: Tensor) -> Tensor:
+        return self.forward_features(clip)
+
+    @torch.inference_mode()
+    def warm_up(self, clip_shape: tuple[int, int, int, int], device: torch.device | str = "cpu") -> float:
+        """Compile now, on a zero clip of ``(3, T, H, W)``; returns the seconds it took."""
+        t0 = time.perf_counter()
+        self.forward_features(torch.zeros(self.batch, *clip_shape, device=device))
+        return time.perf_counter() - t0
+
+
+def compile_backbone(model: nn.Module, batch: int, device: torch.device | str = "cpu") -> CompiledBackbone:
+    """Replace ``model.backbone`` (after :func:`prepare_model`) by a :class:`CompiledBackbone` for
+    ``batch`` clips and return it (call its ``warm_up`` to compile before timing anything)."""
+    device = torch.device(device)
+    if not hasattr(model, "backbone"):
+        raise ConfigError("--compile: the model has no backbone to compile")
+    if device.type == "cpu" and not (shutil.which("g++") or shutil.which("c++")):
+        raise ConfigError("--compile: torch.compile needs a C++ compiler on the CPU and none (g++/c++) is on PATH; "
+                          "install one (e.g. apt-get install g++) or drop --compile")
+    if any("quantized" in type(m).__module__ for m in model.backbone.modules()):
+        raise ConfigError("--compile runs the fp32 or bf16 backbone; drop --quantize int8")
+    model.backbone = CompiledBackbone(model.backbone, batch)
+    return model.backbone
+
+
+class OnnxBackbone(nn.Module):
+    """``forward_features(clip (B, 3, T, H, W)) -> (B, C, t, h, w)`` float32 by an onnxruntime session
+    over the exported backbone (``inner`` is kept for ``grid`` / ``out_dim``)."""
+
+    def __init__(self, backbone: nn.Module, session, name: str) -> None:
+        super().__init__()
+        self.inner = backbone
+        self.session, self.name = session, name
+        self.out_dim = getattr(backbone, "out_dim", None)
+
+    def grid(self, *args, **kwargs):
+        return self.inner.grid(*args, **kwargs)
+
+    def forward_features(self, clip: Tensor) -> Tensor:
+        x = clip.detach().float().cpu().numpy()
+        return torch.from_numpy(self.session.run(["features"], {"clip": x})[0])  # (B, C, t, h, w)
+
+    def forward(self, clip: Tensor) -> Tensor:
+        return self.forward_features(clip)
+
+
+def onnx_backbone(model: nn.Module, clip_shape: tuple[int, int, int, int], quantize: str | None = None,
+                  threads: int = 0) -> OnnxBackbone:
+    """Replace the fp32 ``model.backbone`` by an :class:`OnnxBackbone` for clips of ``(3, T, H, W)``
+    (``quantize="int8"``: dynamic int8 MatMuls) and return it (module docstring)."""
+    import tempfile
+    from pathlib import Path
+
+    from bmvit.inference.export import export_module, require_onnx
+
+    require_onnx()
+    import onnxruntime as ort
+
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"--quantize: {quantize!r} is not one of int8")
+    if not hasattr(model, "backbone") or any(p.dtype != torch.float32 for p in model.backbone.parameters()):
+        raise ConfigError("--onnx exports the float32 backbone: drop --dtype bf16 (use --quantize int8 for a smaller model)")
+    with tempfile.TemporaryDirectory(prefix="bmvit-onnx-") as tmp:
+        path = export_module(_Features(model.backbone), Path(tmp) / "backbone.onnx", (1, *clip_shape),
+                             dynamic_batch=True, detector=False)
+        if quantize == "int8":
+            path = quantize_onnx(path, path.with_name("backbone_int8.onnx"))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    model.backbone = OnnxBackbone(model.backbone, session, f"onnxruntime {quantize or 'fp32'}")
+    return model.backbone
+
+
+def quantize_onnx(src, dst):
+    """``src`` (ONNX file) with its MatMul weights in int8 and activations quantized per call
+    (``onnxruntime.quantization.quantize_dynamic``, signed int8 weights) written to ``dst``; returns ``dst``."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it warns once per integer tensor it leaves alone (shapes, indices)
+    try:
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+    return dst
