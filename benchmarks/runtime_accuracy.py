@@ -1,10 +1,10 @@
-"""Accuracy of each inference mode on the synthetic val split, the onnxruntime ones included.
+"""Accuracy of each inference mode on the synthetic val split, the compiled backbone included.
 
-For fp32, bf16 (``bmvit detect --dtype bf16``), int8 (``--quantize int8``), onnxruntime fp32
-(``--onnx``) and onnxruntime int8 (``--onnx --quantize int8``): the val frame-mAP@0.5 of a trained
-checkpoint (the evaluation of ``bmvit eval``: ``engine.evaluate.evaluate_split``) and its difference
-to fp32, one mode after the other in one process. (``benchmarks/detect_precision.py`` does the
-first three.)
+For fp32, bf16 (``bmvit detect --dtype bf16``), int8 (``--quantize int8``) and the bf16 backbone
+through ``torch.compile`` (``inference.precision.compile_backbone``, for ``eval.batch_size`` clips):
+the val frame-mAP@0.5 of a trained checkpoint (the evaluation of ``bmvit eval``:
+``engine.evaluate.evaluate_split``) and its difference to fp32, one mode after the other in one
+process. (``benchmarks/detect_precision.py`` does the first three.)
 
     python benchmarks/runtime_accuracy.py --run runs/demo [--data data/synthetic] [--threads 2]
 """
@@ -21,11 +21,11 @@ from bmvit.config import load_config
 from bmvit.data.build import make_dataset
 from bmvit.engine.checkpoint import load_weights
 from bmvit.engine.evaluate import evaluate_split
-from bmvit.inference.precision import onnx_backbone, prepare_model
+from bmvit.inference.precision import compile_backbone, prepare_model
 from bmvit.models.build import build_detector
 
 MODES = (("fp32", "fp32", None, False), ("bf16", "bf16", None, False), ("int8", "fp32", "int8", False),
-         ("onnx fp32", "fp32", None, True), ("onnx int8", "fp32", "int8", True))
+         ("bf16 compiled", "bf16", None, True))
 
 
 def main() -> None:
@@ -42,14 +42,13 @@ def main() -> None:
     ds = make_dataset(cfg, "val")
     clip_shape = (3, cfg.data.num_frames, cfg.data.size, cfg.data.size)
     ref = None
-    for name, dtype, quantize, onnx in MODES:
+    for name, dtype, quantize, compiled in MODES:
         model = build_detector(cfg.model, cfg.data, len(ds.labels), load_pretrained=False)
         model.load_state_dict(state)
-        if onnx:
-            model = model.eval()
-            onnx_backbone(model, clip_shape, quantize)
-        else:
-            model = prepare_model(model.eval(), dtype, quantize)
+        model = prepare_model(model.eval(), dtype, quantize)
+        if compiled:
+            seconds = compile_backbone(model, cfg.eval.batch_size).warm_up(clip_shape)
+            print(f"{name}: compilation {seconds:.1f} s", flush=True)
         t0 = time.perf_counter()
         res, _ = evaluate_split(model, ds, cfg.data.path(cfg.data.val_csv), cfg, torch.device("cpu"), progress=False)
         dt = time.perf_counter() - t0

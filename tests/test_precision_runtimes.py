@@ -1,6 +1,6 @@
-"""Other runtimes for the backbone (inference.precision): ``--compile`` (torch.compile at a fixed batch
-size) and ``--onnx`` (onnxruntime, fp32 or dynamic int8) give the eager detections up to rounding;
-misuse is a one-line ConfigError. The real
+"""Other runtimes (inference.precision): the backbone through torch.compile at a fixed batch size
+(``bmvit benchmark --compile``) gives the eager detections up to rounding; ``bmvit benchmark --onnx
+--quantize int8`` times an int8 ONNX model; misuse is a one-line ConfigError. The real
 inductor compilation takes minutes on 2 busy cores: that test is ``slow``
 (benchmarks/precision_speed.py --compile checks the paper-size model's outputs too)."""
 
@@ -12,12 +12,12 @@ import shutil
 
 import pytest
 import torch
-from inference_fixtures import make_checkpoint, tiny_config, tiny_model, write_video
+from inference_fixtures import tiny_config, tiny_model
 
 import bmvit.inference.precision as precision
 from bmvit.cli.main import main as bmvit
 from bmvit.errors import ConfigError
-from bmvit.inference.precision import CompiledBackbone, OnnxBackbone, compile_backbone, onnx_backbone, prepare_model
+from bmvit.inference.precision import CompiledBackbone, compile_backbone, prepare_model
 
 torch.set_num_threads(1)
 HAS_CXX = bool(shutil.which("g++") or shutil.which("c++"))
@@ -79,36 +79,6 @@ def test_compiled_backbone_gives_the_eager_detections(model_and_clips):
     kept = ref["actor_logits"].sigmoid() > 0.5  # (B, L): the detections at θ = 0.5
     assert kept.any() and torch.equal(out["actor_logits"].sigmoid() > 0.5, kept)
     torch.testing.assert_close(out["action_logits"][kept].sigmoid(), ref["action_logits"][kept].sigmoid(), rtol=0, atol=1e-4)
-
-
-@pytest.mark.parametrize("quantize,box_tol,prob_tol", [(None, 1e-4, 1e-4), ("int8", 0.01, 0.15)])
-def test_onnx_backbone_follows_pytorch(model_and_clips, quantize, box_tol, prob_tol):
-    pytest.importorskip("onnxruntime")
-    model, clips = model_and_clips
-    converted = copy.deepcopy(model)
-    backbone = onnx_backbone(converted, tuple(clips.shape[1:]), quantize, threads=1)
-    assert isinstance(converted.backbone, OnnxBackbone) and backbone.name == f"onnxruntime {quantize or 'fp32'}"
-    with torch.inference_mode():
-        ref = model(clips)
-        for n in (1, 3):  # dynamic batch
-            out = converted(clips[:n])
-            for key in ("boxes", "actor_logits", "action_logits"):
-                a, b = (out[key], ref[key][:n]) if key == "boxes" else (out[key].sigmoid(), ref[key][:n].sigmoid())
-                err = (a - b).abs().max().item()
-                assert err < (box_tol if key == "boxes" else prob_tol), (key, err)
-                assert quantize is None or err > 0 or key == "boxes"  # int8 really changed the numbers
-
-
-def test_detect_onnx_int8_records_its_precision(tmp_path):
-    pytest.importorskip("onnxruntime")
-    ckpt = make_checkpoint(tmp_path / "model.safetensors")
-    video = write_video(tmp_path / "v.mp4", n=12, width=64, height=48)
-    out = tmp_path / "out"
-    assert bmvit(["detect", str(video), "--checkpoint", str(ckpt), "--out", str(out), "--no-video", "--no-progress",
-                  "--onnx", "--quantize", "int8", "--threads", "1"]) == 0
-    assert json.loads((out / "detections.json").read_text())["settings"]["quantize"] == "int8"
-    assert bmvit(["detect", str(video), "--checkpoint", str(ckpt), "--out", str(out), "--no-video", "--no-progress",
-                  "--onnx", "--dtype", "bf16"]) == 2  # bf16 is a PyTorch mode: one-line error
 
 
 def test_benchmark_times_the_int8_onnx_model(capsys):

@@ -49,8 +49,6 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="backbone precision: bf16 runs it in bfloat16 (CPUs with AVX-512 BF16/AMX, GPUs) (default: fp32)")
     p.add_argument("--quantize", choices=("int8",), help="int8: dynamic int8 linear layers (CPU)")
-    p.add_argument("--onnx", action="store_true",
-                   help="run the backbone with onnxruntime (CPU; exported at start-up, int8 with --quantize int8)")
     p.add_argument("--threads", type=count(0), default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--labels", help="label map (.pbtxt) with the class names (default: the checkpoint's)")
     p.add_argument("--fps", type=number(0, open_min=True), help="frame rate of a frames folder (default: 30) or override of the video's")
@@ -100,9 +98,7 @@ def run(args) -> int:
         threshold=FROM_CHECKPOINT if args.threshold is None else args.threshold,
         nms_iou=FROM_CHECKPOINT if args.nms_iou == "checkpoint" else args.nms_iou,
         score=args.score or FROM_CHECKPOINT, batch_size=args.batch, topk=args.topk, dtype=args.dtype,
-        quantize=None if args.onnx else args.quantize)
-    if args.onnx:
-        _to_onnx(det, args)
+        quantize=args.quantize)
     if batch:
         return _run_batch(args, det)
     name = _name(args.input[0])
@@ -118,24 +114,6 @@ def run(args) -> int:
               f"the model's forward (wall/forward {wall / det.forward_seconds:.2f}); start-up {t_detect - t_start:.2f} s"
               + ("" if args.no_video and not args.explain else " (rendering not included)"))
     return 0
-
-
-def _to_onnx(det, args) -> None:
-    """``--onnx``: the detector's backbone exported and run by onnxruntime (``--quantize int8``: int8 MatMuls)."""
-    import torch
-
-    from bmvit.inference.precision import onnx_backbone
-
-    if args.dtype != "fp32" or det.device.type != "cpu":
-        raise ConfigError("--onnx runs the float32 backbone (or --quantize int8) with onnxruntime on the CPU: "
-                          "drop --dtype bf16 / --device cuda")
-    if det.cfg.data.resize == "keep_aspect":
-        raise ConfigError("--onnx exports the backbone for square clips; this checkpoint's data.resize is keep_aspect")
-    t0 = time.perf_counter()
-    onnx_backbone(det.model, (3, det.num_frames, det.size, det.size), args.quantize, torch.get_num_threads())
-    det.quantize = args.quantize  # recorded in detections.json as with the PyTorch int8 model
-    print(f"onnxruntime: backbone exported{' and quantized to int8' if args.quantize else ''} in "
-          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 
 def _detect_one(args, det, input_path: str, out: Path, video_id: str, progress: bool = False, on_frame=None,
@@ -174,7 +152,7 @@ def _fingerprint(args, det) -> dict:
     return {"checkpoint": str(ck.resolve()), "checkpoint_size": st.st_size, "checkpoint_mtime_ns": st.st_mtime_ns,
             "fps_keyframes": args.fps_keyframes, "fps": args.fps, "first_second": args.first_second,
             "threshold": det.threshold, "nms_iou": det.nms_iou, "score": det.score, "topk": det.topk,
-            "dtype": det.dtype, "quantize": det.quantize, **({"runtime": "onnxruntime"} if args.onnx else {}),
+            "dtype": det.dtype, "quantize": det.quantize,
             "labels": {str(k): v for k, v in det.labels.items()}}
 
 

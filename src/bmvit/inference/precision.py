@@ -1,5 +1,5 @@
-"""Reduced-precision inference and other runtimes: the backbone in bfloat16, its linear layers in
-dynamic int8, compiled, or exported to ONNX and run by onnxruntime (fp32 or int8).
+"""Reduced-precision inference: the backbone in bfloat16 or its linear layers in dynamic int8, and
+the backbone compiled.
 
 :func:`prepare_model` turns a float32 detector into the model ``bmvit detect --dtype / --quantize``
 and ``bmvit benchmark`` run. Inputs and outputs stay float32 in both modes, so the rest of the
@@ -17,8 +17,7 @@ pipeline (post-processing, evaluation) is unchanged.
   the attention output projections and the heads (int8 weights per output channel-tensor,
   activations quantized per call; fbgemm/x86 kernels). The fused ``qkv`` projection stays float32:
   the attention reads its weight in three slices. It needs no export and runs the same PyTorch
-  graph as fp32; the faster int8 model on a CPU is the ONNX one below (``--onnx --quantize int8``).
-  CPU only.
+  graph as fp32. CPU only.
 
 :func:`compile_backbone` (``bmvit benchmark --compile``) runs the backbone of any of these through
 ``torch.compile`` (inductor, weights frozen as constants) at one fixed batch size, fewer clips padded
@@ -27,11 +26,10 @@ the first call (:meth:`CompiledBackbone.warm_up` does it up front and returns th
 on-disk cache makes a later process faster). On 2 CPU cores it did not pay against the eager bf16
 backbone (docs/inference.md), so ``bmvit detect`` has no such option.
 
-:func:`onnx_backbone` (``--onnx``) exports the fp32 backbone to ONNX (dynamic batch; with ``int8``
-its matrix products quantized by :func:`quantize_onnx`) and runs it with onnxruntime on the CPU;
-token selection and the heads stay in PyTorch (float32). Export and quantization take seconds, not
-the minutes of compilation. On 2 CPU cores at paper size it was the fastest mode measured
-(docs/inference.md, *Reduced precision*).
+:func:`quantize_onnx` gives ``bmvit benchmark --onnx --quantize int8`` an int8 ONNX model (dynamic
+quantization of its MatMuls by onnxruntime). Measured at paper size on 2 CPU cores, onnxruntime
+(fp32 or int8) was slower than the PyTorch bf16 and int8 modes, so ``bmvit detect`` has no ONNX
+runtime option (docs/inference.md, *Reduced precision*).
 """
 
 from __future__ import annotations
@@ -164,56 +162,6 @@ def compile_backbone(model: nn.Module, batch: int, device: torch.device | str = 
     if any("quantized" in type(m).__module__ for m in model.backbone.modules()):
         raise ConfigError("--compile runs the fp32 or bf16 backbone; drop --quantize int8")
     model.backbone = CompiledBackbone(model.backbone, batch)
-    return model.backbone
-
-
-class OnnxBackbone(nn.Module):
-    """``forward_features(clip (B, 3, T, H, W)) -> (B, C, t, h, w)`` float32 by an onnxruntime session
-    over the exported backbone (``inner`` is kept for ``grid`` / ``out_dim``)."""
-
-    def __init__(self, backbone: nn.Module, session, name: str) -> None:
-        super().__init__()
-        self.inner = backbone
-        self.session, self.name = session, name
-        self.out_dim = getattr(backbone, "out_dim", None)
-
-    def grid(self, *args, **kwargs):
-        return self.inner.grid(*args, **kwargs)
-
-    def forward_features(self, clip: Tensor) -> Tensor:
-        x = clip.detach().float().cpu().numpy()
-        return torch.from_numpy(self.session.run(["features"], {"clip": x})[0])  # (B, C, t, h, w)
-
-    def forward(self, clip: Tensor) -> Tensor:
-        return self.forward_features(clip)
-
-
-def onnx_backbone(model: nn.Module, clip_shape: tuple[int, int, int, int], quantize: str | None = None,
-                  threads: int = 0) -> OnnxBackbone:
-    """Replace the fp32 ``model.backbone`` by an :class:`OnnxBackbone` for clips of ``(3, T, H, W)``
-    (``quantize="int8"``: dynamic int8 MatMuls) and return it (module docstring)."""
-    import tempfile
-    from pathlib import Path
-
-    from bmvit.inference.export import export_module, require_onnx
-
-    require_onnx()
-    import onnxruntime as ort
-
-    if quantize not in QUANTIZE:
-        raise ConfigError(f"--quantize: {quantize!r} is not one of int8")
-    if not hasattr(model, "backbone") or any(p.dtype != torch.float32 for p in model.backbone.parameters()):
-        raise ConfigError("--onnx exports the float32 backbone: drop --dtype bf16 (use --quantize int8 for a smaller model)")
-    with tempfile.TemporaryDirectory(prefix="bmvit-onnx-") as tmp:
-        path = export_module(_Features(model.backbone), Path(tmp) / "backbone.onnx", (1, *clip_shape),
-                             dynamic_batch=True, detector=False)
-        if quantize == "int8":
-            path = quantize_onnx(path, path.with_name("backbone_int8.onnx"))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    model.backbone = OnnxBackbone(model.backbone, session, f"onnxruntime {quantize or 'fp32'}")
     return model.backbone
 
 
