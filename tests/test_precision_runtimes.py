@@ -1,6 +1,7 @@
 """Other runtimes (inference.precision): the backbone through torch.compile at a fixed batch size
 (``bmvit benchmark --compile``) gives the eager detections up to rounding; ``bmvit benchmark --onnx
---quantize int8`` times an int8 ONNX model; misuse is a one-line ConfigError. The real
+--quantize int8`` times an int8 ONNX model; MViT (class token + rel-pos) traces as one graph; misuse
+is a one-line ConfigError. The real
 inductor compilation takes minutes on 2 busy cores: that test is ``slow``
 (benchmarks/precision_speed.py --compile checks the paper-size model's outputs too)."""
 
@@ -18,6 +19,7 @@ import bmvit.inference.precision as precision
 from bmvit.cli.main import main as bmvit
 from bmvit.errors import ConfigError
 from bmvit.inference.precision import CompiledBackbone, compile_backbone, prepare_model
+from bmvit.models.mvit import build_mvit
 
 torch.set_num_threads(1)
 HAS_CXX = bool(shutil.which("g++") or shutil.which("c++"))
@@ -28,6 +30,17 @@ def model_and_clips():
     cfg = tiny_config(rel_pos=True)
     torch.manual_seed(1)
     return tiny_model(cfg), torch.randn(3, 3, cfg.data.num_frames, cfg.data.size, cfg.data.size)  # (3, 3, T, S, S)
+
+
+def test_mvit_with_class_token_and_rel_pos_traces_as_one_graph():
+    # A graph break per block (e.g. an op with a strided out= tensor) would split the compiled model
+    # into dozens of graphs and hit dynamo's recompile limit: compile would then run mostly eager.
+    model = build_mvit("mvit_tiny", (4, 32, 32), remove_last_pool=True, cls_token=True, rel_pos=True).eval()
+    clip = torch.randn(1, 3, 4, 32, 32)
+    torch._dynamo.reset()
+    traced = torch.compile(model.forward_features, backend="eager", fullgraph=True)  # fullgraph: a break raises
+    with torch.inference_mode():
+        torch.testing.assert_close(traced(clip), model.forward_features(clip), rtol=0, atol=1e-6)
 
 
 def test_fixed_batch_pads_short_batches_and_splits_long_ones(model_and_clips, monkeypatch):

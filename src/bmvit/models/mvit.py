@@ -75,9 +75,10 @@ def rel_pos_bias(q: Tensor, q_thw: Shape3, k_thw: Shape3, rel_t: Tensor, rel_h: 
     Nq, Nk = qt * qh * qw, kt * kh * kw
     if not c:
         return (bth + bw).flatten(5).flatten(2, 4)  # (B, H, Nq, Nk)
-    if torch.jit.is_tracing():
-        # Export path (ONNX tracing): the same values, zero class-token row/column by padding
-        # instead of writes into a buffer whose batch size the trace would freeze.
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        # Export path (ONNX tracing) and torch.compile (an out= into a strided view breaks its graph,
+        # once per block): the same values, zero class-token row/column by padding instead of
+        # writes into a buffer whose batch size the trace would freeze.
         return F.pad((bth + bw).flatten(5).flatten(2, 4), (1, 0, 1, 0))  # (B, H, 1+Nq, 1+Nk)
     # Write the sum straight into the interior of a (1+Nq, 1+Nk) buffer: one pass over the bias.
     bias = q.new_empty(B, H, 1 + Nq, 1 + Nk)
