@@ -33,7 +33,7 @@ from bmvit.models.build import build_detector
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/paper/ava/mvitv2s_16x256_out8x16.yaml")
-    ap.add_argument("--runs", type=int, default=2, help="timed rounds after one warm-up round")
+    ap.add_argument("--runs", type=int, default=5, help="timed rounds after one warm-up round (the ratios are medians over rounds)")
     ap.add_argument("--num-classes", type=int, default=80)
     ap.add_argument("--compile", action="store_true", help="also time the compiled bf16 backbone (compiles first: minutes)")
     ap.add_argument("overrides", nargs="*")
