@@ -4,7 +4,7 @@ For fp32, bf16 (``bmvit detect --dtype bf16``), int8 (``--quantize int8``) and t
 through ``torch.compile`` (``inference.precision.compile_backbone``, for ``eval.batch_size`` clips):
 the val frame-mAP@0.5 of a trained checkpoint (the evaluation of ``bmvit eval``:
 ``engine.evaluate.evaluate_split``) and its difference to fp32, one mode after the other in one
-process. (``benchmarks/detect_precision.py`` does the first three.)
+process.
 
     python benchmarks/runtime_accuracy.py --run runs/demo [--data data/synthetic] [--threads 2]
 """
