@@ -69,8 +69,11 @@ def final_record(run: Path) -> dict | None:
     if not path.is_file():
         return None
     for line in reversed(path.read_text().splitlines()):
-        rec = json.loads(line) if line.strip() else {}
-        if rec.get("final"):
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line cut short by a killed run: that run is redone
+            continue
+        if isinstance(rec, dict) and rec.get("final"):
             return rec
     return None
 
