@@ -176,3 +176,43 @@ def test_criterion_from_config_matches_then_adds_extra_positives():
         assert torch.equal(got[k], want[k]), k
     without = SetCriterion.from_config(dataclasses.replace(cfg, extra_positives="none"))(out, tgt, num_actors=1)
     assert abs(without["actor"].item() - got["actor"].item()) > 1e-3  # the config's aid is what changed it
+
+
+def test_iou_actor_target_hand_computed():
+    """``actor_target="iou"``: the matched token's target is its box IoU (0.5 here), others 0."""
+    out = {
+        "boxes": torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.1, 0.1, 0.1, 0.1]]]),
+        "actor_logits": torch.tensor([[0.3, -0.2]]),
+        "action_logits": torch.zeros(1, 2, 2),
+    }
+    tgt = [{"boxes": torch.tensor([[0.5, 0.5, 0.2, 0.4]]), "labels": torch.tensor([[1.0, 0.0]])}]
+    matches = [(torch.tensor([0]), torch.tensor([0]))]
+    terms = SetCriterion(actor_target="iou").losses(out, tgt, matches, num_actors=1)
+    bce = lambda x, y: -(y * math.log(torch.sigmoid(torch.tensor(x)).item()) + (1 - y) * math.log(1 - torch.sigmoid(torch.tensor(x)).item()))  # noqa: E731
+    assert abs(terms["actor"].item() - (bce(0.3, 0.5) + bce(-0.2, 0.0))) < 1e-5
+    binary = SetCriterion().losses(out, tgt, matches, num_actors=1)
+    assert abs(binary["actor"].item() - (bce(0.3, 1.0) + bce(-0.2, 0.0))) < 1e-5
+    # the target is detached: no gradient reaches the boxes through the actor term
+    out["boxes"].requires_grad_(True)
+    out["actor_logits"].requires_grad_(True)
+    actor = SetCriterion(actor_target="iou").losses(out, tgt, matches, num_actors=1)["actor"]
+    g_boxes, g_logits = torch.autograd.grad(actor, [out["boxes"], out["actor_logits"]], allow_unused=True)
+    assert g_boxes is None and g_logits is not None
+
+
+def test_action_term_without_negatives_sums_matched_tokens_only():
+    out = _outputs(B=2, L=6)
+    tgt = [{"boxes": torch.tensor([[0.5, 0.5, 0.2, 0.4]]), "labels": torch.tensor([[1.0, 0.0, 1.0]])},
+           {"boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2]]), "labels": torch.tensor([[0.0, 1.0, 0.0]])}]
+    matches = [(torch.tensor([2]), torch.tensor([0])), (torch.tensor([5]), torch.tensor([0]))]
+    terms = SetCriterion(action_negatives=False).losses(out, tgt, matches, num_actors=2)
+    logits = torch.stack([out["action_logits"][0, 2], out["action_logits"][1, 5]])
+    labels = torch.cat([tgt[0]["labels"], tgt[1]["labels"]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / 2
+    assert abs(terms["action"].item() - expected.item()) < 1e-5
+    assert terms["action"] < SetCriterion().losses(out, tgt, matches, num_actors=2)["action"]
+
+
+def test_unknown_actor_target_is_refused():
+    with pytest.raises(ValueError, match="actor target"):
+        SetCriterion(actor_target="quality")
