@@ -109,8 +109,6 @@ class LossConfig:
     positive_radius: float = 1.0  # centre_region: cells within this many cells of a GT centre (and inside it)
     focal_gamma: float = 0.0  # > 0: sigmoid focal loss for actor/action instead of BCE (not in the paper)
     focal_alpha: float = 0.25  # focal α for positives (negatives get 1 - α); < 0 disables it
-    action_negatives: bool = True  # paper: unmatched tokens get all-zero action targets; False: matched only (aid)
-    actor_target: str = "binary"  # binary: α_l ∈ {0, 1} (paper) | iou: a positive's target is its box IoU (aid)
 
 
 @dataclass
@@ -194,7 +192,6 @@ _IMPLEMENTED_BY: dict[str, tuple[str, str]] = {
     "model.token_selection": ("bmvit.models.token_selection", "SELECTIONS"),
     "model.action_head": ("bmvit.models.heads", "ACTION_HEADS"),
     "loss.extra_positives": ("bmvit.losses.matcher", "EXTRA_POSITIVES"),
-    "loss.actor_target": ("bmvit.losses.criterion", "ACTOR_TARGETS"),
 }
 CHOICES: Mapping[str, tuple[str, ...]] = _Choices({
     "model.pretrained_format": ("auto", "bmvit", "slowfast", "torchvision", "hiera", "videomae"),

@@ -59,29 +59,13 @@ class Assigned:
     valid: Tensor | None  # (B, L) bool: tokens that are positives or negatives (padded batches), None: all
 
 
-ACTOR_TARGETS = ("binary", "iou")  # loss.actor_target: the paper's 0/1, or IoU-aware (aid, as in VarifocalNet)
-
-
-def box_iou_pairs(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of row-aligned xyxy boxes ``a (M, 4)``, ``b (M, 4)`` -> ``(M,)``."""
-    lt = torch.maximum(a[:, :2], b[:, :2])
-    rb = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(1)
-    area = lambda x: (x[:, 2:] - x[:, :2]).clamp(min=0).prod(1)  # noqa: E731
-    return inter / (area(a) + area(b) - inter).clamp(min=1e-9)
-
-
 class SetCriterion(nn.Module):
     def __init__(self, w_actor: float = 2.0, w_action: float = 6.0, w_l1: float = 5.0, w_giou: float = 2.0,
                  focal_gamma: float = 0.0, focal_alpha: float = 0.25, matcher: HungarianMatcher | None = None,
-                 extra_positives: str = "none", positive_radius: float = 1.0, actor_target: str = "binary",
-                 action_negatives: bool = True) -> None:
+                 extra_positives: str = "none", positive_radius: float = 1.0) -> None:
         super().__init__()
         if extra_positives not in EXTRA_POSITIVES:
             raise ValueError(f"unknown extra positives {extra_positives!r}; expected one of {', '.join(EXTRA_POSITIVES)}")
-        if actor_target not in ACTOR_TARGETS:
-            raise ValueError(f"unknown actor target {actor_target!r}; expected one of {', '.join(ACTOR_TARGETS)}")
-        self.actor_target, self.action_negatives = actor_target, action_negatives
         # the term table: name -> λ; each name has a method loss_<name>(assigned) -> unnormalized sum
         self.weights = {"actor": w_actor, "action": w_action, "l1": w_l1, "giou": w_giou}
         self.focal_gamma, self.focal_alpha = focal_gamma, focal_alpha
@@ -93,8 +77,7 @@ class SetCriterion(nn.Module):
         """The criterion of ``loss`` (λs, matching costs, extra positives, focal loss)."""
         matcher = HungarianMatcher(loss.cost_l1, loss.cost_giou, loss.cost_actor, loss.cost_action)
         return cls(loss.actor, loss.action, loss.l1, loss.giou, loss.focal_gamma, loss.focal_alpha, matcher,
-                   loss.extra_positives, loss.positive_radius, loss.actor_target,
-                   loss.action_negatives)
+                   loss.extra_positives, loss.positive_radius)
 
     def match(self, outputs: dict[str, Tensor], targets: list[dict], valid: Tensor | None = None) -> list[Match]:
         """Hungarian matching, then the extra positives of ``extra_positives`` (none by default)."""
@@ -131,25 +114,15 @@ class SetCriterion(nn.Module):
     # --- the terms: unnormalized sums over the batch --------------------------------------------
 
     def loss_actor(self, a: Assigned) -> Tensor:
-        """Σ_l BCE(α_l, p(α_l)) over all (valid) tokens; α_l = 1 iff token l is matched
-        (``actor_target="iou"``: α_l = IoU of the matched token's box with its actor, detached)."""
+        """Σ_l BCE(α_l, p(α_l)) over all (valid) tokens; α_l = 1 iff token l is matched."""
         logits = a.outputs["actor_logits"].float()  # (B, L)
         target = torch.zeros(logits.shape, device=logits.device)
-        if self.actor_target == "iou":
-            with torch.no_grad():
-                pred = cxcywh_to_xyxy(a.outputs["boxes"][a.b_idx, a.p_idx].float())  # (M, 4)
-                iou = box_iou_pairs(pred, cxcywh_to_xyxy(a.gt_boxes))  # (M,)
-            target[a.b_idx, a.p_idx] = iou
-        else:
-            target[a.b_idx, a.p_idx] = 1.0
+        target[a.b_idx, a.p_idx] = 1.0
         return self._bce_sum(logits, target, a.valid)
 
     def loss_action(self, a: Assigned) -> Tensor:
-        """Σ_l Σ_c BCE(a_lc, p(a_lc)); unmatched tokens have all-zero targets
-        (``action_negatives=False``: the sum runs over matched tokens only)."""
+        """Σ_l Σ_c BCE(a_lc, p(a_lc)); unmatched tokens have all-zero targets."""
         logits = a.outputs["action_logits"].float()  # (B, L, K)
-        if not self.action_negatives:
-            return self._bce_sum(logits[a.b_idx, a.p_idx], a.gt_labels, None)
         target = torch.zeros(logits.shape, device=logits.device)
         target[a.b_idx, a.p_idx] = a.gt_labels
         return self._bce_sum(logits, target, a.valid)
