@@ -52,6 +52,7 @@ BACKBONES: dict[str, Callable[[ModelConfig, tuple[int, int, int]], nn.Module]] =
     "mvitv2_s": _mvit("mvitv2_s"),
     "mvitv2_b": _mvit("mvitv2_b"),
     "mvit_tiny": _mvit("mvit_tiny"),
+    "mvit_tiny_fast": _mvit("mvit_tiny_fast"),
     # Hiera video models (BMViT §6.1; bmvit.models.hiera): model.remove_last_pool drops the last Q-pooling stage.
     "hiera_b_16x224": hiera_builder("hiera_b_16x224"),
     "hiera_l_16x224": hiera_builder("hiera_l_16x224"),

@@ -300,7 +300,7 @@ def build_mvit(
     grad_checkpointing: bool = False,
     **overrides,
 ) -> MViT:
-    """Build a named MViT (``mvitv2_s``, ``mvitv2_b``, ``mvit_tiny``); ``overrides`` replace spec fields.
+    """Build a named MViT (``mvitv2_s``, ``mvitv2_b``, ``mvit_tiny``, ``mvit_tiny_fast``); ``overrides`` replace spec fields.
 
     ``input_size`` (T, H, W) defaults to the size the model was pre-trained at.
     """

@@ -66,10 +66,27 @@ MVIT_SPECS: dict[str, MViTSpec] = {
         cls_token=False,
         norm_eps=1e-5,
     ),
+    # The demo's backbone (configs/synthetic/tiny.yaml): mvit_tiny kept at width 64 after stage 1
+    # (no doubling at block 3) and pooled 2x in time at block 1 as well as in space. At 8x96^2 with
+    # the last pool removed: output 2x12x12 x 64, about 0.55x mvit_tiny's training-step time, so
+    # twice the optimizer steps fit the demo's 10 minutes (docs/ablations.md, "The demo recipe").
+    "mvit_tiny_fast": MViTSpec(
+        depth=5,
+        embed_dim=32,
+        num_heads=1,
+        dim_mul=((1, 2.0),),
+        head_mul=((1, 2.0),),
+        pool_q_stride=((1, 2, 2, 2), (3, 1, 2, 2)),
+        pool_kv_stride_adaptive=(1, 4, 4),
+        drop_path=0.0,
+        cls_token=False,
+        norm_eps=1e-5,
+    ),
 }
 
 # Input size each named model was pre-trained at (T, H, W); the default of its builder.
-PRETRAIN_INPUT: dict[str, Shape3] = {"mvitv2_s": (16, 224, 224), "mvitv2_b": (32, 224, 224), "mvit_tiny": (8, 96, 96)}
+PRETRAIN_INPUT: dict[str, Shape3] = {"mvitv2_s": (16, 224, 224), "mvitv2_b": (32, 224, 224), "mvit_tiny": (8, 96, 96),
+                                    "mvit_tiny_fast": (8, 96, 96)}
 
 
 @dataclass(frozen=True)
