@@ -5,7 +5,7 @@ batch and aids) with one key changed and ``train.seed`` set; the final validatio
 actor AP@0.5 are read from the run's ``metrics.jsonl``. The rows:
 
 ==  ========================  =====================================================================
-1a  last pool removed / kept  ``model.remove_last_pool`` (output 4×12×12 vs 4×6×6 at 8×96²)
+1a  last pool removed / kept  ``model.remove_last_pool`` (output 2×12×12 vs 2×6×6 at 8×96²)
 1b  token selection           ``model.token_selection``: 2(c+t), c+t, tubelet, maxpool, singleton
 1c  fixed / variable aspect   ``data.resize``: square 96² vs keep_aspect (training short side
                               90–128, the paper's 240–340 at 256 scaled by 96/256; eval short side 96)
@@ -51,8 +51,8 @@ VARIANTS: dict[str, list[str]] = {
 }
 # (table, row label, variant, paper mAP of the corresponding Table 1 row)
 TABLE: list[tuple[str, str, str, float]] = [
-    ("1a", "last pool kept (out 4×6²)", "pool_kept", 27.5),
-    ("1a", "last pool removed (out 4×12²)", "demo", 30.0),
+    ("1a", "last pool kept (out 2×6²)", "pool_kept", 27.5),
+    ("1a", "last pool removed (out 2×12²)", "demo", 30.0),
     ("1b", "singleton", "singleton", 28.5),
     ("1b", "tubelet", "demo", 28.7),
     ("1b", "C+T", "ct", 29.1),

@@ -35,7 +35,7 @@ def test_finished_runs_are_reused_and_summarized(tmp_path):
     demo = rows[("1b", "tubelet")]  # the demo's token selection
     assert demo["seeds"] == 3 and demo["mean"] == pytest.approx(0.6)
     assert demo["std"] == pytest.approx(statistics.stdev([0.5, 0.6, 0.7]))
-    assert rows[("1a", "last pool removed (out 4×12²)")]["map"] == demo["map"]  # the demo run set is shared
+    assert rows[("1a", "last pool removed (out 2×12²)")]["map"] == demo["map"]  # the demo run set is shared
     assert rows[("1b", "C+T")]["mean"] == pytest.approx(0.425) and rows[("1b", "C+T")]["seeds"] == 2
     table = ablations.markdown(list(rows.values()))
     assert "| 1b | tubelet | 3 | **0.600 ± 0.100** | 0.500 / 0.600 / 0.700 |" in table
