@@ -6,6 +6,9 @@ BMVIT  := $(VENV)/bin/bmvit
 STAMP  := $(VENV)/.bmvit-installed
 DEMO_DATA ?= data/synthetic
 DEMO_RUN  ?= runs/demo
+# The demo trains data-parallel: DEMO_PROCS processes of one thread each share the config's batch of
+# 16 (on 2 cores about 1.5x the steps per minute of one 2-thread process; docs/ablations.md).
+DEMO_PROCS ?= 2
 
 .PHONY: install demo test clean
 
@@ -19,7 +22,9 @@ install: $(STAMP)
 # Install if needed -> synthetic data -> train the tiny model -> evaluate (frame-mAP) -> render a clip.
 demo: install
 	$(BMVIT) synth --out $(DEMO_DATA) --videos 320   # 320 train + 40 val videos, ~30 s
-	$(BMVIT) train --config configs/synthetic/tiny.yaml --overwrite data.root=$(DEMO_DATA) train.out_dir=$(DEMO_RUN)
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(DEMO_PROCS) -m bmvit train \
+	  --config configs/synthetic/tiny.yaml --overwrite data.root=$(DEMO_DATA) train.out_dir=$(DEMO_RUN) \
+	  train.threads=1 train.batch_size=$$((16 / $(DEMO_PROCS)))
 	$(BMVIT) eval --run $(DEMO_RUN) --split val --render 1
 
 test: install
