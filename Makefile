@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.bmvit-installed
 DEMO_DATA ?= data/synthetic
 DEMO_RUN  ?= runs/demo
 # The demo trains data-parallel: DEMO_PROCS processes of one thread each share the config's batch of
-# 16 (on 2 cores about 1.5x the steps per minute of one 2-thread process; docs/ablations.md).
+# 16, so DEMO_PROCS must divide 16 (on 2 cores about 1.5x the steps per minute of one 2-thread
+# process, from the steps/s of two separate runs; docs/ablations.md).
 DEMO_PROCS ?= 2
 
 .PHONY: install demo test clean

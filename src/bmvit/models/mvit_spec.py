@@ -68,8 +68,8 @@ MVIT_SPECS: dict[str, MViTSpec] = {
     ),
     # The demo's backbone (configs/synthetic/tiny.yaml): mvit_tiny kept at width 64 after stage 1
     # (no doubling at block 3) and pooled 2x in time at block 1 as well as in space. At 8x96^2 with
-    # the last pool removed: output 2x12x12 x 64, about 0.55x mvit_tiny's training-step time, so
-    # twice the optimizer steps fit the demo's 10 minutes (docs/ablations.md, "The demo recipe").
+    # the last pool removed: output 2x12x12 x 64, about 0.5x mvit_tiny's training-step time at one
+    # thread (1250 instead of 800 steps in one 2-thread process; docs/ablations.md, "The demo recipe").
     "mvit_tiny_fast": MViTSpec(
         depth=5,
         embed_dim=32,
