@@ -46,6 +46,32 @@ def test_class_token_and_grad_checkpointing_run():
     assert y.shape[2:] == (4, 2, 2)
 
 
+def test_abs_pos_is_separable_and_tells_positions_apart():
+    """model.abs_pos: PySlowFast's separable table (spatial repeated over time + temporal repeated
+    over space) added after the patch embedding; zero tables give exactly the model without them."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    spec = replace(MVIT_SPECS["mvit_tiny"], abs_pos=True, rel_pos=False, cls_token=True)
+    m = MViT(spec, (8, 32, 32))
+    assert {n for n, _ in m.named_parameters() if "pos_embed" in n} == {
+        "pos_embed_spatial", "pos_embed_temporal", "pos_embed_class"}
+    assert tuple(m.pos_embed_spatial.shape) == (1, 8 * 8, spec.embed_dim)
+    assert tuple(m.pos_embed_temporal.shape) == (1, 4, spec.embed_dim)
+    pos = m._abs_pos((4, 8, 8))[0]  # (t*h*w, C)
+    t, y, x = 3, 5, 2
+    assert torch.equal(pos[t * 64 + y * 8 + x], m.pos_embed_spatial[0, y * 8 + x] + m.pos_embed_temporal[0, t])
+    clip = torch.randn(1, 3, 8, 32, 32)
+    plain = MViT(replace(spec, abs_pos=False), (8, 32, 32))
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if "pos_embed" not in k})
+    assert not torch.allclose(plain.forward_features(clip), m.forward_features(clip), atol=1e-3)
+    with torch.no_grad():  # zero tables: exactly the model without them
+        for p in (m.pos_embed_spatial, m.pos_embed_temporal, m.pos_embed_class):
+            p.zero_()
+    assert torch.allclose(plain.forward_features(clip), m.forward_features(clip), atol=1e-6)
+    assert m.forward_features(torch.randn(1, 3, 4, 48, 32)).shape[2:] == m.grid(4, 48, 32)  # other sizes: resized
+
+
 def test_token_selection_shapes_and_key_slices():
     B, C, t, h, w = 2, 5, 4, 3, 2
     f = torch.randn(B, C, t, h, w)

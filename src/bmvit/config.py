@@ -79,6 +79,7 @@ class ModelConfig:
     cls_layers: int = 2
     drop_path: float | None = None  # None: the backbone spec's value
     rel_pos: bool = True
+    abs_pos: bool = False  # MViT: add a learned separable absolute position embedding (PySlowFast USE_ABS_POS; not MViTv2's)
     kv_stride: list[int] | None = None  # initial adaptive K/V stride; None: the spec's value
     grad_checkpointing: bool = False
     # Action head (§6.1), a name of bmvit.models.heads.ACTION_HEADS

@@ -20,7 +20,7 @@ from bmvit.models.vit import vit_builder
 
 def _mvit(name: str) -> Callable[[ModelConfig, tuple[int, int, int]], nn.Module]:
     def build(cfg: ModelConfig, input_size: tuple[int, int, int]) -> MViT:
-        spec = replace(MVIT_SPECS[name], rel_pos=cfg.rel_pos)
+        spec = replace(MVIT_SPECS[name], rel_pos=cfg.rel_pos, abs_pos=cfg.abs_pos)
         if cfg.drop_path is not None:
             spec = replace(spec, drop_path=cfg.drop_path)
         if cfg.kv_stride is not None:

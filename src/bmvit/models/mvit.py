@@ -10,7 +10,8 @@ Ingredients: conv patch embedding (kernel 3×7×7, stride 2×4×4), pooling atte
 conv pooling + LayerNorm on Q/K/V, decomposed relative position embeddings (spatial and temporal,
 linearly interpolated when the table size differs), residual pooling connection, channel
 expansion inside attention (``dim_mul_in_att``), stochastic depth, class token (on in the
-Kinetics-400 checkpoints of MViTv2-S/B), no absolute position embedding, LayerNorm eps 1e-6.
+Kinetics-400 checkpoints of MViTv2-S/B), no absolute position embedding (``abs_pos`` adds
+MViTv1's separable one, off in every MViTv2 spec), LayerNorm eps 1e-6.
 Attention runs through ``F.scaled_dot_product_attention`` with the relative-position terms passed
 as an additive bias.
 
@@ -41,7 +42,7 @@ from bmvit.models.checkpoints.files import ConversionReport
 from bmvit.models.checkpoints.mvit import load_mvit_checkpoint
 from bmvit.models.layers import DropPath, init_weights
 from bmvit.models.mvit_spec import MVIT_SPECS, PRETRAIN_INPUT, BlockSetting, MViTSpec, block_table, output_grid
-from bmvit.models.position import interpolate_rel_pos
+from bmvit.models.position import interpolate_rel_pos, resize_pos_embed
 
 Shape3 = tuple[int, int, int]
 
@@ -249,6 +250,12 @@ class MViT(nn.Module):
         self.patch_embed = nn.Conv3d(3, spec.embed_dim, spec.patch_kernel, spec.patch_stride, spec.patch_padding)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.embed_dim)) if spec.cls_token else None
         thw = tuple(i // s for i, s in zip(input_size, spec.patch_stride))
+        self.pos_hw = thw[1:]  # the grid the spatial position table is sized for (others: resized)
+        if spec.abs_pos:  # PySlowFast's separable layout: spatial (1, h*w, C) + temporal (1, t, C) [+ class (1, 1, C)]
+            self.pos_embed_spatial = nn.Parameter(torch.zeros(1, thw[1] * thw[2], spec.embed_dim))
+            self.pos_embed_temporal = nn.Parameter(torch.zeros(1, thw[0], spec.embed_dim))
+        self.pos_embed_class = (nn.Parameter(torch.zeros(1, 1, spec.embed_dim)) if spec.abs_pos and spec.cls_token
+                                else None)
         self.blocks = nn.ModuleList()
         for s in self.table:
             self.blocks.append(MultiScaleBlock(s, thw, spec))
@@ -258,6 +265,17 @@ class MViT(nn.Module):
         self.apply(init_weights)
         if self.cls_token is not None:
             nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if spec.abs_pos:
+            for p in (self.pos_embed_spatial, self.pos_embed_temporal, self.pos_embed_class):
+                if p is not None:
+                    nn.init.trunc_normal_(p, std=0.02)
+
+    def _abs_pos(self, thw: Shape3) -> Tensor:
+        """``(1, t*h*w, C)``: spatial table repeated over time + temporal table repeated over space
+        (tables resized to ``thw`` by :func:`~bmvit.models.position.resize_pos_embed` when it differs)."""
+        t, h, w = thw
+        spatial, temporal = resize_pos_embed(self.pos_embed_spatial, self.pos_embed_temporal, self.pos_hw, thw)
+        return spatial.repeat(1, t, 1) + temporal.repeat_interleave(h * w, dim=1)  # (t, h, w) row-major
 
     def grid(self, T: int, H: int, W: int) -> Shape3:
         """Output token grid ``(t, h, w)`` for an input clip of ``T × H × W``."""
@@ -269,8 +287,11 @@ class MViT(nn.Module):
         B = x.shape[0]
         thw: Shape3 = tuple(x.shape[2:])
         x = x.flatten(2).transpose(1, 2)  # (B, t*h*w, C), tokens in (t, h, w) row-major order
+        if self.spec.abs_pos:
+            x = x + self._abs_pos(thw)
         if self.cls_token is not None:
-            x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)  # (B, 1+t*h*w, C)
+            cls = self.cls_token if self.pos_embed_class is None else self.cls_token + self.pos_embed_class
+            x = torch.cat((cls.expand(B, -1, -1), x), dim=1)  # (B, 1+t*h*w, C)
         for blk in self.blocks:
             if self.grad_checkpointing and self.training:
                 x, thw = checkpoint(blk, x, thw, use_reentrant=False)

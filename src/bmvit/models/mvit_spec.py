@@ -36,6 +36,10 @@ class MViTSpec:
     drop_path: float = 0.2
     cls_token: bool = True
     rel_pos: bool = True
+    # Learned absolute position embedding, separable in space and time (PySlowFast MVIT.USE_ABS_POS with
+    # SEP_POS_EMBED, MViTv1's form). Off in MViTv2 and its checkpoints; a cheap position cue for small
+    # models trained without the relative-position terms (rel_pos=False).
+    abs_pos: bool = False
     residual_pooling: bool = True
     dim_mul_in_att: bool = True
     qkv_bias: bool = True
