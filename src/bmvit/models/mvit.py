@@ -40,6 +40,7 @@ from torch.utils.checkpoint import checkpoint
 from bmvit.errors import ConfigError
 from bmvit.models.checkpoints.files import ConversionReport
 from bmvit.models.checkpoints.mvit import load_mvit_checkpoint
+from bmvit.models.depthwise import depthwise_conv3d
 from bmvit.models.layers import DropPath, init_weights
 from bmvit.models.mvit_spec import MVIT_SPECS, PRETRAIN_INPUT, BlockSetting, MViTSpec, block_table, output_grid
 from bmvit.models.position import interpolate_rel_pos, resize_pos_embed
@@ -114,7 +115,7 @@ class PoolNorm(nn.Module):
             cls, x = x[:, :1], x[:, 1:]
         x = x.unflatten(1, thw).permute(0, 4, 1, 2, 3)  # (B, heads*d, t, h, w), channels-last memory
         weight = self.pool.weight.repeat(heads, 1, 1, 1, 1)  # (heads*d, 1, k, k, k)
-        x = F.conv3d(x, weight, None, self.pool.stride, self.pool.padding, groups=HD)
+        x = depthwise_conv3d(x, weight, self.pool.stride, self.pool.padding)  # F.conv3d(groups=HD), fast CPU backward
         new_thw = tuple(x.shape[2:])
         x = x.permute(0, 2, 3, 4, 1).reshape(B, -1, HD)  # (B, N', heads*d)
         if has_cls:
