@@ -48,7 +48,7 @@ def test_only_weight_or_only_input_needs_grad():
                                     (x.clone().requires_grad_(),))
 
 
-def test_strided_no_grad_and_cuda_paths_are_plain_conv3d(monkeypatch):
+def test_strided_no_grad_and_autocast_paths_are_plain_conv3d(monkeypatch):
     calls = []
     monkeypatch.setattr(_UnstridedDepthwiseConv3d, "apply", lambda *a: calls.append(a) or F.conv3d(
         a[0], a[1], None, 1, a[2], groups=a[0].shape[1]))
@@ -57,6 +57,10 @@ def test_strided_no_grad_and_cuda_paths_are_plain_conv3d(monkeypatch):
     with torch.no_grad():
         depthwise_conv3d(x, w, (1, 1, 1), (1, 1, 1))
     assert calls == []
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's casts stay in autograd's hands
+        y = depthwise_conv3d(x, w, (1, 1, 1), (1, 1, 1))
+    y.float().sum().backward()
+    assert calls == [] and x.grad.dtype == w.grad.dtype == torch.float32
     depthwise_conv3d(x, w, (1, 1, 1), (1, 1, 1))
     assert len(calls) == 1
 
