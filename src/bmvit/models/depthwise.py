@@ -17,9 +17,9 @@ Strided convolutions keep PyTorch's backward (the ways of writing it tried here 
 the gradient, one multiply-add per tap — were not faster). Measured on the shapes of
 ``mvit_tiny_fast`` at batch 8, one thread: forward + backward 3.4× faster at ``(64, 2, 12, 12)``
 and 4.8× at ``(32, 4, 24, 24)``. The gradients equal autograd's up to float rounding
-(``tests/test_depthwise.py``, float64). Elsewhere (CUDA, no gradient, tracing for export,
-``torch.compile``) the plain ``F.conv3d`` runs, so nothing changes there; so does CPU autocast (its casts belong to autograd's
-graph) and mixed input/weight dtypes. No double backward.
+(``tests/test_depthwise.py``, float64). Everywhere else the plain ``F.conv3d`` runs, so nothing
+changes there: CUDA, no gradient, tracing for export, ``torch.compile``, CPU autocast (its casts
+belong to autograd's graph) and mixed input/weight dtypes. No double backward.
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ Shape3 = tuple[int, int, int]
 def depthwise_conv3d(x: Tensor, weight: Tensor, stride: Shape3, padding: Shape3) -> Tensor:
     """``x (B, C, T, H, W)``, ``weight (C, 1, kt, kh, kw)`` -> ``F.conv3d(x, weight, None, stride,
     padding, groups=C)``, with the fast backward above where it applies."""
-    if (x.device.type == "cpu" and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-            and x.dtype == weight.dtype and not torch.is_autocast_enabled("cpu") and all(s == 1 for s in stride) and all(0 <= p < k for p, k in zip(padding, weight.shape[2:]))
-            and not torch.jit.is_tracing() and not torch.compiler.is_compiling()):
+    fast = (x.device.type == "cpu" and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+            and x.dtype == weight.dtype and not torch.is_autocast_enabled("cpu")
+            and all(s == 1 for s in stride) and all(0 <= p < k for p, k in zip(padding, weight.shape[2:]))
+            and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
+    if fast:
         return _UnstridedDepthwiseConv3d.apply(x, weight, tuple(padding))
     return F.conv3d(x, weight, None, stride, padding, groups=x.shape[1])
 
