@@ -8,7 +8,9 @@ iterator for files, folders and arrays (used to render after predicting).
 
 Every failure a user can cause — missing, empty, unreadable or corrupt input, no video stream, no
 decodable frame — raises :class:`~bmvit.errors.DataError` with a one-line message naming the input.
-Time is ``frame index / fps`` (a constant frame rate is assumed; variable-rate videos are read in
+Video frames are turned upright by the file's display rotation, as players show them
+(:func:`bmvit.data.sources.video.display_turns`); ``info`` gives the stored size until the first
+frame is decoded, the shown size after. Time is ``frame index / fps`` (a constant frame rate is assumed; variable-rate videos are read in
 decoding order at their average rate).
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bmvit.data.sources.video import display_turns, upright
 from bmvit.errors import DataError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -118,10 +121,12 @@ class PyAVSource(VideoSource):
         if self._used:
             raise DataError(f"{self._name}: source already read; use reopen()")
         self._used = True
-        n = 0
+        n, turns = 0, 0
         try:
             for frame in self._container.decode(self._stream):
-                arr = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+                if n == 0:
+                    turns = display_turns(frame)  # phone videos: stored landscape + a display rotation
+                arr = upright(frame.to_ndarray(format="rgb24"), turns)  # (H, W, 3) uint8, as players show it
                 if n == 0 and (self.info.width, self.info.height) != (arr.shape[1], arr.shape[0]):
                     self.info.width, self.info.height = arr.shape[1], arr.shape[0]
                 n += 1

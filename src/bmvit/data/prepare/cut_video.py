@@ -54,7 +54,7 @@ def cut_video(video_path: str | Path, out_dir: str | Path, recipe: Recipe, video
                 enc.width, enc.height, enc.pix_fmt = out_w, out_h, "yuv420p"
                 enc.options = {"crf": str(crf), "preset": "medium"}
                 for k, frame in grid_frames(s, times, truncated_at=meta_end):
-                    im = frame.to_image()
+                    im = Image.fromarray(s.rgb(frame))  # upright (display rotation applied)
                     if im.size != (out_w, out_h):
                         im = im.resize((out_w, out_h), Image.BILINEAR)
                     vf = av.VideoFrame.from_image(im)

@@ -120,7 +120,7 @@ def extract_frames(video_path: str | Path, out_root: str | Path, recipe: Recipe 
             times = GridTimes(n, recipe.fps, recipe.start)  # lazy: no end in the metadata means n ~ 3e10
             written = 0
             for k, frame in grid_frames(s, times, truncated_at=meta_end):
-                im = frame.to_image()
+                im = Image.fromarray(s.rgb(frame))  # upright (display rotation applied)
                 if (out_w, out_h) != im.size:
                     im = im.resize((out_w, out_h), Image.BILINEAR)
                 try:

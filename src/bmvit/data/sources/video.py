@@ -15,6 +15,12 @@ needed frame and decodes forward to the last one. Errors name the file: missing 
 stream, undecodable data, and a *truncated* file (the data ends before the needed time that
 the metadata promises).
 
+Frames are returned as players show them: a display-matrix rotation in the file (phones store
+video filmed upright as landscape frames plus a 90° turn) is applied in quarter turns, as FFmpeg's
+``autorotate`` does (:func:`display_turns`); sizes are those of the turned frames. Rotations that
+are not a multiple of 90° are rounded to the nearest quarter turn, and display-matrix mirroring
+is not applied. PyAV < 13 does not report the rotation: frames are then returned as stored.
+
 PyAV is imported when a video is first opened, so that importing this module (and the training
 engine) works where PyAV is not installed.
 """
@@ -31,11 +37,25 @@ import torch
 
 from bmvit.errors import DataError
 
-__all__ = ["VIDEO_EXTENSIONS", "GridTimes", "VideoFrames", "frame_count", "frame_time", "grid_frames", "iter_grid_frames"]
+__all__ = ["VIDEO_EXTENSIONS", "GridTimes", "VideoFrames", "display_turns", "frame_count", "frame_time", "grid_frames",
+           "iter_grid_frames", "upright"]
 
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")
 
 Resize = Callable[[np.ndarray], "np.ndarray | object"]  # (n, H, W, 3) uint8 -> (n, h, w, 3) uint8
+
+
+def display_turns(frame: av.VideoFrame) -> int:
+    """Quarter turns counter-clockwise (0-3) that show a decoded ``frame`` as players do: FFmpeg
+    attaches the stream's display matrix to each frame, and PyAV (>= 13) reports its rotation in
+    degrees counter-clockwise (an iPhone portrait video: -90, i.e. one turn clockwise)."""
+    degrees = getattr(frame, "rotation", 0) or 0
+    return round(degrees / 90) % 4
+
+
+def upright(arr: np.ndarray, turns: int) -> np.ndarray:
+    """``(H, W, C)`` ``arr`` turned ``turns`` quarter turns counter-clockwise (contiguous)."""
+    return np.ascontiguousarray(np.rot90(arr, turns)) if turns % 4 else arr
 
 
 def _fraction(x: float | str | Fraction) -> Fraction:
@@ -87,7 +107,7 @@ class GridTimes(Sequence[Fraction]):
 class _Stream:
     """An open video stream with exact times (seconds as Fractions after the stream start)."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, turns: int | None = None) -> None:
         av = _av()
         self.path = path
         try:
@@ -112,6 +132,7 @@ class _Stream:
         self.start = s.start_time if s.start_time is not None else 0
         rate = s.average_rate or s.guessed_rate or s.base_rate
         self.frame_dur = Fraction(rate.denominator, rate.numerator) if rate else Fraction(1, 30)
+        self._turns = turns  # None: found from the first frame when needed
 
     def __enter__(self) -> _Stream:  # noqa: PYI034 (Python 3.10 has no typing.Self)
         return self
@@ -134,9 +155,33 @@ class _Stream:
             return Fraction(self.container.duration, 1_000_000) - self.start * self.tb
         return None
 
+    @property
+    def turns(self) -> int:
+        """:func:`display_turns` of the stream, from its first frame (decoded once, in a second
+        container, so that this one's position is untouched); 0 if nothing decodes."""
+        if self._turns is None:
+            av = _av()
+            self._turns = 0
+            try:
+                with av.open(str(self.path)) as c:
+                    for frame in c.decode(c.streams.video[0]):
+                        self._turns = display_turns(frame)
+                        break
+            except (av.FFmpegError, OSError, ValueError, IndexError):
+                pass  # reading the frames themselves names the error
+        return self._turns
+
     def size(self) -> tuple[int, int]:
+        """``(H, W)`` of the frames as shown (after :attr:`turns`)."""
         cc = self.stream.codec_context
-        return cc.height, cc.width
+        return (cc.width, cc.height) if self.turns % 2 else (cc.height, cc.width)
+
+    def rgb(self, frame: av.VideoFrame, reformatter=None) -> np.ndarray:
+        """``frame`` as ``(H, W, 3)`` uint8 RGB, upright; ``reformatter`` (a PyAV
+        ``VideoReformatter``) reuses one conversion context across calls."""
+        if reformatter is not None:
+            frame = reformatter.reformat(frame, format="rgb24")
+        return upright(frame.to_ndarray(format="rgb24"), self.turns)
 
     def seek(self, t: Fraction) -> None:
         av = _av()
@@ -219,6 +264,7 @@ class VideoFrames:
         self.extensions = extensions
         self.threads = threads
         self._info: dict[str, tuple[int, tuple[int, int], Fraction]] = {}
+        self._turns: dict[str, int] = {}  # display rotation per video, found once by info()
         self._rgb = None  # one PyAV VideoReformatter for every frame: its conversion context is reused
 
     def __getstate__(self) -> dict:
@@ -238,7 +284,7 @@ class VideoFrames:
         p = self.path(video)
         if p is None:
             raise DataError(f"{self.root / video}.{{{','.join(self.extensions)}}}: video '{video}' not found")
-        return _Stream(p, self.threads)
+        return _Stream(p, self.threads, self._turns.get(video))
 
     def info(self, video: str) -> tuple[int, tuple[int, int], Fraction]:
         """``(grid frames, (H, W), end in seconds)`` from the metadata (cached)."""
@@ -255,6 +301,7 @@ class VideoFrames:
                     raise DataError(f"{s.path}: no frame at or after {float(self.offset):.3f} s "
                                     f"(video ends at {float(end):.3f} s)")
                 got = self._info[video] = (n, s.size(), end)
+                self._turns[video] = s.turns
         return got
 
     def num_frames(self, video: str) -> int:
@@ -282,7 +329,7 @@ class VideoFrames:
         with self._open(video) as s:
             for k, frame in grid_frames(s, times, truncated_at=end):
                 # = frame.to_ndarray(format="rgb24"), without a new conversion context per frame
-                decoded[need[k]] = self._rgb.reformat(frame, format="rgb24").to_ndarray()  # (H, W, 3)
+                decoded[need[k]] = s.rgb(frame, self._rgb)  # (H, W, 3), upright
         missing = [f for f in need if f not in decoded]
         if missing:
             raise DataError(f"{s.path}: truncated video: no data for frame {missing[0]} "
