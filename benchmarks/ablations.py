@@ -13,7 +13,8 @@ actor AP@0.5 are read from the run's ``metrics.jsonl``. The rows:
 
 The demo's own settings (tubelet, last pool removed, square) are one run set shared by all three
 tables. Finished runs are reused, so the command can be stopped and started again (an interrupted
-run is redone from its start). ``--jobs N`` trains N runs at once with the cores split between
+run is redone from its start); a run is reused only if the recipe file, the overrides, the seed and
+the data are what they were (``<run>.recipe.json``), so editing the demo recipe redoes every run. ``--jobs N`` trains N runs at once with the cores split between
 them. At the end it prints the table, writes ``results.json`` under ``--out`` and, with
 ``--write-docs``, replaces the block between the markers in ``docs/ablations.md`` and writes the
 plot ``docs/ablations.png``.
@@ -25,6 +26,7 @@ plot ``docs/ablations.png``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -78,11 +80,22 @@ def final_record(run: Path) -> dict | None:
     return None
 
 
+def recipe_key(variant: str, seed: int, args: argparse.Namespace) -> dict:
+    """What a run's result depends on: the recipe file's text, the overrides, the seed and the data.
+    A finished run is reused only under the same key, so editing the demo recipe redoes every run."""
+    text = Path(args.config).read_text() if Path(args.config).is_file() else ""
+    return {"config": args.config, "config_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "overrides": [*VARIANTS[variant], *args.overrides], "seed": seed, "data": str(args.data)}
+
+
 def train_one(variant: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
     run = Path(args.out) / f"{variant}_seed{seed}"
+    key = recipe_key(variant, seed, args)
+    stamp = Path(args.out) / f"{variant}_seed{seed}.recipe.json"
     rec = final_record(run)
-    if rec is not None:
+    if rec is not None and stamp.is_file() and json.loads(stamp.read_text()) == key:
         return rec
+    stamp.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bmvit", "train", "--config", args.config, "--overwrite", "--no-progress",
            f"data.root={args.data}", f"train.out_dir={run}", f"train.seed={seed}", f"train.threads={threads}",
            "train.eval_at_minutes=[]", *VARIANTS[variant], *args.overrides]
@@ -94,6 +107,9 @@ def train_one(variant: str, seed: int, args: argparse.Namespace, threads: int) -
     rec = final_record(run)
     if done.returncode != 0 or rec is None:
         raise SystemExit(f"error: run {run} failed (exit {done.returncode}); see {run}.log")
+    tmp = stamp.with_suffix(".tmp")
+    tmp.write_text(json.dumps(key))
+    os.replace(tmp, stamp)
     print(f"{variant} seed {seed}: {rec['val_frame_map']:.4f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     return rec
 

@@ -14,18 +14,21 @@ ablations = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(ablations)
 
 
-def _finished(run: Path, value: float) -> None:
+def _finished(run: Path, value: float, args: Namespace, variant: str, seed: int) -> None:
     run.mkdir(parents=True)
     lines = [{"step": 20, "loss": 1.0}, {"step": 40, "val_frame_map": 0.1, "final": True, "val_actor_ap": 0.2}]
     lines[-1]["val_frame_map"] = value
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    run.with_name(run.name + ".recipe.json").write_text(json.dumps(ablations.recipe_key(variant, seed, args)))
 
 
 def test_finished_runs_are_reused_and_summarized(tmp_path):
     values = {("demo", 0): 0.5, ("demo", 1): 0.6, ("demo", 2): 0.7, ("ct", 0): 0.4, ("ct", 1): 0.45}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train:\n  max_steps: 10\n")
+    args = Namespace(out=str(tmp_path), config=str(recipe), data="unused", overrides=[])
     for (variant, seed), v in values.items():
-        _finished(tmp_path / f"{variant}_seed{seed}", v)
-    args = Namespace(out=str(tmp_path), config="unused.yaml", data="unused", overrides=[])
+        _finished(tmp_path / f"{variant}_seed{seed}", v, args, variant, seed)
     # train_one must not start anything for a finished run (the command would fail: no such config)
     recs = {k: ablations.train_one(*k, args, threads=1) for k in values}
     results: dict = {}
@@ -40,6 +43,25 @@ def test_finished_runs_are_reused_and_summarized(tmp_path):
     table = ablations.markdown(list(rows.values()))
     assert "| 1b | tubelet | 3 | **0.600 ± 0.100** | 0.500 / 0.600 / 0.700 |" in table
     assert "| 1b | 2(C+T) | 0 | not run |" in table
+
+
+def test_a_changed_recipe_redoes_the_run(tmp_path, monkeypatch):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("data:\n  stride: 4\n")
+    args = Namespace(out=str(tmp_path), config=str(recipe), data="d", overrides=[])
+    _finished(tmp_path / "demo_seed0", 0.5, args, "demo", 0)
+    assert ablations.train_one("demo", 0, args, threads=1)["val_frame_map"] == 0.5
+    started = []
+
+    def fake_run(cmd, **kw):
+        started.append(cmd)
+        return type("Done", (), {"returncode": 1})()
+
+    monkeypatch.setattr(ablations.subprocess, "run", fake_run)
+    recipe.write_text("data:\n  stride: 2\n")  # the demo recipe changed: the old result is stale
+    with pytest.raises(SystemExit, match="failed"):
+        ablations.train_one("demo", 0, args, threads=1)
+    assert len(started) == 1 and f"train.out_dir={tmp_path / 'demo_seed0'}" in started[0]
 
 
 def test_unfinished_run_is_not_taken_as_done(tmp_path):
