@@ -13,8 +13,8 @@ actor AP@0.5 are read from the run's ``metrics.jsonl``. The rows:
 
 The demo's own settings (tubelet, last pool removed, square) are one run set shared by all three
 tables. Finished runs are reused, so the command can be stopped and started again (an interrupted
-run is redone from its start); a run is reused only if the recipe file, the overrides, the seed and
-the data are what they were (``<run>.recipe.json``), so editing the demo recipe redoes every run. ``--jobs N`` trains N runs at once with the cores split between
+run is redone from its start); a run is reused only if its resolved config, seed and data are
+what they were (``<run>.recipe.json``), so changing the demo recipe redoes every run. ``--jobs N`` trains N runs at once with the cores split between
 them. At the end it prints the table, writes ``results.json`` under ``--out`` and, with
 ``--write-docs``, replaces the block between the markers in ``docs/ablations.md`` and writes the
 plot ``docs/ablations.png``.
@@ -81,11 +81,18 @@ def final_record(run: Path) -> dict | None:
 
 
 def recipe_key(variant: str, seed: int, args: argparse.Namespace) -> dict:
-    """What a run's result depends on: the recipe file's text, the overrides, the seed and the data.
-    A finished run is reused only under the same key, so editing the demo recipe redoes every run."""
-    text = Path(args.config).read_text() if Path(args.config).is_file() else ""
-    return {"config": args.config, "config_sha256": hashlib.sha256(text.encode()).hexdigest(),
-            "overrides": [*VARIANTS[variant], *args.overrides], "seed": seed, "data": str(args.data)}
+    """What a run's result depends on: the resolved config (recipe file + ``base:`` chain + the
+    variant's and the command line's overrides), the seed and the data. Output folder and thread
+    count are left out. A finished run is reused only under the same key, so a change to the demo
+    recipe redoes every run (a comment does not)."""
+    from bmvit.config import load_config, to_dict
+
+    cfg = to_dict(load_config(args.config, [*VARIANTS[variant], *args.overrides, f"train.seed={seed}"]))
+    cfg.get("train", {}).pop("out_dir", None)
+    cfg.get("train", {}).pop("threads", None)
+    cfg.get("data", {}).pop("root", None)
+    text = json.dumps(cfg, sort_keys=True, default=str)
+    return {"config_sha256": hashlib.sha256(text.encode()).hexdigest(), "seed": seed, "data": str(args.data)}
 
 
 def train_one(variant: str, seed: int, args: argparse.Namespace, threads: int) -> dict:

@@ -58,6 +58,8 @@ def test_a_changed_recipe_redoes_the_run(tmp_path, monkeypatch):
         return type("Done", (), {"returncode": 1})()
 
     monkeypatch.setattr(ablations.subprocess, "run", fake_run)
+    recipe.write_text("# a comment changes no result\ndata:\n  stride: 4\n")
+    assert ablations.train_one("demo", 0, args, threads=1)["val_frame_map"] == 0.5 and not started
     recipe.write_text("data:\n  stride: 2\n")  # the demo recipe changed: the old result is stale
     with pytest.raises(SystemExit, match="failed"):
         ablations.train_one("demo", 0, args, threads=1)
