@@ -142,7 +142,8 @@ def markdown(rows: list[dict]) -> str:
             out.append(f"| {r['table']} | {r['row']} | 0 | not run | | | {r['paper']:.1f} |")
             continue
         per_seed = " / ".join(f"{m:.3f}" for m in r["map"])
-        out.append(f"| {r['table']} | {r['row']} | {r['seeds']} | **{r['mean']:.3f} ± {r['std']:.3f}** | {per_seed} "
+        spread = f" ± {r['std']:.3f}" if r["seeds"] > 1 else " (one seed: no spread)"
+        out.append(f"| {r['table']} | {r['row']} | {r['seeds']} | **{r['mean']:.3f}**{spread} | {per_seed} "
                    f"| {r['actor_ap']:.3f} | {r['paper']:.1f} |")
     return "\n".join(out)
 

@@ -41,7 +41,7 @@ def test_finished_runs_are_reused_and_summarized(tmp_path):
     assert rows[("1a", "last pool removed (out 2×12²)")]["map"] == demo["map"]  # the demo run set is shared
     assert rows[("1b", "C+T")]["mean"] == pytest.approx(0.425) and rows[("1b", "C+T")]["seeds"] == 2
     table = ablations.markdown(list(rows.values()))
-    assert "| 1b | tubelet | 3 | **0.600 ± 0.100** | 0.500 / 0.600 / 0.700 |" in table
+    assert "| 1b | tubelet | 3 | **0.600** ± 0.100 | 0.500 / 0.600 / 0.700 |" in table
     assert "| 1b | 2(C+T) | 0 | not run |" in table
 
 
