@@ -14,8 +14,8 @@ actor AP@0.5 are read from the run's ``metrics.jsonl``. The rows:
 The demo's own settings (tubelet, last pool removed, square) are one run set shared by all three
 tables. Finished runs are reused, so the command can be stopped and started again (an interrupted
 run is redone from its start); a run is reused only if its resolved config, seed and data are
-what they were (``<run>.recipe.json``), so changing the demo recipe redoes every run. ``--jobs N`` trains N runs at once with the cores split between
-them. At the end it prints the table, writes ``results.json`` under ``--out`` and, with
+what they were (``<run>.recipe.json``), so changing the demo recipe redoes every run. ``--jobs N``
+trains N runs at once with the cores split between them. At the end it prints the table, writes ``results.json`` under ``--out`` and, with
 ``--write-docs``, replaces the block between the markers in ``docs/ablations.md`` and writes the
 plot ``docs/ablations.png``.
 

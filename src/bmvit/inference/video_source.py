@@ -10,8 +10,8 @@ Every failure a user can cause — missing, empty, unreadable or corrupt input, 
 decodable frame — raises :class:`~bmvit.errors.DataError` with a one-line message naming the input.
 Video frames are turned upright by the file's display rotation, as players show them
 (:func:`bmvit.data.sources.video.display_turns`); ``info`` gives the stored size until the first
-frame is decoded, the shown size after. Time is ``frame index / fps`` (a constant frame rate is assumed; variable-rate videos are read in
-decoding order at their average rate).
+frame is decoded, the shown size after. Time is ``frame index / fps`` (a constant frame rate is
+assumed; variable-rate videos are read in decoding order at their average rate).
 """
 
 from __future__ import annotations
