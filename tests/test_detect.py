@@ -82,18 +82,19 @@ def test_detect_writes_json_csv_and_mp4(detected, video):
     assert len(frames) == 40 and frames[0].shape == (360, 480, 3)  # 80×60 scaled up to 480 wide
 
 
-def test_detect_equals_model_on_the_same_clips(detected, video, ckpt):
+def _check_equals_model(out_dir, video, ckpt, wrap=lambda m: m) -> None:
     """Decode independently, build every key frame's clip with the reader's arithmetic, run the
-    model clip by clip, post-process: the same detections as `bmvit detect` (batched by 3)."""
+    model (``wrap``-ped) clip by clip, post-process: the detections of ``out_dir/detections.json``."""
     from bmvit.engine.checkpoint import load_weights
 
     state, cfg, _ = load_weights(ckpt)
     model = tiny_model(cfg)
     model.load_state_dict(state)
+    model = wrap(model)
     frames = decode(video)  # (H, W, 3) uint8 each
     S, T, tau = cfg.data.size, cfg.data.num_frames, cfg.data.stride
     small = resize_frames(np.stack(frames), (S, S)).numpy()  # (N, S, S, 3): the evaluation reader's resize
-    doc = json.loads((detected / "detections.json").read_text())
+    doc = json.loads((out_dir / "detections.json").read_text())
     for kf in doc["keyframes"]:
         k = kf["frame_index"]
         idx = np.clip(k + (np.arange(T) - T // 2) * tau, 0, len(frames) - 1)
@@ -110,6 +111,26 @@ def test_detect_equals_model_on_the_same_clips(detected, video, ckpt):
             best = torch.argsort(scores, descending=True)[:2]
             assert [x["id"] for x in a["actions"]] == [list(LABELS)[i] for i in best.tolist()]
             assert np.allclose([x["score"] for x in a["actions"]], scores[best].numpy(), atol=2e-6)
+
+
+def test_detect_equals_model_on_the_same_clips(detected, video, ckpt):
+    _check_equals_model(detected, video, ckpt)
+
+
+def test_detect_with_flip_tta_equals_the_averaged_model(tmp_path, video, ckpt, detected):
+    """``--hflip-tta on``: the checkpoint's model averaged with its mirror image (models/flip_tta.py;
+    tiny.yaml swaps action ids 1 and 2 under a flip: columns 0 and 1 here), and not the plain output."""
+    from bmvit.models.flip_tta import FlipTTA
+
+    out = tmp_path / "tta"
+    assert bmvit(["detect", str(video), "--checkpoint", str(ckpt), "--out", str(out), "--batch", "3",
+                  "--no-progress", "--topk", "2", "--hflip-tta", "on"]) == 0
+    doc = json.loads((out / "detections.json").read_text())
+    assert doc["settings"]["hflip_tta"] is True
+    _check_equals_model(out, video, ckpt, wrap=lambda m: FlipTTA(m, [(0, 1)]))
+    plain = json.loads((detected / "detections.json").read_text())
+    assert [a["actor_score"] for kf in doc["keyframes"] for a in kf["actors"]] != \
+        [a["actor_score"] for kf in plain["keyframes"] for a in kf["actors"]]
 
 
 def test_video_shorter_than_a_clip_is_padded(tmp_path, ckpt):

@@ -147,6 +147,7 @@ class EvalConfig:
     threshold: float = 0.2  # keep tokens with p(actor) > θ (paper §3.2)
     nms_iou: float | None = None  # class-agnostic NMS on p(actor); None = off (paper)
     score: str = "action"  # action: p(a_c) (paper) | actor*action: p(α)·p(a_c)
+    hflip_tta: bool = False  # average each clip's outputs with its mirror image's (not in the paper; 2x the passes)
     max_dets_per_frame: int = 50  # AVA: cap of the headline mAP (50: ActivityNet 2019; 0: uncapped, PySlowFast); both are reported
     batch_size: int = 16
     # AVA: the evaluated classes, a label map relative to data.root (None: data.label_map). AVA v2.2

@@ -43,6 +43,8 @@ def add_parser(sub) -> None:
     p.add_argument("--nms-iou", type=_nms, default="checkpoint", metavar="IOU|off",
                    help="class-agnostic NMS IoU (default: the checkpoint's eval.nms_iou)")
     p.add_argument("--score", choices=("action", "actor*action"), help="action score mode (default: the checkpoint's)")
+    p.add_argument("--hflip-tta", choices=("on", "off"),
+                   help="average each clip with its mirror image, 2x the passes (default: the checkpoint's eval.hflip_tta)")
     p.add_argument("--topk", type=count(1), default=5, metavar="K", help="top actions per actor in the JSON (default: 5)")
     p.add_argument("--batch", type=count(1), default=4, metavar="B", help="clips per forward pass (default: 4)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
@@ -98,7 +100,7 @@ def run(args) -> int:
         threshold=FROM_CHECKPOINT if args.threshold is None else args.threshold,
         nms_iou=FROM_CHECKPOINT if args.nms_iou == "checkpoint" else args.nms_iou,
         score=args.score or FROM_CHECKPOINT, batch_size=args.batch, topk=args.topk, dtype=args.dtype,
-        quantize=args.quantize)
+        quantize=args.quantize, hflip_tta=FROM_CHECKPOINT if args.hflip_tta is None else args.hflip_tta == "on")
     if batch:
         return _run_batch(args, det)
     name = _name(args.input[0])
@@ -152,7 +154,7 @@ def _fingerprint(args, det) -> dict:
     return {"checkpoint": str(ck.resolve()), "checkpoint_size": st.st_size, "checkpoint_mtime_ns": st.st_mtime_ns,
             "fps_keyframes": args.fps_keyframes, "fps": args.fps, "first_second": args.first_second,
             "threshold": det.threshold, "nms_iou": det.nms_iou, "score": det.score, "topk": det.topk,
-            "dtype": det.dtype, "quantize": det.quantize,
+            "dtype": det.dtype, "quantize": det.quantize, "hflip_tta": det.hflip_tta,
             "labels": {str(k): v for k, v in det.labels.items()}}
 
 

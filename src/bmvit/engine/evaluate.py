@@ -42,6 +42,7 @@ from bmvit.data.transforms import normalize_clips
 from bmvit.evaluation.actor_metrics import MAX_CANDIDATES, ActorRows
 from bmvit.evaluation.evaluators import build_evaluator, eval_labels
 from bmvit.evaluation.split_result import SplitEvaluation
+from bmvit.models.flip_tta import FlipTTA
 from bmvit.models.postprocess import Detections, postprocess
 
 __all__ = ["PredictOptions", "evaluate_split", "predict", "predict_rows", "shard_batches"]
@@ -63,11 +64,14 @@ class PredictOptions:
     threshold: float  # eval.threshold: θ on p(actor)
     nms_iou: float | None  # eval.nms_iou
     score: str  # eval.score
+    hflip_tta: bool = False  # eval.hflip_tta: average with the mirrored clip (models/flip_tta.py)
+    hflip_swap: Sequence[Sequence[int]] = ()  # data.hflip_swap: action-id pairs a mirror swaps
 
     @classmethod
     def from_config(cls, cfg: Config) -> PredictOptions:
         return cls(cfg.eval.batch_size, cfg.data.num_workers, cfg.data.resize, cfg.data.mean, cfg.data.std,
-                   cfg.train.amp == "bf16", cfg.eval.threshold, cfg.eval.nms_iou, cfg.eval.score)
+                   cfg.train.amp == "bf16", cfg.eval.threshold, cfg.eval.nms_iou, cfg.eval.score,
+                   cfg.eval.hflip_tta, tuple(tuple(p) for p in cfg.data.hflip_swap))
 
 
 def _world() -> tuple[int, int]:
@@ -92,6 +96,9 @@ def _predict_blocks(model: torch.nn.Module, dataset: ClipDataset, batches: list[
     rows, one block per batch."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
+    if opts.hflip_tta:
+        index = {c: i for i, c in enumerate(dataset.class_ids)}
+        model = FlipTTA(model, [(index[a], index[b]) for a, b in opts.hflip_swap])
     loader = DataLoader(dataset, batch_sampler=[idx for _, idx in batches], collate_fn=collate_fn(opts.resize),
                         num_workers=opts.num_workers, pin_memory=device.type == "cuda")
     was_training = model.training

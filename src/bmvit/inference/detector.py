@@ -19,7 +19,9 @@ Contract:
 * Preprocessing is the evaluation pipeline's: every frame resized to ``S × S`` (Pillow bilinear,
   no crop) and normalized by :class:`~bmvit.data.transforms.ClipTransform` (Kinetics mean/std).
 * Post-processing is :func:`~bmvit.models.postprocess.postprocess` with the checkpoint's
-  ``eval.threshold`` / ``eval.nms_iou`` / ``eval.score`` unless overridden.
+  ``eval.threshold`` / ``eval.nms_iou`` / ``eval.score`` unless overridden; with
+  ``eval.hflip_tta`` (or ``hflip_tta=True``) each clip is averaged with its mirror image first
+  (:class:`~bmvit.models.flip_tta.FlipTTA`).
 * Boxes come back as normalized ``(x1, y1, x2, y2)`` of the key frame and as pixels of the
   original frame; ``actions`` holds the ``topk`` classes by score, ``action_scores`` all ``K``
   scores in label-map order.
@@ -47,6 +49,7 @@ from bmvit.inference.prefetch import prefetch
 from bmvit.inference.tracking import IoUTracker
 from bmvit.inference.video_source import VideoInfo, VideoSource, open_source
 from bmvit.inference.windows import SlidingClips, keyframe_schedule
+from bmvit.models.flip_tta import FlipTTA
 from bmvit.models.postprocess import Detections, postprocess
 
 __all__ = ["Action", "Actor", "KeyFrameResult", "VideoResult", "Detector", "FROM_CHECKPOINT", "SCHEMA_VERSION"]
@@ -168,13 +171,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def _swap_columns(pairs: Sequence[Sequence[int]], class_ids: list[int]) -> list[tuple[int, int]]:
+    """``data.hflip_swap`` (action-id pairs) as column pairs of the model's action outputs."""
+    cols = {c: i for i, c in enumerate(class_ids)}
+    for pair in pairs:
+        if any(a not in cols for a in pair):
+            raise ConfigError(f"'data.hflip_swap': {list(pair)} must be two action ids of the labels ({sorted(cols)})")
+    return [(cols[a], cols[b]) for a, b in pairs]
+
+
 class Detector:
     """A BMViT model plus the preprocessing and post-processing of its checkpoint (module docstring)."""
 
     def __init__(self, model: nn.Module, cfg: Config, labels: dict[int, str], device: str | torch.device = "cpu",
                  threshold: float | None = FROM_CHECKPOINT, nms_iou: float | None = FROM_CHECKPOINT,
                  score: str = FROM_CHECKPOINT, batch_size: int = 8, topk: int = 5, dtype: str = "fp32",
-                 quantize: str | None = None) -> None:
+                 quantize: str | None = None, hflip_tta: bool = FROM_CHECKPOINT) -> None:
         from bmvit.inference.precision import prepare_model
 
         self.cfg = cfg
@@ -183,6 +195,9 @@ class Detector:
         self.model = prepare_model(model.eval().to(self.device), dtype, quantize, self.device)
         self.labels = dict(labels)
         self.class_ids = list(self.labels)
+        self.hflip_tta = bool(cfg.eval.hflip_tta if hflip_tta is FROM_CHECKPOINT else hflip_tta)
+        if self.hflip_tta:
+            self.model = FlipTTA(self.model, _swap_columns(cfg.data.hflip_swap, self.class_ids))
         self.threshold = cfg.eval.threshold if threshold is FROM_CHECKPOINT else float(threshold)
         self.nms_iou = cfg.eval.nms_iou if nms_iou is FROM_CHECKPOINT else nms_iou
         self.score = cfg.eval.score if score is FROM_CHECKPOINT else score
@@ -200,8 +215,8 @@ class Detector:
         """Load ``model.safetensors`` written by ``bmvit train`` (the config is embedded in it).
 
         ``labels``: class names (dict or label-map file; default: see :func:`resolve_labels`);
-        ``kwargs``: ``threshold``, ``nms_iou``, ``score``, ``batch_size``, ``topk``, ``dtype`` (fp32 |
-        bf16), ``quantize`` (None | int8) (:mod:`~bmvit.inference.precision`).
+        ``kwargs``: ``threshold``, ``nms_iou``, ``score``, ``hflip_tta``, ``batch_size``, ``topk``,
+        ``dtype`` (fp32 | bf16), ``quantize`` (None | int8) (:mod:`~bmvit.inference.precision`).
         """
         from bmvit.engine.checkpoint import load_weights
         from bmvit.models.build import build_detector
@@ -238,7 +253,8 @@ class Detector:
         m = self.cfg.model
         return {"backbone": m.backbone, "token_selection": m.token_selection, "num_frames": self.num_frames,
                 "stride": self.stride, "size": self.size, "threshold": self.threshold, "nms_iou": self.nms_iou,
-                "score": self.score, "topk": self.topk, "dtype": self.dtype, "quantize": self.quantize}
+                "score": self.score, "topk": self.topk, "dtype": self.dtype, "quantize": self.quantize,
+                "hflip_tta": self.hflip_tta}
 
     # -- the steps -------------------------------------------------------------------------------
     def resize(self, frame: np.ndarray) -> np.ndarray:

@@ -43,7 +43,32 @@ def depthwise_conv3d(x: Tensor, weight: Tensor, stride: Shape3, padding: Shape3)
             and not torch.jit.is_tracing() and not torch.compiler.is_compiling())
     if fast:
         return _UnstridedDepthwiseConv3d.apply(x, weight, tuple(padding))
+    if x.device.type == "cpu" and weight.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing() \
+            and not torch.compiler.is_compiling():
+        weight = _DenseGrad.apply(weight)
     return F.conv3d(x, weight, None, stride, padding, groups=x.shape[1])
+
+
+class _DenseGrad(torch.autograd.Function):
+    """Identity whose gradient has the row-major strides of the weight. PyTorch's CPU backward of
+    a strided depthwise convolution returns a ``(C, 1, k, k, k)`` weight gradient with stride 1 on
+    the size-1 axis, which DistributedDataParallel copies into its bucket with a warning."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor) -> Tensor:
+        return w.view_as(w)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:
+        return g.clone(memory_format=torch.contiguous_format) if g.stride() != _dense_strides(g.shape) else g
+
+
+def _dense_strides(shape: torch.Size) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= n
+    return tuple(reversed(strides))
 
 
 def _pad3(x: Tensor, pad: Shape3) -> Tensor:
