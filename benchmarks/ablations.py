@@ -14,7 +14,11 @@ actor AP@0.5 are read from the run's ``metrics.jsonl``. The rows:
 The demo's own settings (tubelet, last pool removed, square) are one run set shared by all three
 tables. Finished runs are reused, so the command can be stopped and started again (an interrupted
 run is redone from its start); a run is reused only if its resolved config, seed and data are
-what they were (``<run>.recipe.json``), so changing the demo recipe redoes every run. ``--jobs N``
+what they were (``<run>.recipe.json``), so changing the demo recipe redoes every run. Each finished
+run's result is also appended to a ledger kept in the repository (``--ledger``, default
+``benchmarks/ablations_runs.jsonl``: recipe key, variant, seed, final metrics): a run whose key is
+in the ledger is not trained again, even on another machine whose ``--out`` is empty, so the hours
+of trainings can be spread over several sittings (commit the ledger). ``--jobs N``
 trains N runs at once with the cores split between them. At the end it prints the table, writes ``results.json`` under ``--out`` and, with
 ``--write-docs``, replaces the block between the markers in ``docs/ablations.md`` and writes the
 plot ``docs/ablations.png``.
@@ -32,11 +36,13 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+LEDGER = ROOT / "benchmarks" / "ablations_runs.jsonl"
 DOC = ROOT / "docs" / "ablations.md"
 PLOT = ROOT / "docs" / "ablations.png"
 BEGIN, END = "<!-- ablations:begin -->", "<!-- ablations:end -->"
@@ -92,15 +98,58 @@ def recipe_key(variant: str, seed: int, args: argparse.Namespace) -> dict:
     cfg.get("train", {}).pop("threads", None)
     cfg.get("data", {}).pop("root", None)
     text = json.dumps(cfg, sort_keys=True, default=str)
-    return {"config_sha256": hashlib.sha256(text.encode()).hexdigest(), "seed": seed, "data": str(args.data)}
+    manifest = Path(args.data) / "manifest.json"  # the generator's settings: the same data wherever it is made
+    data = (hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else str(args.data))
+    return {"config_sha256": hashlib.sha256(text.encode()).hexdigest(), "seed": seed, "data": data}
+
+
+def read_ledger(path: Path) -> list[dict]:
+    """The ledger's entries ``{"key", "variant", "seed", "record"}``; lines that do not parse are skipped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and {"key", "record"} <= entry.keys():
+            out.append(entry)
+    return out
+
+
+def ledger_record(path: Path, key: dict) -> dict | None:
+    for entry in read_ledger(path):
+        if entry["key"] == key:
+            return entry["record"]
+    return None
+
+
+_LEDGER_LOCK = threading.Lock()
+
+
+def append_ledger(path: Path, variant: str, seed: int, key: dict, rec: dict) -> None:
+    """Add one finished run (rewritten atomically; entries with the same key are replaced)."""
+    with _LEDGER_LOCK:
+        keep = [e for e in read_ledger(path) if e["key"] != key]
+        keep.append({"variant": variant, "seed": seed, "key": key, "record": rec})
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in keep))
+        os.replace(tmp, path)
 
 
 def train_one(variant: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
     run = Path(args.out) / f"{variant}_seed{seed}"
     key = recipe_key(variant, seed, args)
     stamp = Path(args.out) / f"{variant}_seed{seed}.recipe.json"
+    ledger = Path(args.ledger)
     rec = final_record(run)
     if rec is not None and stamp.is_file() and json.loads(stamp.read_text()) == key:
+        if ledger_record(ledger, key) is None:
+            append_ledger(ledger, variant, seed, key, rec)
+        return rec
+    rec = ledger_record(ledger, key)
+    if rec is not None:
         return rec
     stamp.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bmvit", "train", "--config", args.config, "--overwrite", "--no-progress",
@@ -117,6 +166,7 @@ def train_one(variant: str, seed: int, args: argparse.Namespace, threads: int) -
     tmp = stamp.with_suffix(".tmp")
     tmp.write_text(json.dumps(key))
     os.replace(tmp, stamp)
+    append_ledger(ledger, variant, seed, key, rec)
     print(f"{variant} seed {seed}: {rec['val_frame_map']:.4f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
     return rec
 
@@ -193,6 +243,7 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (the cores are split between them)")
+    ap.add_argument("--ledger", default=str(LEDGER), help="JSON-lines record of finished runs, reused by recipe key")
     ap.add_argument("--write-docs", action="store_true", help="update --doc (its marked block) and --plot")
     ap.add_argument("--doc", default=str(DOC), help="Markdown file whose marked block gets the table")
     ap.add_argument("--plot", default=str(PLOT), help="PNG written with --write-docs")

@@ -26,7 +26,7 @@ def test_finished_runs_are_reused_and_summarized(tmp_path):
     values = {("demo", 0): 0.5, ("demo", 1): 0.6, ("demo", 2): 0.7, ("ct", 0): 0.4, ("ct", 1): 0.45}
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("train:\n  max_steps: 10\n")
-    args = Namespace(out=str(tmp_path), config=str(recipe), data="unused", overrides=[])
+    args = Namespace(out=str(tmp_path), config=str(recipe), data="unused", overrides=[], ledger=str(tmp_path / "ledger.jsonl"))
     for (variant, seed), v in values.items():
         _finished(tmp_path / f"{variant}_seed{seed}", v, args, variant, seed)
     # train_one must not start anything for a finished run (the command would fail: no such config)
@@ -48,7 +48,7 @@ def test_finished_runs_are_reused_and_summarized(tmp_path):
 def test_a_changed_recipe_redoes_the_run(tmp_path, monkeypatch):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("data:\n  stride: 4\n")
-    args = Namespace(out=str(tmp_path), config=str(recipe), data="d", overrides=[])
+    args = Namespace(out=str(tmp_path), config=str(recipe), data="d", overrides=[], ledger=str(tmp_path / "ledger.jsonl"))
     _finished(tmp_path / "demo_seed0", 0.5, args, "demo", 0)
     assert ablations.train_one("demo", 0, args, threads=1)["val_frame_map"] == 0.5
     started = []
@@ -64,6 +64,33 @@ def test_a_changed_recipe_redoes_the_run(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="failed"):
         ablations.train_one("demo", 0, args, threads=1)
     assert len(started) == 1 and f"train.out_dir={tmp_path / 'demo_seed0'}" in started[0]
+
+
+def test_the_ledger_carries_finished_runs_to_an_empty_output_folder(tmp_path, monkeypatch):
+    """A run recorded in the ledger is not trained again on a machine without its run folder;
+    a run of another recipe is."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("data:\n  stride: 4\n")
+    ledger = tmp_path / "ledger.jsonl"
+    first = Namespace(out=str(tmp_path / "a"), config=str(recipe), data="d", overrides=[], ledger=str(ledger))
+    _finished(tmp_path / "a" / "demo_seed0", 0.5, first, "demo", 0)
+    assert ablations.train_one("demo", 0, first, threads=1)["val_frame_map"] == 0.5  # reused and recorded
+    entries = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [(e["variant"], e["seed"], e["record"]["val_frame_map"]) for e in entries] == [("demo", 0, 0.5)]
+    ledger.write_text(ledger.read_text() + '{"cut sho')  # a torn line is skipped, not an error
+    started = []
+
+    def fake_run(cmd, **kw):
+        started.append(cmd)
+        return type("Done", (), {"returncode": 1})()
+
+    monkeypatch.setattr(ablations.subprocess, "run", fake_run)
+    elsewhere = Namespace(out=str(tmp_path / "b"), config=str(recipe), data="d", overrides=[], ledger=str(ledger))
+    (tmp_path / "b").mkdir()
+    assert ablations.train_one("demo", 0, elsewhere, threads=1)["val_frame_map"] == 0.5 and not started
+    with pytest.raises(SystemExit, match="failed"):  # seed 1 is not in the ledger
+        ablations.train_one("demo", 1, elsewhere, threads=1)
+    assert len(started) == 1
 
 
 def test_unfinished_run_is_not_taken_as_done(tmp_path):
