@@ -164,3 +164,38 @@ def test_layer_decay_groups():
     no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
     assert id(named["backbone.patch_embed.bias"]) in no_decay
     assert sum(len(g["params"]) for g in groups) == len(named)
+
+
+def test_ddp_eval_marks_follow_one_clock(small_synth, tmp_path):
+    """``train.eval_at_minutes`` under torchrun when the ranks' clocks disagree (rank 0 a minute
+    ahead): every rank must take rank 0's decision. Before the fix rank 0 passed the mark and
+    dropped it while rank 1 kept it, and rank 1's next check waited in a collective alone (the
+    run hung after its evaluation)."""
+    script = tmp_path / "skewed.py"
+    script.write_text(
+        "import os, sys\n"
+        "import bmvit.engine.train as t\n"
+        "ahead = 60.0 if os.environ.get('RANK') == '0' else 0.0\n"
+        "orig = t._TrainClock.seconds\n"
+        "t._TrainClock.seconds = lambda self: orig(self) + ahead\n"
+        "from bmvit.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    args = _overrides(small_synth, tmp_path / "two") + ["train.max_steps=5", "train.ckpt_every=0", "train.batch_size=2",
+                                                          "model.drop_path=0", "train.eval_at_minutes=[0.5]"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519", str(script),
+           "train", "--no-progress", "--config", "configs/synthetic/tiny.yaml", *args]
+    log = tmp_path / "torchrun.log"
+    with open(log, "w") as out:  # a file, not a pipe: a hung worker must not keep the test waiting on it
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            subprocess.run(["pkill", "-9", "-f", str(script)], check=False)  # workers outside the group too
+            proc.wait()
+            pytest.fail("the 2-process run hung after its evaluation at a time mark")
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    recs = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    marks = [r for r in recs if "train_minutes" in r and not r.get("final")]
+    assert len(marks) == 1 and marks[0]["train_minutes"] >= 1.0  # once, at rank 0's (skewed) minute

@@ -153,3 +153,46 @@ def test_resize_frames_is_within_two_levels_of_pillow():
     want = np.stack([np.asarray(Image.fromarray(f).resize((256, 256), Image.BILINEAR)) for f in frames])
     diff = np.abs(got.astype(int) - want.astype(int))
     assert got.shape == (2, 256, 256, 3) and got.dtype == np.uint8 and diff.max() <= 2 and diff.mean() < 0.2
+
+
+def test_time_jitter_shifts_training_clips_only_and_leaves_the_other_draws():
+    """data.time_jitter: shifts in [-j, j], all of them drawn, a pure function of the seed; no shift
+    in evaluation, without a seed or at j = 0; flips and colour factors are those without it."""
+    t = ClipTransform(size=16, train=True, time_jitter=2, hflip_prob=0.5, color_jitter=0.3)
+    shifts = [t.time_shift(s) for s in range(400)]
+    assert set(shifts) == {-2, -1, 0, 1, 2}
+    assert shifts == [t.time_shift(s) for s in range(400)]
+    assert ClipTransform(size=16, train=False, time_jitter=2).time_shift(3) == 0
+    assert t.time_shift(None) == 0 and ClipTransform(size=16, train=True).time_shift(3) == 0
+    plain = ClipTransform(size=16, train=True, hflip_prob=0.5, color_jitter=0.3)
+    frames, boxes, labels = torch.zeros(4, 16, 16, 3, dtype=torch.uint8), torch.tensor([[0.1, 0.2, 0.5, 0.9]]), torch.ones(1, 2)
+    for s in range(20):
+        a, b = t(frames, boxes, labels, s), plain(frames, boxes, labels, s)
+        assert torch.equal(a[1], b[1]) and torch.equal(a[3], b[3])
+
+
+def test_time_jitter_moves_the_clip_along_the_video(tmp_path):
+    """The reader decodes, for a seed, the unshifted clip's frame numbers plus time_shift(seed)."""
+    from inference_fixtures import tiny_config, write_dataset
+
+    from bmvit.data.build import make_dataset
+
+    root = write_dataset(tmp_path / "data", seconds=4)
+    ds = make_dataset(tiny_config(root, extra=["data.time_jitter=3"]), "train", augment=True)
+    read, asked = ds.source.read, []
+
+    def spy(video, frames, *a, **kw):
+        asked.append(np.asarray(frames).copy())
+        return read(video, frames, *a, **kw)
+
+    ds.source.read = spy
+    kf = ds.keyframes[0]
+    centred = ds.frame_indices(kf.video_id, kf.timestamp)
+    shifts = set()
+    for seed in range(12):
+        ds[(0, seed)]
+        shift = ds.transform.time_shift(seed)
+        shifts.add(shift)
+        assert np.array_equal(asked[-1], np.clip(centred + shift, 1, ds.num_video_frames(kf.video_id)))
+    ds[0]  # no seed (evaluation order): the centred clip
+    assert np.array_equal(asked[-1], centred) and len(shifts) > 1

@@ -58,6 +58,7 @@ class DataConfig:
     on_error: str = "error"  # error | skip: bad rows, missing videos/frames, corrupt data (skips logged + counted)
     unknown_actions: str = "error"  # ava: action ids outside the label map: error | ignore (counted)
     box_jitter: float = 0.0  # training: GT boxes jittered by up to this fraction of their size (paper §4)
+    time_jitter: int = 0  # training: each clip's frames shifted by a uniform integer in [-j, j] (not in the paper)
     resize: str = "square"  # square: size x size (paper §4) | keep_aspect: random short side (Table 1c)
     short_side: list[int] = field(default_factory=lambda: [240, 340])  # keep_aspect, training: short-side range
     # Per-channel (RGB) normalization of [0, 1] pixels; must match the backbone's pre-training:
@@ -218,7 +219,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "data.fps": _GE1, "data.first_second": _GE0, "data.num_frames": _GE1, "data.stride": _GE1,
     "data.size": (16, None, False), "data.hflip_prob": _PROB, "data.hflip_swap": _GE0, "data.color_jitter": _PROB,
     "data.num_workers": _GE0, "data.video_offset": _GE0, "data.split": _GE1, "data.keyframe_step": _GE1,
-    "data.keyframe_range": _GE0, "data.box_jitter": _PROB, "data.short_side": (16, None, False),
+    "data.keyframe_range": _GE0, "data.box_jitter": _PROB, "data.time_jitter": _GE0, "data.short_side": (16, None, False),
     "model.head_hidden": _GE1, "model.box_layers": _GE1, "model.cls_layers": _GE1, "model.drop_path": (0, 1, False),
     "model.kv_stride": _GE1, "model.cross_attn_heads": _GE1,
     "loss.actor": _GE0, "loss.action": _GE0, "loss.l1": _GE0, "loss.giou": _GE0, "loss.cost_actor": _GE0,

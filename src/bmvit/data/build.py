@@ -134,7 +134,7 @@ def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torc
     (default) or ACT pkl (UCF101-24 / JHMDB51-21), from frame files or video files."""
     d = cfg.data
     transform = ClipTransform(size=d.size, train=augment, hflip_prob=d.hflip_prob, color_jitter=d.color_jitter,
-                              generator=generator, box_jitter=d.box_jitter, resize=d.resize,
+                              generator=generator, box_jitter=d.box_jitter, time_jitter=d.time_jitter, resize=d.resize,
                               short_side=(d.short_side[0], d.short_side[1]) if len(d.short_side) == 2 else (0, 0),
                               **checked_mean_std(d))
     ds = build_dataset(d, split, transform)

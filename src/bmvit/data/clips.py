@@ -96,10 +96,11 @@ class KeyFrameClips(Dataset):
         """1-based frame number of the key frame of ``timestamp``."""
         return (int(timestamp) - self.first_timestamp) * self.rate + 1
 
-    def frame_indices(self, vid: str, timestamp: int) -> np.ndarray:
-        """``(T,)`` 1-based frame numbers of the clip centred on a key frame, clamped to the video."""
+    def frame_indices(self, vid: str, timestamp: int, shift: int = 0) -> np.ndarray:
+        """``(T,)`` 1-based frame numbers of the clip centred on a key frame (moved by ``shift``
+        frames: temporal jitter), clamped to the video."""
         n = self.num_video_frames(vid)
-        idx = self.key_frame(timestamp) + (np.arange(self.num_frames) - self.num_frames // 2) * self.stride
+        idx = self.key_frame(timestamp) + shift + (np.arange(self.num_frames) - self.num_frames // 2) * self.stride
         return np.clip(idx, 1, n)
 
     def _decode_resize(self, frames: np.ndarray) -> torch.Tensor:
@@ -108,7 +109,7 @@ class KeyFrameClips(Dataset):
     def __getitem__(self, item: int | tuple[int, int]):
         i, seed = item if isinstance(item, tuple) else (item, None)
         kf = self.table[i]
-        idx = self.frame_indices(kf.video_id, kf.timestamp)
+        idx = self.frame_indices(kf.video_id, kf.timestamp, self.transform.time_shift(seed))
         size = self.sizes.get(kf.video_id)
         if size is None:
             size = self.sizes[kf.video_id] = self.source.frame_size(kf.video_id)

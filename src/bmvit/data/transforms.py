@@ -78,6 +78,7 @@ class ClipTransform:
     box_jitter: float = 0.0  # GT boxes: centre shift and size change up to this fraction of the box size
     resize: str = "square"  # square | keep_aspect
     short_side: tuple[int, int] = (240, 340)  # keep_aspect, training: short side drawn from [lo, hi]
+    time_jitter: int = 0  # training: the clip's frames shifted by a uniform integer in [-j, j] (time_shift)
 
     def _decode_short(self) -> int:
         return int(self.short_side[1]) if self.train else self.size
@@ -113,6 +114,19 @@ class ClipTransform:
             short = lo + int(torch.randint(hi - lo + 1, (), generator=gen))
         flip = self.train and self.hflip_prob > 0 and float(torch.rand((), generator=gen)) < self.hflip_prob
         return short, flip
+
+    def time_shift(self, seed: int | None) -> int:
+        """Frames by which a training clip is moved along the video (``time_jitter``; 0 otherwise).
+
+        Temporal jitter (not in the paper): the clip keeps its length and stride but its centre is
+        ``key frame + shift``, while the targets stay the key frame's boxes and actions — right for
+        actions that last longer than the shift, a small box offset for moving actors (as
+        ``box_jitter``). Drawn from its own generator seeded by ``seed``, so the other draws of
+        the seed are those without it."""
+        if not (self.train and self.time_jitter > 0 and seed is not None):
+            return 0
+        j = int(self.time_jitter)
+        return int(np.random.default_rng((int(seed), 7157)).integers(-j, j + 1))
 
     def flips(self, seed: int) -> bool:
         """Whether ``self(..., seed=seed)`` flips the clip (the same draws): a frame source can then

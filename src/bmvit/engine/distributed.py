@@ -72,6 +72,15 @@ def all_reduce_sum(value: float, device: torch.device) -> float:
     return float(t.item())
 
 
+def broadcast_float(value: float, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (``value`` itself without a process group)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def broadcast_flag(flag: bool, device: torch.device) -> bool:
     """True on every rank if ``flag`` is true on any rank (e.g. 'stop: the loss is not finite')."""
     return all_reduce_sum(1.0 if flag else 0.0, device) > 0

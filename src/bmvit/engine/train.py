@@ -309,7 +309,10 @@ class TrainingRun:
         """Evaluate on val when a ``train.eval_at_minutes`` mark has passed or every ``train.eval_every`` steps."""
         tc, step, marks = self.tc, self.state.step, self.state.eval_minutes_left
         minutes = self.clock.seconds() / 60
-        due = bool(marks) and dist.broadcast_flag(minutes >= marks[0], self.device)
+        due = False
+        if marks:  # the same list on every rank: rank 0's clock decides (and pops the marks) for all,
+            minutes = dist.broadcast_float(minutes, self.device)  # or one rank would wait in a collective alone
+            due = minutes >= marks[0]
         if not (due or (tc.eval_every and step % tc.eval_every == 0 and step < self.total)):
             return
         while marks and minutes >= marks[0]:
