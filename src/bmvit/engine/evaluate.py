@@ -42,7 +42,7 @@ from bmvit.data.transforms import normalize_clips
 from bmvit.evaluation.actor_metrics import MAX_CANDIDATES, ActorRows
 from bmvit.evaluation.evaluators import build_evaluator, eval_labels
 from bmvit.evaluation.split_result import SplitEvaluation
-from bmvit.models.flip_tta import FlipTTA
+from bmvit.models.flip_tta import FlipTTA, swap_columns
 from bmvit.models.postprocess import Detections, postprocess
 
 __all__ = ["PredictOptions", "evaluate_split", "predict", "predict_rows", "shard_batches"]
@@ -97,8 +97,7 @@ def _predict_blocks(model: torch.nn.Module, dataset: ClipDataset, batches: list[
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
     if opts.hflip_tta:
-        index = {c: i for i, c in enumerate(dataset.class_ids)}
-        model = FlipTTA(model, [(index[a], index[b]) for a, b in opts.hflip_swap])
+        model = FlipTTA(model, swap_columns(opts.hflip_swap, dataset.class_ids))
     loader = DataLoader(dataset, batch_sampler=[idx for _, idx in batches], collate_fn=collate_fn(opts.resize),
                         num_workers=opts.num_workers, pin_memory=device.type == "cuda")
     was_training = model.training

@@ -49,7 +49,7 @@ from bmvit.inference.prefetch import prefetch
 from bmvit.inference.tracking import IoUTracker
 from bmvit.inference.video_source import VideoInfo, VideoSource, open_source
 from bmvit.inference.windows import SlidingClips, keyframe_schedule
-from bmvit.models.flip_tta import FlipTTA
+from bmvit.models.flip_tta import FlipTTA, swap_columns
 from bmvit.models.postprocess import Detections, postprocess
 
 __all__ = ["Action", "Actor", "KeyFrameResult", "VideoResult", "Detector", "FROM_CHECKPOINT", "SCHEMA_VERSION"]
@@ -171,15 +171,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _swap_columns(pairs: Sequence[Sequence[int]], class_ids: list[int]) -> list[tuple[int, int]]:
-    """``data.hflip_swap`` (action-id pairs) as column pairs of the model's action outputs."""
-    cols = {c: i for i, c in enumerate(class_ids)}
-    for pair in pairs:
-        if any(a not in cols for a in pair):
-            raise ConfigError(f"'data.hflip_swap': {list(pair)} must be two action ids of the labels ({sorted(cols)})")
-    return [(cols[a], cols[b]) for a, b in pairs]
-
-
 class Detector:
     """A BMViT model plus the preprocessing and post-processing of its checkpoint (module docstring)."""
 
@@ -197,7 +188,7 @@ class Detector:
         self.class_ids = list(self.labels)
         self.hflip_tta = bool(cfg.eval.hflip_tta if hflip_tta is FROM_CHECKPOINT else hflip_tta)
         if self.hflip_tta:
-            self.model = FlipTTA(self.model, _swap_columns(cfg.data.hflip_swap, self.class_ids))
+            self.model = FlipTTA(self.model, swap_columns(cfg.data.hflip_swap, self.class_ids))
         self.threshold = cfg.eval.threshold if threshold is FROM_CHECKPOINT else float(threshold)
         self.nms_iou = cfg.eval.nms_iou if nms_iou is FROM_CHECKPOINT else nms_iou
         self.score = cfg.eval.score if score is FROM_CHECKPOINT else score

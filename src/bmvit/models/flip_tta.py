@@ -22,7 +22,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FlipTTA", "mirror_index"]
+from bmvit.errors import ConfigError
+
+__all__ = ["FlipTTA", "mirror_index", "swap_columns"]
 
 _EPS = 1e-6  # probabilities are clamped to [eps, 1 - eps] before the logit
 
@@ -35,6 +37,15 @@ def mirror_index(num_tokens: int, h: int, w: int, device: torch.device | None = 
     block, rest = idx // (h * w), idx % (h * w)
     row, col = rest // w, rest % w
     return block * (h * w) + row * w + (w - 1 - col)
+
+
+def swap_columns(pairs: Sequence[Sequence[int]], class_ids: Sequence[int]) -> list[tuple[int, int]]:
+    """``data.hflip_swap`` (action-id pairs) as column pairs of the model's action outputs."""
+    cols = {c: i for i, c in enumerate(class_ids)}
+    for pair in pairs:
+        if any(a not in cols for a in pair):
+            raise ConfigError(f"'data.hflip_swap': {list(pair)} must be two action ids of the labels ({sorted(cols)})")
+    return [(cols[a], cols[b]) for a, b in pairs]
 
 
 def _mean_logit(a: Tensor, b: Tensor) -> Tensor:
