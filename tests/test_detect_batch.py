@@ -184,3 +184,67 @@ def test_expand_inputs_rules(tmp_path):
     assert got == [VideoInput("cam1", str(frames)), VideoInput("clip", str(tmp_path / "x" / "clip.MP4")),
                    VideoInput("deep__clip", str(tmp_path / "x" / "deep" / "clip.mkv"))]
     assert shard(list(range(7)), 1, 3) == [1, 4]
+
+
+@pytest.fixture()
+def http_server(folder):
+    """A local HTTP server for `folder` (the videos above) that answers byte ranges, as web servers
+    and object stores do (FFmpeg seeks to an mp4's index at its end); yields its base URL."""
+    import http.server
+    import re
+    import threading
+
+    class Ranges(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            path = folder / self.path.split("?", 1)[0].lstrip("/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            data = path.read_bytes()
+            m = re.match(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+            start = int(m.group(1)) if m else 0
+            end = min(int(m.group(2)) if m and m.group(2) else len(data) - 1, len(data) - 1)
+            self.send_response(206 if m else 200)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(end - start + 1))
+            if m:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            self.end_headers()
+            self.wfile.write(data[start:end + 1])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ranges)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_remote_files_are_read_like_local_files(http_server, batch_out, folder, ckpt, tmp_path):
+    """An http URL of a video file is a file (every key frame, rendered), not a live stream; in a
+    batch, remote files are inputs like paths (a 404 fails that input only)."""
+    from bmvit.inference.video_source import is_remote_file, is_stream
+
+    assert is_remote_file(f"{http_server}/b.mp4?sig=x%2F1") and not is_stream(f"{http_server}/b.mp4")
+    assert is_stream(f"{http_server}/live") and is_stream("rtsp://127.0.0.1/cam.mp4")
+    single = tmp_path / "single"
+    assert bmvit(["detect", f"{http_server}/b.mp4?sig=1", "--checkpoint", str(ckpt), "--out", str(single),
+                  "--no-progress"]) == 0
+    assert (single / "detections.csv").read_text() == (batch_out / "b" / "detections.csv").read_text()
+    assert (single / "annotated.mp4").stat().st_size > 0
+    lst = tmp_path / "urls.txt"
+    lst.write_text(f"{http_server}/a.mp4\n{http_server}/nothere.mp4\n{folder / 'c.mp4'}\n")
+    out = tmp_path / "out"
+    assert bmvit(["detect", f"@{lst}", "--checkpoint", str(ckpt), "--out", str(out), "--no-video", "--no-progress"]) == 1
+    index = _index(out)
+    assert [(e["id"], e["status"]) for e in index] == [("a", "ok"), ("nothere", "failed"), ("c", "ok")]
+    assert "404" in index[1]["error"] and index[1]["path"] == f"{http_server}/nothere.mp4"
+    assert (out / "a" / "detections.csv").read_text() == (batch_out / "a" / "detections.csv").read_text()
+    # a re-run skips the remote file done before
+    assert bmvit(["detect", f"@{lst}", "--checkpoint", str(ckpt), "--out", str(out), "--no-video", "--no-progress"]) == 1
+    assert [e["status"] for e in _index(out)] == ["skipped", "failed", "skipped"]

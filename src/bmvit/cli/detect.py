@@ -4,7 +4,8 @@ Writes to ``--out``: ``detections.json`` (per key frame: time, boxes in pixels a
 actor score, top actions), ``detections.csv`` (AVA format) and ``annotated.mp4``; with
 ``--explain`` also ``explain/frame_XXXXXX.png`` (paper Fig. 3) for every key frame.
 
-Stream URLs (``rtsp://``, ``http://``, ...), camera devices (``/dev/video0``, ``0``) and, with
+A remote file (``https://host/clip.mp4``: an http(s)/ftp URL ending in a video extension) is read
+like a local file. Other URLs (``rtsp://``, ``http://host/live``, ...), camera devices (``/dev/video0``, ``0``) and, with
 ``--stream``, files run in streaming mode (:mod:`bmvit.inference.stream`): one prediction every
 ``--every`` frames, latency median/p95 and dropped frames reported at the end.
 
@@ -34,8 +35,8 @@ def _nms(text: str) -> float | str | None:
 def add_parser(sub) -> None:
     p = sub.add_parser("detect", help="detect actors and actions in a video, frames folder or stream")
     p.add_argument("input", nargs="+",
-                   help="video file(s), folder(s) of frames or of videos, @list.txt (one path per line), "
-                        "a stream URL (rtsp://...) or camera (/dev/video0, 0)")
+                   help="video file(s) (local or https://.../clip.mp4), folder(s) of frames or of videos, "
+                        "@list.txt (one path or URL per line), a stream URL (rtsp://...) or camera (/dev/video0, 0)")
     p.add_argument("--checkpoint", required=True, help="model.safetensors written by `bmvit train`")
     p.add_argument("--out", help="output folder (default: runs/detect/<input name>; several inputs: runs/detect/batch)")
     p.add_argument("--fps-keyframes", type=number(0, open_min=True), default=1.0, metavar="N", help="key frames per second (default: 1)")
@@ -72,7 +73,11 @@ def add_parser(sub) -> None:
 
 
 def _name(source: str) -> str:
+    from bmvit.inference.video_source import is_remote_file, url_name
+
     s = source.rstrip("/")
+    if is_remote_file(s):
+        return Path(url_name(s)).stem or "input"
     stem = Path(s).stem if "://" not in s else s.split("://", 1)[1].replace("/", "_").replace(":", "_")
     return stem or "input"
 

@@ -1,7 +1,8 @@
 """Detection over many videos in one command: which inputs, whose share, what is already done.
 
-Inputs (:func:`expand_inputs`): files, folders and ``@list.txt`` files (one path per line, blank
-lines and ``#`` comments skipped, relative paths relative to the list's folder).
+Inputs (:func:`expand_inputs`): files, folders, remote files (``https://host/clip.mp4``,
+:func:`~bmvit.inference.video_source.is_remote_file`) and ``@list.txt`` files (one path or URL per
+line, blank lines and ``#`` comments skipped, relative paths relative to the list's folder).
 
 * A folder that directly holds frame images (``.jpg .jpeg .png .bmp``) is *one* frames-video, as for
   a single input. Any other folder is searched recursively (sorted): every file with a video
@@ -9,8 +10,8 @@ lines and ``#`` comments skipped, relative paths relative to the list's folder).
   other files are ignored (their count is reported).
 * A path named explicitly (argument or list line) is always an input, even if it is not a video:
   it then fails like any unreadable video.
-* Video ids (the output sub-folder and the CSV's ``video_id``): the file stem, or the folder name
-  of a frames-video; where two inputs share one, their path relative to the folder they were found
+* Video ids (the output sub-folder and the CSV's ``video_id``): the file stem (of a URL: its path's
+  file name), or the folder name of a frames-video; where two inputs share one, their path relative to the folder they were found
   in (``/`` → ``__``; then ``_<extension>`` appended if still needed). Characters other than letters, digits, ``.-_`` become ``_``.
 
 Outputs of a batch in ``out``:
@@ -45,10 +46,7 @@ from typing import Any
 
 from bmvit.atomic import write_text
 from bmvit.errors import BmvitError, ConfigError, DataError
-from bmvit.inference.video_source import FRAME_EXTENSIONS
-
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
-                              ".m2ts", ".flv", ".wmv", ".3gp", ".ogv"})
+from bmvit.inference.video_source import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, is_remote_file, url_name
 STATUS_FILE = "status.json"
 INDEX_FILE = "index.jsonl"
 MERGED_CSV = "detections.csv"
@@ -128,17 +126,18 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._") or "input"
 
 
-def _ids(paths: list[Path], rels: list[str]) -> list[str]:
-    """Stems, made unique by the path (relative to the folder it was found in) where they collide."""
-    ids = [_safe(p.name if p.is_dir() else p.stem) for p in paths]
+def _ids(names: list[Path], rels: list[str], dirs: list[bool]) -> list[str]:
+    """Stems (folder names for frames-videos), made unique by the path relative to the folder each
+    was found in where they collide. A URL comes as its path's file name and ``host/path`` rel."""
+    ids = [_safe(p.name if d else p.stem) for p, d in zip(names, dirs)]
     counts = Counter(ids)
-    for i, p in enumerate(paths):
+    for i, (p, d) in enumerate(zip(names, dirs)):
         if counts[ids[i]] > 1:
             r = Path(rels[i])
-            ids[i] = _safe(str(r if p.is_dir() else r.with_suffix("")).strip("/").replace("/", "__"))
+            ids[i] = _safe(str(r if d else r.with_suffix("")).strip("/").replace("/", "__"))
     counts = Counter(ids)
-    for i, p in enumerate(paths):
-        if counts[ids[i]] > 1 and p.suffix and not p.is_dir():
+    for i, (p, d) in enumerate(zip(names, dirs)):
+        if counts[ids[i]] > 1 and p.suffix and not d:
             ids[i] = f"{ids[i]}_{_safe(p.suffix[1:])}"
     dup = [k for k, n in Counter(ids).items() if n > 1]
     if dup:
@@ -151,6 +150,7 @@ def expand_inputs(args: Sequence[str], log: Callable[[str], None] | None = None)
 
     Raises :class:`DataError` when nothing is left (e.g. only empty folders)."""
     paths: list[tuple[Path, str]] = []  # (path, path relative to the folder it was found in)
+    urls: dict[int, str] = {}  # position in `paths` -> the URL of a remote file
     ignored = 0
 
     def add(arg: str, from_list: bool) -> None:
@@ -158,6 +158,10 @@ def expand_inputs(args: Sequence[str], log: Callable[[str], None] | None = None)
         if arg.startswith("@") and not from_list:
             for line in _read_list(arg):
                 add(line, True)
+            return
+        if is_remote_file(arg):
+            urls[len(paths)] = arg
+            paths.append((Path(url_name(arg)), arg.split("://", 1)[1].split("?", 1)[0]))
             return
         p = Path(arg)
         if p.is_dir() and not _has_frames(p):
@@ -170,17 +174,23 @@ def expand_inputs(args: Sequence[str], log: Callable[[str], None] | None = None)
     for a in args:
         add(str(a), False)
     seen, unique = set(), []
-    for p, rel in paths:
-        key = os.path.realpath(p)
+    for k, (p, rel) in enumerate(paths):
+        key = _input_key(urls.get(k) or str(p))
         if key not in seen:
             seen.add(key)
-            unique.append((p, rel))
+            unique.append((urls.get(k) or p, rel))
     if not unique:
         raise DataError(f"{' '.join(args)}: no video files ({', '.join(sorted(VIDEO_EXTENSIONS))}) and no frames folders found")
     if ignored and log is not None:
         log(f"{ignored} file(s) without a video extension ignored in the input folders")
-    ids = _ids([p for p, _ in unique], [r for _, r in unique])
+    names = [Path(url_name(p)) if isinstance(p, str) else p for p, _ in unique]
+    ids = _ids(names, [r for _, r in unique], [not isinstance(p, str) and p.is_dir() for p, _ in unique])
     return [VideoInput(i, str(p)) for i, (p, _) in zip(ids, unique)]
+
+
+def _input_key(path: str) -> str:
+    """What identifies an input across runs: a remote file's URL, a local path's real path."""
+    return path if is_remote_file(path) else os.path.realpath(path)
 
 
 def shard(items: Sequence[Any], rank: int, world: int) -> list[Any]:
@@ -283,7 +293,7 @@ class BatchRun:
         written = set(doc.get("outputs") or ())  # what that run wrote; older files in the folder may be stale
         if not set(self.required) <= written or not all((folder / r).exists() for r in self.required):
             return None
-        if os.path.realpath(doc.get("path") or "") != os.path.realpath(inp.path):
+        if _input_key(doc.get("path") or "") != _input_key(inp.path):
             raise ConfigError(f"{folder / STATUS_FILE}: made from {doc.get('path')}, not {inp.path}; "
                               f"pass --overwrite to redo it or use another --out")
         if doc.get("fingerprint") != self.fingerprint:

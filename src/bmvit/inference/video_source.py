@@ -12,6 +12,10 @@ Video frames are turned upright by the file's display rotation, as players show 
 (:func:`bmvit.data.sources.video.display_turns`); ``info`` gives the stored size until the first
 frame is decoded, the shown size after. Time is ``frame index / fps`` (a constant frame rate is
 assumed; variable-rate videos are read in decoding order at their average rate).
+
+A URL is a live stream (read at its own pace, once), except an ``http(s)://`` or ``ftp://`` URL
+whose path ends in a video extension (:data:`VIDEO_EXTENSIONS`, e.g. ``https://host/clip.mp4?sig=...``):
+that is a *remote file*, read like a local one (every key frame; re-read to render).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -27,6 +32,9 @@ from bmvit.data.sources.video import display_turns, upright
 from bmvit.errors import DataError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
+                              ".m2ts", ".flv", ".wmv", ".3gp", ".ogv"})
+_REMOTE_FILE_SCHEMES = ("http", "https", "ftp")
 DEFAULT_FPS = 30.0
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -43,11 +51,26 @@ class VideoInfo:
     num_frames: int | None  # None when unknown (streams, some containers)
 
 
-def is_stream(source: str) -> bool:
-    """True for URLs (``rtsp://``, ``http://``, ...), camera devices (``/dev/video0``) and camera
-    numbers (``0``, unless a file of that name exists); a ``file://`` URL is a file."""
+def is_remote_file(source: str) -> bool:
+    """True for an ``http(s)://`` or ``ftp://`` URL whose path (query ignored) ends in a video extension."""
     s = str(source)
-    if s.startswith("file://"):
+    if not _URL.match(s):
+        return False
+    parts = urlsplit(s)
+    return parts.scheme.lower() in _REMOTE_FILE_SCHEMES and Path(parts.path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def url_name(url: str) -> str:
+    """The file name of a URL's path (``https://h/a/clip.mp4?x=1`` → ``clip.mp4``)."""
+    return Path(urlsplit(url).path).name
+
+
+def is_stream(source: str) -> bool:
+    """True for live sources: URLs (``rtsp://``, ``http://host/live``, ...) other than remote files
+    (:func:`is_remote_file`), camera devices (``/dev/video0``) and camera numbers (``0``, unless a
+    file of that name exists); a ``file://`` URL is a file."""
+    s = str(source)
+    if s.startswith("file://") or is_remote_file(s):
         return False
     return bool(_URL.match(s)) or s.startswith("/dev/video") or (s.isdigit() and not Path(s).exists())
 
@@ -82,7 +105,8 @@ class PyAVSource(VideoSource):
 
         self._name, self._kind, self._fps_override = name, kind, fps
         target, options, fmt = name, {}, None
-        if kind == "file":
+        remote = is_remote_file(name)
+        if kind == "file" and not remote:
             path = Path(name[len("file://"):] if name.startswith("file://") else name)
             if not path.exists():
                 raise DataError(f"{path}: video not found")
@@ -96,7 +120,8 @@ class PyAVSource(VideoSource):
         if kind == "stream" and name.startswith("rtsp://"):
             options = {"rtsp_transport": "tcp"}
         try:
-            self._container = av.open(target, format=fmt, options=options, timeout=20.0 if kind == "stream" else None)
+            self._container = av.open(target, format=fmt, options=options,
+                                      timeout=20.0 if kind == "stream" or remote else None)
         except (av.error.FFmpegError, OSError, ValueError) as e:
             what = "stream" if kind == "stream" else "video"
             raise DataError(f"{name}: cannot open {what} ({_short(e)})") from None
@@ -225,6 +250,8 @@ def open_source(source: str | Path | np.ndarray | Sequence[np.ndarray], fps: flo
     name = str(source)
     if is_stream(name):
         return PyAVSource(name, "stream", fps)
+    if is_remote_file(name):
+        return PyAVSource(name, "file", fps)
     path = Path(name)
     if path.is_dir():
         return FrameFolder(path, fps)
