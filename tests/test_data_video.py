@@ -132,3 +132,34 @@ def test_keyframe_table_round_trip():
     assert len(t) == 2 and [k.video_id for k in t] == ["b", "a"]
     np.testing.assert_array_equal(t[0].boxes, kfs[0].boxes)
     assert t[1].boxes.shape == (0, 4) and t[-1].timestamp == 1
+
+
+def test_cover_art_stream_is_not_the_video(tmp_path):
+    """A file whose first video stream is a one-frame cover picture (MJPEG, as taggers and downloaders
+    store thumbnails): readers take the main track, as players do."""
+    import av
+
+    from bmvit.inference.video_source import open_source
+
+    path = tmp_path / "v" / "covered.mkv"
+    path.parent.mkdir()
+    frames = [frame_image(f) for f in range(1, 31)]  # (48, 64, 3)
+    with av.open(str(path), "w") as c:
+        cover = c.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 32, 32, "yuvj420p"
+        main = c.add_stream("libx264", rate=30)
+        main.width, main.height, main.pix_fmt = 64, 48, "yuv420p"
+        c.mux(cover.encode(av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")))
+        c.mux(cover.encode(None))
+        for f in frames:
+            c.mux(main.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(main.encode(None))
+    with av.open(str(path)) as c:
+        assert c.streams.video[0].codec_context.name == "mjpeg"  # the trap is really there
+    decoded = list(open_source(str(path)))
+    assert len(decoded) == 30 and decoded[0].shape == (48, 64, 3)
+    vf = VideoFrames(tmp_path / "v")
+    assert vf.frame_size("covered") == (48, 64)  # (H, W)
+    assert vf.num_frames("covered") == 30
+    clip = vf.read("covered", np.array([1, 15, 30]), lambda im: im)
+    assert np.asarray(clip).shape[-3:] == (48, 64, 3)

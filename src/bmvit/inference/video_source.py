@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from bmvit.data.sources.video import display_turns, upright
+from bmvit.data.sources.video import display_turns, main_video_stream, upright
 from bmvit.errors import DataError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -128,7 +128,7 @@ class PyAVSource(VideoSource):
         if not self._container.streams.video:
             self._container.close()
             raise DataError(f"{name}: no video stream in the file (is it an audio file, or an mp4 with no frames?)")
-        stream = self._container.streams.video[0]
+        stream = main_video_stream(self._container)
         if stream.codec_context is None:  # a video track whose codec FFmpeg does not know (damaged header)
             self._container.close()
             raise DataError(f"{name}: the video stream has no decodable codec (damaged or unsupported file)")

@@ -38,7 +38,7 @@ import torch
 from bmvit.errors import DataError
 
 __all__ = ["VIDEO_EXTENSIONS", "GridTimes", "VideoFrames", "display_turns", "frame_count", "frame_time", "grid_frames",
-           "iter_grid_frames", "upright"]
+           "iter_grid_frames", "main_video_stream", "upright"]
 
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")
 
@@ -51,6 +51,18 @@ def display_turns(frame: av.VideoFrame) -> int:
     degrees counter-clockwise (an iPhone portrait video: -90, i.e. one turn clockwise)."""
     degrees = getattr(frame, "rotation", 0) or 0
     return round(degrees / 90) % 4
+
+
+def main_video_stream(container: av.container.InputContainer) -> av.VideoStream:
+    """The video stream a player shows: FFmpeg's choice (``av_find_best_stream``), which skips cover
+    art and thumbnails stored as extra video streams (``attached_pic``) and prefers the main track
+    when a file has several; the first video stream if FFmpeg names none. The container must have
+    at least one video stream."""
+    try:
+        best = container.streams.best("video")
+    except (AttributeError, ValueError):  # no best(): an old PyAV
+        best = None
+    return best if best is not None else container.streams.video[0]
 
 
 def upright(arr: np.ndarray, turns: int) -> np.ndarray:
@@ -121,7 +133,7 @@ class _Stream:
         if not self.container.streams.video:
             self.container.close()
             raise DataError(f"{path}: no video stream")
-        s = self.stream = self.container.streams.video[0]
+        s = self.stream = main_video_stream(self.container)
         if s.codec_context is None:  # a video track whose codec FFmpeg does not know (damaged header)
             self.container.close()
             raise DataError(f"{path}: the video stream has no decodable codec (damaged or unsupported file)")
@@ -164,7 +176,7 @@ class _Stream:
             self._turns = 0
             try:
                 with av.open(str(self.path)) as c:
-                    for frame in c.decode(c.streams.video[0]):
+                    for frame in c.decode(main_video_stream(c)):
                         self._turns = display_turns(frame)
                         break
             except (av.FFmpegError, OSError, ValueError, IndexError):
