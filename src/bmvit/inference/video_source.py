@@ -10,8 +10,10 @@ Every failure a user can cause — missing, empty, unreadable or corrupt input, 
 decodable frame — raises :class:`~bmvit.errors.DataError` with a one-line message naming the input.
 Video frames are turned upright by the file's display rotation, as players show them
 (:func:`bmvit.data.sources.video.display_turns`); ``info`` gives the stored size until the first
-frame is decoded, the shown size after. Time is ``frame index / fps`` (a constant frame rate is
-assumed; variable-rate videos are read in decoding order at their average rate).
+frame is decoded, the shown size after. Time is ``frame index / fps``: a video file is read on a
+constant-rate grid at its average rate (:func:`constant_rate`), so a variable-rate video (phones
+lower the rate in low light) keeps its timing; a constant-rate one reads frame for frame. Live
+streams, and files given an ``fps`` override, are read frame for frame in decoding order.
 
 A URL is a live stream (read at its own pace, once), except an ``http(s)://`` or ``ftp://`` URL
 whose path ends in a video extension (:data:`VIDEO_EXTENSIONS`, e.g. ``https://host/clip.mp4?sig=...``):
@@ -21,8 +23,10 @@ that is a *remote file*, read like a local one (every key frame; re-read to rend
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
+from typing import TypeVar
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,6 +39,8 @@ FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
                               ".m2ts", ".flv", ".wmv", ".3gp", ".ogv"})
 _REMOTE_FILE_SCHEMES = ("http", "https", "ftp")
+MAX_GAP_S = 10  # a timestamp jump larger than this (or backwards) is a discontinuity, not a pause
+T = TypeVar("T")
 DEFAULT_FPS = 30.0
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -73,6 +79,44 @@ def is_stream(source: str) -> bool:
     if s.startswith("file://") or is_remote_file(s):
         return False
     return bool(_URL.match(s)) or s.startswith("/dev/video") or (s.isdigit() and not Path(s).exists())
+
+
+def constant_rate(frames: Iterable[tuple[T, Fraction | None, Fraction | None]], fps: Fraction) -> Iterator[T]:
+    """``(frame, time, duration)`` in presentation order -> frames on the grid ``t0 + k / fps``.
+
+    A frame at ``t`` replaces the previous one (at ``p``) from the grid points at or after
+    ``max((p + t) / 2, t - 1 / (2 fps))``: the nearest frame where frames come faster than the grid
+    (they are dropped), the frame on screen where they come slower (it is repeated), and frame for
+    frame for a constant-rate video at ``fps`` whose timestamps are rounded by under half a period.
+    The last frame is followed as if by a frame ``duration`` later (unknown: ``1 / fps``). A jump
+    back in time, or forward by more than :data:`MAX_GAP_S` (a corrupt or wrapped timestamp), joins
+    the two sides one period apart instead of dropping or repeating frames across it. Frames
+    without a time pass straight through.
+    """
+    period = 1 / Fraction(fps)
+    prev, prev_t, grid, shift = None, Fraction(0), Fraction(0), Fraction(0)
+    last_duration = period
+    for frame, t, duration in frames:
+        if t is None:
+            yield frame
+            continue
+        t += shift
+        if prev is None:
+            grid = t
+        else:
+            if t < prev_t or t - prev_t > MAX_GAP_S:
+                shift += prev_t + period - t
+                t = prev_t + period
+            switch = max((prev_t + t) / 2, t - period / 2)
+            while grid < switch:
+                yield prev
+                grid += period
+        prev, prev_t, last_duration = frame, t, duration or period
+    if prev is not None:
+        end = prev_t + max(last_duration / 2, last_duration - period / 2)
+        while grid < end:
+            yield prev
+            grid += period
 
 
 class VideoSource:
@@ -138,7 +182,23 @@ class PyAVSource(VideoSource):
         width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
         self.info = VideoInfo(name, kind, float(rate) if rate else DEFAULT_FPS, width, height, frames)
         self._stream = stream
+        self._grid_rate = Fraction(rate) if kind == "file" and not fps and rate else None  # constant_rate's fps
         self._used = False
+
+    def _frames(self) -> Iterator:
+        """Decoded frames, on the constant-rate grid for files (module docstring)."""
+        frames = self._container.decode(self._stream)
+        if self._grid_rate is None:
+            return frames
+        tb = self._stream.time_base
+
+        def timed():
+            for f in frames:
+                t = f.pts * tb if f.pts is not None and tb else None
+                d = getattr(f, "duration", None)
+                yield f, t, (d * tb if d and tb else None)
+
+        return constant_rate(timed(), self._grid_rate)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         import av
@@ -148,7 +208,7 @@ class PyAVSource(VideoSource):
         self._used = True
         n, turns = 0, 0
         try:
-            for frame in self._container.decode(self._stream):
+            for frame in self._frames():  # a repeated frame (constant_rate) gives a new array each time
                 if n == 0:
                     turns = display_turns(frame)  # phone videos: stored landscape + a display rotation
                 arr = upright(frame.to_ndarray(format="rgb24"), turns)  # (H, W, 3) uint8, as players show it
