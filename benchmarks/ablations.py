@@ -25,6 +25,7 @@ plot ``docs/ablations.png``.
 
     bmvit synth --out data/synthetic --videos 320
     python benchmarks/ablations.py --data data/synthetic --out runs/ablations --jobs 1 --write-docs
+    python benchmarks/ablations.py --data data/synthetic --report --write-docs   # the runs done so far
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ def append_ledger(path: Path, variant: str, seed: int, key: dict, rec: dict) -> 
         os.replace(tmp, path)
 
 
-def train_one(variant: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
+def finished(variant: str, seed: int, args: argparse.Namespace) -> dict | None:
+    """The final record of this run at the current recipe — from its folder under ``--out`` (then
+    also put in the ledger) or from the ledger — or None if it has not been trained."""
     run = Path(args.out) / f"{variant}_seed{seed}"
     key = recipe_key(variant, seed, args)
     stamp = Path(args.out) / f"{variant}_seed{seed}.recipe.json"
@@ -148,9 +151,17 @@ def train_one(variant: str, seed: int, args: argparse.Namespace, threads: int) -
         if ledger_record(ledger, key) is None:
             append_ledger(ledger, variant, seed, key, rec)
         return rec
-    rec = ledger_record(ledger, key)
+    return ledger_record(ledger, key)
+
+
+def train_one(variant: str, seed: int, args: argparse.Namespace, threads: int) -> dict:
+    rec = finished(variant, seed, args)
     if rec is not None:
         return rec
+    run = Path(args.out) / f"{variant}_seed{seed}"
+    key = recipe_key(variant, seed, args)
+    stamp = Path(args.out) / f"{variant}_seed{seed}.recipe.json"
+    ledger = Path(args.ledger)
     stamp.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bmvit", "train", "--config", args.config, "--overwrite", "--no-progress",
            f"data.root={args.data}", f"train.out_dir={run}", f"train.seed={seed}", f"train.threads={threads}",
@@ -229,7 +240,9 @@ def write_docs(table_md: str, args: argparse.Namespace) -> None:
         raise SystemExit(f"error: {doc}: markers {BEGIN} / {END} not found")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    block = f"{BEGIN}\n{table_md}\n\nSeeds: {' '.join(map(str, args.seeds))}; data `{args.data}`.\n{END}"
+    done, total = getattr(args, "runs_done", None), getattr(args, "runs_total", None)
+    status = "" if done is None or done == total else f" **{done} of {total} runs finished so far**; the others are still to run."
+    block = f"{BEGIN}\n{table_md}\n\nSeeds: {' '.join(map(str, args.seeds))}; data `{args.data}`.{status}\n{END}"
     tmp = doc.with_suffix(".md.tmp")
     tmp.write_text(head + block + tail)
     os.replace(tmp, doc)
@@ -245,6 +258,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1, help="runs trained at once (the cores are split between them)")
     ap.add_argument("--ledger", default=str(LEDGER), help="JSON-lines record of finished runs, reused by recipe key")
     ap.add_argument("--write-docs", action="store_true", help="update --doc (its marked block) and --plot")
+    ap.add_argument("--report", action="store_true",
+                    help="train nothing: tabulate the runs finished so far (rows say how many seeds they have)")
     ap.add_argument("--doc", default=str(DOC), help="Markdown file whose marked block gets the table")
     ap.add_argument("--plot", default=str(PLOT), help="PNG written with --write-docs")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for every run")
@@ -256,11 +271,16 @@ def main() -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     jobs = [(v, s) for s in args.seeds for v in args.variants]  # seed-major: a complete table appears early
-    with ThreadPoolExecutor(args.jobs) as pool:
-        recs = list(pool.map(lambda job: train_one(*job, args, threads), jobs))
+    if args.report:
+        recs = [finished(*job, args) for job in jobs]
+    else:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            recs = list(pool.map(lambda job: train_one(*job, args, threads), jobs))
     results: dict[str, list[dict]] = {}
     for (variant, _), rec in zip(jobs, recs):
-        results.setdefault(variant, []).append(rec)
+        if rec is not None:
+            results.setdefault(variant, []).append(rec)
+    args.runs_done, args.runs_total = sum(r is not None for r in recs), len(jobs)
     rows = summarize(results)
     table_md = markdown(rows)
     tmp = Path(args.out) / "results.json.tmp"

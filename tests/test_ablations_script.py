@@ -110,3 +110,26 @@ def test_write_docs_replaces_only_the_marked_block(tmp_path):
     doc.write_text("no markers\n")
     with pytest.raises(SystemExit, match="markers"):
         ablations.write_docs("| new |", Namespace(doc=str(doc), seeds=[0], data="d"))
+
+
+def test_report_tabulates_finished_runs_without_training(tmp_path, monkeypatch):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model:\n  token_selection: tubelet\ntrain:\n  max_steps: 10\n")  # as the demo: 2ct differs
+    data = tmp_path / "data"
+    (data / "annotations").mkdir(parents=True)
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n{ablations.BEGIN}\nold\n{ablations.END}\nrest\n")
+    args = Namespace(out=str(tmp_path / "runs"), config=str(recipe), data=str(data), overrides=[],
+                     ledger=str(tmp_path / "ledger.jsonl"))
+    _finished(tmp_path / "runs" / "demo_seed0", 0.5, args, "demo", 0)
+    _finished(tmp_path / "runs" / "ct_seed1", 0.4, args, "ct", 1)
+    monkeypatch.setattr(ablations.subprocess, "run", lambda *a, **k: pytest.fail("--report must not train"))
+    monkeypatch.setattr(ablations, "plot", lambda rows, path: path.write_text("png"))
+    monkeypatch.setattr("sys.argv", ["ablations.py", "--data", str(data), "--out", args.out, "--config", str(recipe),
+                                     "--ledger", args.ledger, "--report", "--write-docs", "--doc", str(doc),
+                                     "--plot", str(tmp_path / "p.png")])
+    assert ablations.main() == 0
+    text = doc.read_text()
+    assert "| 1b | tubelet | 1 | **0.500** (one seed: no spread) |" in text and "| 1b | C+T | 1 | **0.400**" in text
+    assert "2 of 21 runs finished so far" in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert len(ablations.read_ledger(Path(args.ledger))) == 2  # the finished folders went into the ledger
