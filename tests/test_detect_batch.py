@@ -17,6 +17,7 @@ from inference_fixtures import REPO, make_checkpoint, write_video
 from PIL import Image
 
 from bmvit.cli.main import main as bmvit
+from bmvit.errors import ConfigError
 from bmvit.inference.batch import VideoInput, expand_inputs, is_collection, shard
 
 torch.set_num_threads(1)
@@ -248,3 +249,7 @@ def test_remote_files_are_read_like_local_files(http_server, batch_out, folder, 
     # a re-run skips the remote file done before
     assert bmvit(["detect", f"@{lst}", "--checkpoint", str(ckpt), "--out", str(out), "--no-video", "--no-progress"]) == 1
     assert [e["status"] for e in _index(out)] == ["skipped", "failed", "skipped"]
+    lst.write_text(f"file://{folder / 'c.mp4'}\nrtsp://127.0.0.1:9/live\n")  # a live stream in a list
+    with pytest.raises(ConfigError, match=r"rtsp://127\.0\.0\.1:9/live: a live stream .* cannot be part of a batch"):
+        expand_inputs([f"@{lst}"])
+    assert expand_inputs([f"file://{folder / 'c.mp4'}", str(folder / "a.mp4")])[0] == VideoInput("c", str(folder / "c.mp4"))

@@ -159,6 +159,11 @@ def expand_inputs(args: Sequence[str], log: Callable[[str], None] | None = None)
             for line in _read_list(arg):
                 add(line, True)
             return
+        if arg.startswith("file://"):
+            arg = arg[len("file://"):]
+        if "://" in arg and not is_remote_file(arg):
+            raise ConfigError(f"{arg}: a live stream (or a URL without a video file extension) cannot be part of "
+                              f"a batch; run one `bmvit detect` per stream")
         if is_remote_file(arg):
             urls[len(paths)] = arg
             paths.append((Path(url_name(arg)), arg.split("://", 1)[1].split("?", 1)[0]))
