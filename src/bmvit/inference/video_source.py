@@ -218,7 +218,11 @@ class PyAVSource(VideoSource):
                 yield arr
         except (av.error.FFmpegError, OSError, ValueError) as e:
             at = f"after {n} frames" if n else "before the first frame"
-            raise DataError(f"{self._name}: video is corrupt or unreadable: decoding failed {at} ({_short(e)})") from None
+            hint = ""
+            if is_remote_file(self._name) and not n:
+                hint = ("; if the file plays when downloaded, the server may not answer byte-range requests, which "
+                        "an mp4 with its index at the end needs: download it first")
+            raise DataError(f"{self._name}: video is corrupt or unreadable: decoding failed {at} ({_short(e)}){hint}") from None
         finally:
             self.close()
         if n == 0:
