@@ -149,8 +149,8 @@ def expand_inputs(args: Sequence[str], log: Callable[[str], None] | None = None)
     """The inputs named by ``args`` (module docstring), each path once (first occurrence kept).
 
     Raises :class:`DataError` when nothing is left (e.g. only empty folders)."""
-    paths: list[tuple[Path, str]] = []  # (path, path relative to the folder it was found in)
-    urls: dict[int, str] = {}  # position in `paths` -> the URL of a remote file
+    # (input as passed on, file name, path relative to the folder it was found in, is a frames folder)
+    found: list[tuple[str, Path, str, bool]] = []
     ignored = 0
 
     def add(arg: str, from_list: bool) -> None:
@@ -161,36 +161,34 @@ def expand_inputs(args: Sequence[str], log: Callable[[str], None] | None = None)
             return
         if arg.startswith("file://"):
             arg = arg[len("file://"):]
-        if "://" in arg and not is_remote_file(arg):
+        if is_remote_file(arg):
+            found.append((arg, Path(url_name(arg)), arg.split("://", 1)[1].split("?", 1)[0], False))
+            return
+        if "://" in arg:
             raise ConfigError(f"{arg}: a live stream (or a URL without a video file extension) cannot be part of "
                               f"a batch; run one `bmvit detect` per stream")
-        if is_remote_file(arg):
-            urls[len(paths)] = arg
-            paths.append((Path(url_name(arg)), arg.split("://", 1)[1].split("?", 1)[0]))
-            return
         p = Path(arg)
         if p.is_dir() and not _has_frames(p):
-            found, n = _walk(p)
-            paths.extend((f, str(f.relative_to(p))) for f in found)
+            inside, n = _walk(p)
+            found.extend((str(f), f, str(f.relative_to(p)), f.is_dir()) for f in inside)
             ignored += n
         else:
-            paths.append((p, arg))
+            found.append((str(p), p, arg, p.is_dir()))
 
     for a in args:
         add(str(a), False)
     seen, unique = set(), []
-    for k, (p, rel) in enumerate(paths):
-        key = _input_key(urls.get(k) or str(p))
+    for entry in found:
+        key = _input_key(entry[0])
         if key not in seen:
             seen.add(key)
-            unique.append((urls.get(k) or p, rel))
+            unique.append(entry)
     if not unique:
         raise DataError(f"{' '.join(args)}: no video files ({', '.join(sorted(VIDEO_EXTENSIONS))}) and no frames folders found")
     if ignored and log is not None:
         log(f"{ignored} file(s) without a video extension ignored in the input folders")
-    names = [Path(url_name(p)) if isinstance(p, str) else p for p, _ in unique]
-    ids = _ids(names, [r for _, r in unique], [not isinstance(p, str) and p.is_dir() for p, _ in unique])
-    return [VideoInput(i, str(p)) for i, (p, _) in zip(ids, unique)]
+    ids = _ids([e[1] for e in unique], [e[2] for e in unique], [e[3] for e in unique])
+    return [VideoInput(i, e[0]) for i, e in zip(ids, unique)]
 
 
 def _input_key(path: str) -> str:

@@ -26,8 +26,8 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TypeVar
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -40,7 +40,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", "
                               ".m2ts", ".flv", ".wmv", ".3gp", ".ogv"})
 _REMOTE_FILE_SCHEMES = ("http", "https", "ftp")
 MAX_GAP_S = 10  # a timestamp jump larger than this (or backwards) is a discontinuity, not a pause
-T = TypeVar("T")
+_T = TypeVar("_T")
 DEFAULT_FPS = 30.0
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -81,7 +81,7 @@ def is_stream(source: str) -> bool:
     return bool(_URL.match(s)) or s.startswith("/dev/video") or (s.isdigit() and not Path(s).exists())
 
 
-def constant_rate(frames: Iterable[tuple[T, Fraction | None, Fraction | None]], fps: Fraction) -> Iterator[T]:
+def constant_rate(frames: Iterable[tuple[_T, Fraction | None, Fraction | None]], fps: Fraction) -> Iterator[_T]:
     """``(frame, time, duration)`` in presentation order -> frames on the grid ``t0 + k / fps``.
 
     A frame at ``t`` replaces the previous one (at ``p``) from the grid points at or after
