@@ -23,7 +23,8 @@ def tiny_config(root: Path | str = "nowhere", rel_pos: bool = False, extra: list
     selection pinned to 2(c+t) (two detection slices: the tests' θ=0.8 was set for its random logits)."""
     over = ["model.token_selection=2(c+t)", "data.size=64", "data.num_frames=8", "data.stride=2", "data.fps=10", f"data.root={root}",
             "model.head_hidden=32", f"model.rel_pos={str(rel_pos).lower()}", "model.pretrained=null",
-            "eval.threshold=0.8", "eval.nms_iou=0.5", "eval.score=action", "eval.hflip_tta=false", *(extra or [])]
+            "eval.threshold=0.8", "eval.nms_iou=0.5", "eval.score=action", "eval.hflip_tta=false", "eval.time_tta=[]",
+            *(extra or [])]
     return load_config(REPO / "configs" / "synthetic" / "tiny.yaml", over)
 
 

@@ -82,9 +82,21 @@ def test_detect_writes_json_csv_and_mp4(detected, video):
     assert len(frames) == 40 and frames[0].shape == (360, 480, 3)  # 80×60 scaled up to 480 wide
 
 
-def _check_equals_model(out_dir, video, ckpt, wrap=lambda m: m) -> None:
+def _views_average(model, clips):
+    """Outputs of ``model`` on each clip of ``clips`` (a list of (1, 3, T, S, S)), averaged by hand:
+    boxes arithmetically, scores as probabilities (what eval.time_tta promises)."""
+    outs = [model(c) for c in clips]
+    avg = dict(outs[0])
+    avg["boxes"] = torch.stack([o["boxes"] for o in outs]).mean(0)
+    for key in ("actor_logits", "action_logits"):
+        avg[key] = torch.logit(torch.stack([o[key].sigmoid() for o in outs]).mean(0).clamp(1e-6, 1 - 1e-6))
+    return avg
+
+
+def _check_equals_model(out_dir, video, ckpt, wrap=lambda m: m, views=(0,)) -> None:
     """Decode independently, build every key frame's clip with the reader's arithmetic, run the
-    model (``wrap``-ped) clip by clip, post-process: the detections of ``out_dir/detections.json``."""
+    model (``wrap``-ped) clip by clip, post-process: the detections of ``out_dir/detections.json``.
+    ``views``: the clips moved by these frame offsets, outputs averaged (eval.time_tta)."""
     from bmvit.engine.checkpoint import load_weights
 
     state, cfg, _ = load_weights(ckpt)
@@ -97,10 +109,14 @@ def _check_equals_model(out_dir, video, ckpt, wrap=lambda m: m) -> None:
     doc = json.loads((out_dir / "detections.json").read_text())
     for kf in doc["keyframes"]:
         k = kf["frame_index"]
-        idx = np.clip(k + (np.arange(T) - T // 2) * tau, 0, len(frames) - 1)
-        clip = ClipTransform(size=S)(torch.from_numpy(np.stack([small[i] for i in idx])), torch.zeros(0, 4), torch.zeros(0, 3))[0]
+        clips = []
+        for v in views:
+            idx = np.clip(k + v + (np.arange(T) - T // 2) * tau, 0, len(frames) - 1)
+            clip = ClipTransform(size=S)(torch.from_numpy(np.stack([small[i] for i in idx])), torch.zeros(0, 4),
+                                         torch.zeros(0, 3))[0]
+            clips.append(normalize_clips(clip[None], KINETICS_MEAN, KINETICS_STD))
         with torch.no_grad():
-            out = model(normalize_clips(clip[None], KINETICS_MEAN, KINETICS_STD))
+            out = model(clips[0]) if len(views) == 1 else _views_average(model, clips)
         d = postprocess(out, cfg.eval.threshold, cfg.eval.nms_iou, cfg.eval.score)[0]
         order = torch.argsort(d.actor_scores, descending=True)
         got = kf["actors"]
@@ -133,6 +149,30 @@ def test_detect_with_flip_tta_equals_the_averaged_model(tmp_path, video, ckpt, d
         [a["actor_score"] for kf in plain["keyframes"] for a in kf["actors"]]
 
 
+def test_detect_with_time_tta_equals_the_average_of_the_moved_clips(tmp_path, video, ckpt, detected):
+    """``--time-tta=-1,2``: every key frame predicted from its clips moved by -1 and +2 frames
+    (clamped at the video's ends), outputs averaged — computed here clip by clip without TimeTTA;
+    the setting is recorded, and the result differs from the plain model's."""
+    out = tmp_path / "ttta"
+    assert bmvit(["detect", str(video), "--checkpoint", str(ckpt), "--out", str(out), "--batch", "3",
+                  "--no-progress", "--topk", "2", "--time-tta=-1,2"]) == 0
+    doc = json.loads((out / "detections.json").read_text())
+    assert doc["settings"]["time_tta"] == [-1, 2]
+    _check_equals_model(out, video, ckpt, views=(-1, 2))
+    plain = json.loads((detected / "detections.json").read_text())
+    assert [kf["frame_index"] for kf in doc["keyframes"]] == [kf["frame_index"] for kf in plain["keyframes"]]
+    assert [a["actor_score"] for kf in doc["keyframes"] for a in kf["actors"]] != \
+        [a["actor_score"] for kf in plain["keyframes"] for a in kf["actors"]]
+
+
+@pytest.mark.parametrize("value", ["1,1", "a,b", "0.5"])
+def test_time_tta_option_rejects_bad_offsets(tmp_path, video, ckpt, capsys, value):
+    with pytest.raises(SystemExit):
+        bmvit(["detect", str(video), "--checkpoint", str(ckpt), "--out", str(tmp_path / "x"), f"--time-tta={value}"])
+    err = capsys.readouterr().err
+    assert "--time-tta" in err and "Traceback" not in err
+
+
 def test_video_shorter_than_a_clip_is_padded(tmp_path, ckpt):
     short = write_video(tmp_path / "short.mp4", n=5, fps=10)
     out = tmp_path / "out"
@@ -146,8 +186,10 @@ def test_video_shorter_than_a_clip_is_padded(tmp_path, ckpt):
         assert sum(1 for _ in c.decode(video=0)) == 5
 
 
-def test_clip_arithmetic_matches_the_evaluation_reader(tmp_path):
-    """Frames folder in the AVA layout: the clip tensors of the detector are those of AvaClips."""
+@pytest.mark.parametrize("views", [(0,), (-1, 1), (-3, 0, 2)])
+def test_clip_arithmetic_matches_the_evaluation_reader(tmp_path, views):
+    """Frames folder in the AVA layout: the clip tensors of the detector are those of AvaClips
+    (with time TTA: the moved clips one after the other, in both)."""
     from bmvit.data.clips import AvaClips
     from bmvit.inference.detector import Detector
     from bmvit.inference.video_source import open_source
@@ -157,15 +199,17 @@ def test_clip_arithmetic_matches_the_evaluation_reader(tmp_path):
     cfg = tiny_config(root)
     det = Detector(tiny_model(cfg), cfg, LABELS)
     ds = AvaClips(root / "frames", root / "annotations/val.csv", root / "annotations/label_map.pbtxt",
-                  cfg.data.num_frames, cfg.data.stride, ClipTransform(size=cfg.data.size), fps=10, first_second=900)
+                  cfg.data.num_frames, cfg.data.stride, ClipTransform(size=cfg.data.size, views=views), fps=10,
+                  first_second=900)
     keys = [(kf.timestamp - 900) * 10 for kf in ds.keyframes]  # 0-based key-frame index of each timestamp
-    window = SlidingClips(det.num_frames, det.stride, iter(keys))
+    window = SlidingClips(det.num_frames, det.stride, iter(keys), views)
     clips = []
     for frame in open_source(root / "frames" / "vid0"):
         clips += window.push(det.resize(frame))
     clips += window.flush()
     assert [k for k, _ in clips] == keys
     for (_, c), i in zip(clips, range(len(ds))):
+        assert ds[i][0].shape[1] == len(views) * cfg.data.num_frames
         assert torch.equal(det.to_tensor(c[None])[0], normalize_clips(ds[i][0][None], KINETICS_MEAN, KINETICS_STD)[0])
 
 

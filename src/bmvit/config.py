@@ -149,6 +149,9 @@ class EvalConfig:
     nms_iou: float | None = None  # class-agnostic NMS on p(actor); None = off (paper)
     score: str = "action"  # action: p(a_c) (paper) | actor*action: p(α)·p(a_c)
     hflip_tta: bool = False  # average each clip's outputs with its mirror image's (not in the paper; 2x the passes)
+    # frame offsets of the clips averaged per key frame (models/time_tta.py; not in the paper; one pass
+    # each): [] = the centred clip only; e.g. [-1, 1] = the clips moved one frame back and forward
+    time_tta: list[int] = field(default_factory=list)
     max_dets_per_frame: int = 50  # AVA: cap of the headline mAP (50: ActivityNet 2019; 0: uncapped, PySlowFast); both are reported
     batch_size: int = 16
     # AVA: the evaluated classes, a label map relative to data.root (None: data.label_map). AVA v2.2
@@ -231,6 +234,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "train.keep_checkpoints": _GE0, "train.eval_at_minutes": _GE0, "train.eval_every": _GE0,
     "train.accum_steps": _GE1, "train.layer_decay": (0, 1, True), "train.ema_decay": _PROB,
     "eval.threshold": _PROB, "eval.nms_iou": (0, 1, True), "eval.max_dets_per_frame": _GE0, "eval.batch_size": _GE1,
+    "eval.time_tta": (-1000, 1000, False),
 }
 # Keys whose list must have this many elements (what each element means).
 LENGTHS: dict[str, tuple[int, str]] = {
@@ -263,6 +267,8 @@ def _check_value(key: str, value: Any, where: str) -> None:
                           f"got {value!r}")
     if key == "data.hflip_swap" and any(len(pair) != 2 for pair in value):
         raise ConfigError(f"{where}'{key}': expected pairs of action ids [[a, b], ...], got {value!r}")
+    if key == "eval.time_tta" and len(set(value)) != len(value):
+        raise ConfigError(f"{where}'{key}': frame offsets must be distinct, got {value!r}")
     if key in ("data.keyframe_range", "data.short_side") and value[0] > value[1]:
         raise ConfigError(f"{where}'{key}': first value {value[0]} must be ≤ the second {value[1]}")
     if key not in RANGES:

@@ -17,6 +17,7 @@ re-run (``--overwrite`` redoes them); ``--on-error skip|error`` decides what a b
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -30,6 +31,19 @@ def _nms(text: str) -> float | str | None:
     if text == "checkpoint":
         return text
     return None if text.lower() in ("off", "none") else float(text)
+
+
+def _offsets(text: str) -> list[int]:
+    """``--time-tta``: ``off`` or comma-separated distinct integer frame offsets (``-1,1``)."""
+    if text.strip().lower() in ("off", "none", ""):
+        return []
+    try:
+        out = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected off or integer frame offsets like -1,1, got {text!r}") from None
+    if len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"frame offsets must be distinct, got {text!r}")
+    return out
 
 
 def add_parser(sub) -> None:
@@ -46,6 +60,9 @@ def add_parser(sub) -> None:
     p.add_argument("--score", choices=("action", "actor*action"), help="action score mode (default: the checkpoint's)")
     p.add_argument("--hflip-tta", choices=("on", "off"),
                    help="average each clip with its mirror image, 2x the passes (default: the checkpoint's eval.hflip_tta)")
+    p.add_argument("--time-tta", type=_offsets, metavar="OFFSETS|off",
+                   help="average the clips moved by these frame offsets, e.g. --time-tta=-1,1 (one pass each; "
+                        "default: the checkpoint's eval.time_tta)")
     p.add_argument("--topk", type=count(1), default=5, metavar="K", help="top actions per actor in the JSON (default: 5)")
     p.add_argument("--batch", type=count(1), default=4, metavar="B", help="clips per forward pass (default: 4)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (default: cpu)")
@@ -105,7 +122,8 @@ def run(args) -> int:
         threshold=FROM_CHECKPOINT if args.threshold is None else args.threshold,
         nms_iou=FROM_CHECKPOINT if args.nms_iou == "checkpoint" else args.nms_iou,
         score=args.score or FROM_CHECKPOINT, batch_size=args.batch, topk=args.topk, dtype=args.dtype,
-        quantize=args.quantize, hflip_tta=FROM_CHECKPOINT if args.hflip_tta is None else args.hflip_tta == "on")
+        quantize=args.quantize, hflip_tta=FROM_CHECKPOINT if args.hflip_tta is None else args.hflip_tta == "on",
+        time_tta=FROM_CHECKPOINT if args.time_tta is None else args.time_tta)
     if batch:
         return _run_batch(args, det)
     name = _name(args.input[0])
@@ -160,7 +178,7 @@ def _fingerprint(args, det) -> dict:
             "fps_keyframes": args.fps_keyframes, "fps": args.fps, "first_second": args.first_second,
             "threshold": det.threshold, "nms_iou": det.nms_iou, "score": det.score, "topk": det.topk,
             "dtype": det.dtype, "quantize": det.quantize, "hflip_tta": det.hflip_tta,
-            "labels": {str(k): v for k, v in det.labels.items()}}
+            "time_tta": list(det.views), "labels": {str(k): v for k, v in det.labels.items()}}
 
 
 def _run_batch(args, det) -> int:

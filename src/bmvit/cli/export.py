@@ -35,7 +35,7 @@ def run(args) -> int:
         raise ConfigError(f"--batch must be at least 1, got {args.batch}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    det = Detector.from_checkpoint(args.checkpoint, device="cpu", hflip_tta=False)  # the network itself, one pass
+    det = Detector.from_checkpoint(args.checkpoint, device="cpu", hflip_tta=False, time_tta=[])  # the network itself, one pass
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.with_suffix(".onnx")
     shape = (args.batch, 3, det.num_frames, det.size, det.size)

@@ -34,7 +34,7 @@ from bmvit.data.keyframes import KeyFrameTable, group_keyframes
 from bmvit.data.skips import SkipBadSamples
 from bmvit.data.sources.frame_folder import FrameFolder
 from bmvit.data.sources.video import VideoFrames
-from bmvit.data.transforms import ClipTransform
+from bmvit.data.transforms import ClipTransform, views_of
 from bmvit.errors import ConfigError, DataError
 
 __all__ = ["build_dataset", "checked_mean_std", "make_dataset"]
@@ -136,7 +136,7 @@ def make_dataset(cfg: Config, split: str, augment: bool = False, generator: torc
     transform = ClipTransform(size=d.size, train=augment, hflip_prob=d.hflip_prob, color_jitter=d.color_jitter,
                               generator=generator, box_jitter=d.box_jitter, time_jitter=d.time_jitter, resize=d.resize,
                               short_side=(d.short_side[0], d.short_side[1]) if len(d.short_side) == 2 else (0, 0),
-                              **checked_mean_std(d))
+                              views=(0,) if augment else views_of(cfg.eval.time_tta), **checked_mean_std(d))
     ds = build_dataset(d, split, transform)
     index = ds.class_index
     for pair in d.hflip_swap:

@@ -6,6 +6,8 @@ Contract: one sample = one annotated key frame (:mod:`bmvit.data.keyframes`).
 :func:`bmvit.data.transforms.normalize_clips` does that on the device), ``target`` a dict with
 ``boxes (N, 4)`` normalized cxcywh of the key frame, ``labels (N, K)`` multi-hot float,
 ``colour (3,)`` colour-jitter factors, ``video_id``, ``timestamp`` and ``orig_size (H, W)``.
+With ``eval.time_tta`` (the transform's ``views``: ``V`` frame offsets) the clip is the ``V``
+moved clips one after the other, ``(3, V·T, S, S)`` (:mod:`bmvit.models.time_tta`).
 
 Time: the key frame of ``timestamp`` is frame number ``(timestamp - first_timestamp) * rate + 1``
 (AVA: ``first_timestamp`` = ``first_second`` = 900 s and ``rate`` = 30 fps; UCF/JHMDB, whose
@@ -109,7 +111,9 @@ class KeyFrameClips(Dataset):
     def __getitem__(self, item: int | tuple[int, int]):
         i, seed = item if isinstance(item, tuple) else (item, None)
         kf = self.table[i]
-        idx = self.frame_indices(kf.video_id, kf.timestamp, self.transform.time_shift(seed))
+        shift = self.transform.time_shift(seed)
+        idx = np.concatenate([self.frame_indices(kf.video_id, kf.timestamp, shift + v)
+                              for v in self.transform.views])  # (V·T,): the views one after the other
         size = self.sizes.get(kf.video_id)
         if size is None:
             size = self.sizes[kf.video_id] = self.source.frame_size(kf.video_id)

@@ -43,7 +43,7 @@ KINETICS_STD = (0.225, 0.225, 0.225)
 NO_JITTER = (1.0, 1.0, 1.0)  # colour factors (brightness, contrast, saturation) that change nothing
 
 __all__ = ["ClipTransform", "KINETICS_MEAN", "KINETICS_STD", "jitter_boxes", "keep_aspect_size", "normalize_clips",
-           "resize_frames"]
+           "resize_frames", "views_of"]
 
 
 def resize_frames(frames: Tensor | np.ndarray, hw: tuple[int, int]) -> Tensor:
@@ -64,6 +64,11 @@ def resize_frames(frames: Tensor | np.ndarray, hw: tuple[int, int]) -> Tensor:
     return y.permute(0, 2, 3, 1).contiguous()  # (T, h, w, 3): no copy when channels-last
 
 
+def views_of(time_tta) -> tuple[int, ...]:
+    """Frame offsets of the clips read per key frame for ``eval.time_tta`` (``(0,)`` when empty)."""
+    return tuple(int(v) for v in time_tta) or (0,)
+
+
 @dataclass
 class ClipTransform:
     size: int = 224
@@ -79,6 +84,8 @@ class ClipTransform:
     resize: str = "square"  # square | keep_aspect
     short_side: tuple[int, int] = (240, 340)  # keep_aspect, training: short side drawn from [lo, hi]
     time_jitter: int = 0  # training: the clip's frames shifted by a uniform integer in [-j, j] (time_shift)
+    views: tuple[int, ...] = (0,)  # evaluation (eval.time_tta): frame offsets of the clips read per key
+    #                                frame, one after the other along T (models/time_tta.py)
 
     def _decode_short(self) -> int:
         return int(self.short_side[1]) if self.train else self.size

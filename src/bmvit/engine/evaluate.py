@@ -38,11 +38,13 @@ from bmvit.config import Config
 from bmvit.data.clip_dataset import ClipDataset
 from bmvit.data.collate import collate_fn, unpad_boxes, valid_tokens
 from bmvit.data.formats.ava import AvaRows
+from bmvit.data.skips import reader_of
 from bmvit.data.transforms import normalize_clips
 from bmvit.evaluation.actor_metrics import MAX_CANDIDATES, ActorRows
 from bmvit.evaluation.evaluators import build_evaluator, eval_labels
 from bmvit.evaluation.split_result import SplitEvaluation
 from bmvit.models.flip_tta import FlipTTA, swap_columns
+from bmvit.models.time_tta import TimeTTA
 from bmvit.models.postprocess import Detections, postprocess
 
 __all__ = ["PredictOptions", "evaluate_split", "predict", "predict_rows", "shard_batches"]
@@ -98,6 +100,9 @@ def _predict_blocks(model: torch.nn.Module, dataset: ClipDataset, batches: list[
         model = model.module
     if opts.hflip_tta:
         model = FlipTTA(model, swap_columns(opts.hflip_swap, dataset.class_ids))
+    views = getattr(getattr(reader_of(dataset), "transform", None), "views", (0,))  # eval.time_tta, as read
+    if len(views) > 1:
+        model = TimeTTA(model, len(views))  # clips (B, 3, V·T, S, S): V passes per key frame
     loader = DataLoader(dataset, batch_sampler=[idx for _, idx in batches], collate_fn=collate_fn(opts.resize),
                         num_workers=opts.num_workers, pin_memory=device.type == "cuda")
     was_training = model.training

@@ -21,12 +21,14 @@ Contract:
 * Post-processing is :func:`~bmvit.models.postprocess.postprocess` with the checkpoint's
   ``eval.threshold`` / ``eval.nms_iou`` / ``eval.score`` unless overridden; with
   ``eval.hflip_tta`` (or ``hflip_tta=True``) each clip is averaged with its mirror image first
-  (:class:`~bmvit.models.flip_tta.FlipTTA`).
+  (:class:`~bmvit.models.flip_tta.FlipTTA`); with ``eval.time_tta`` (or ``time_tta=[...]``) each
+  key frame is predicted from the clips moved by those frame offsets, averaged
+  (:class:`~bmvit.models.time_tta.TimeTTA`; the clip tensors are then ``(B, 3, V·T, S, S)``).
 * Boxes come back as normalized ``(x1, y1, x2, y2)`` of the key frame and as pixels of the
   original frame; ``actions`` holds the ``topk`` classes by score, ``action_scores`` all ``K``
   scores in label-map order.
-* Memory: a ring buffer of ``(T-1)·τ + 1`` resized frames plus one batch of clips, whatever the
-  video length.
+* Memory: a ring buffer of ``(T-1)·τ + 1`` resized frames (plus the spread of the time-TTA
+  offsets) and one batch of clips, whatever the video length.
 """
 
 from __future__ import annotations
@@ -43,13 +45,14 @@ import torch
 from torch import Tensor, nn
 
 from bmvit.config import Config
-from bmvit.data.transforms import ClipTransform, normalize_clips
+from bmvit.data.transforms import ClipTransform, normalize_clips, views_of
 from bmvit.errors import CheckpointError, ConfigError, DataError
 from bmvit.inference.prefetch import prefetch
 from bmvit.inference.tracking import IoUTracker
 from bmvit.inference.video_source import VideoInfo, VideoSource, open_source
 from bmvit.inference.windows import SlidingClips, keyframe_schedule
 from bmvit.models.flip_tta import FlipTTA, swap_columns
+from bmvit.models.time_tta import TimeTTA
 from bmvit.models.postprocess import Detections, postprocess
 
 __all__ = ["Action", "Actor", "KeyFrameResult", "VideoResult", "Detector", "FROM_CHECKPOINT", "SCHEMA_VERSION"]
@@ -177,7 +180,8 @@ class Detector:
     def __init__(self, model: nn.Module, cfg: Config, labels: dict[int, str], device: str | torch.device = "cpu",
                  threshold: float | None = FROM_CHECKPOINT, nms_iou: float | None = FROM_CHECKPOINT,
                  score: str = FROM_CHECKPOINT, batch_size: int = 8, topk: int = 5, dtype: str = "fp32",
-                 quantize: str | None = None, hflip_tta: bool = FROM_CHECKPOINT) -> None:
+                 quantize: str | None = None, hflip_tta: bool = FROM_CHECKPOINT,
+                 time_tta: Sequence[int] = FROM_CHECKPOINT) -> None:
         from bmvit.inference.precision import prepare_model
 
         self.cfg = cfg
@@ -189,6 +193,11 @@ class Detector:
         self.hflip_tta = bool(cfg.eval.hflip_tta if hflip_tta is FROM_CHECKPOINT else hflip_tta)
         if self.hflip_tta:
             self.model = FlipTTA(self.model, swap_columns(cfg.data.hflip_swap, self.class_ids))
+        self.views = views_of(cfg.eval.time_tta if time_tta is FROM_CHECKPOINT else time_tta)  # frame offsets
+        if len(set(self.views)) != len(self.views):
+            raise ConfigError(f"time TTA: frame offsets must be distinct, got {list(self.views)}")
+        if len(self.views) > 1:
+            self.model = TimeTTA(self.model, len(self.views))  # clips (B, 3, V·T, S, S)
         self.threshold = cfg.eval.threshold if threshold is FROM_CHECKPOINT else float(threshold)
         self.nms_iou = cfg.eval.nms_iou if nms_iou is FROM_CHECKPOINT else nms_iou
         self.score = cfg.eval.score if score is FROM_CHECKPOINT else score
@@ -206,7 +215,8 @@ class Detector:
         """Load ``model.safetensors`` written by ``bmvit train`` (the config is embedded in it).
 
         ``labels``: class names (dict or label-map file; default: see :func:`resolve_labels`);
-        ``kwargs``: ``threshold``, ``nms_iou``, ``score``, ``hflip_tta``, ``batch_size``, ``topk``,
+        ``kwargs``: ``threshold``, ``nms_iou``, ``score``, ``hflip_tta``, ``time_tta`` (frame offsets,
+        ``[]`` = off), ``batch_size``, ``topk``,
         ``dtype`` (fp32 | bf16), ``quantize`` (None | int8) (:mod:`~bmvit.inference.precision`).
         """
         from bmvit.engine.checkpoint import load_weights
@@ -245,7 +255,7 @@ class Detector:
         return {"backbone": m.backbone, "token_selection": m.token_selection, "num_frames": self.num_frames,
                 "stride": self.stride, "size": self.size, "threshold": self.threshold, "nms_iou": self.nms_iou,
                 "score": self.score, "topk": self.topk, "dtype": self.dtype, "quantize": self.quantize,
-                "hflip_tta": self.hflip_tta}
+                "hflip_tta": self.hflip_tta, "time_tta": [] if self.views == (0,) else list(self.views)}
 
     # -- the steps -------------------------------------------------------------------------------
     def resize(self, frame: np.ndarray) -> np.ndarray:
@@ -262,7 +272,7 @@ class Detector:
 
     @torch.inference_mode()
     def forward(self, clips: Tensor) -> dict[str, Tensor]:
-        """Raw model outputs for ``clips (B, 3, T, S, S)``: ``boxes (B, L, 4)``, ``actor_logits (B, L)``,
+        """Raw model outputs for ``clips (B, 3, T, S, S)`` (``V·T`` frames with time TTA): ``boxes (B, L, 4)``, ``actor_logits (B, L)``,
         ``action_logits (B, L, K)`` (on the CPU), ``cells (L, 4)``, ``grid (t, h, w)``. uint8 clips
         are normalized on the device (a quarter of the bytes to copy); float clips are taken as normalized."""
         t0 = time.perf_counter()
@@ -314,7 +324,8 @@ class Detector:
                  on_frame: Callable[[int, int | None], None] | None) -> Iterator[tuple[list[int], Tensor]]:
         """Decode, resize, assemble and normalize: ``(key frames, clips (B, 3, T, S, S))`` per batch."""
         info = source.info
-        window = SlidingClips(self.num_frames, self.stride, keyframe_schedule(info.fps, keyframes_per_second))
+        window = SlidingClips(self.num_frames, self.stride, keyframe_schedule(info.fps, keyframes_per_second),
+                              self.views)
         pending: list[tuple[int, np.ndarray]] = []
 
         def take() -> tuple[list[int], Tensor]:

@@ -32,7 +32,7 @@ from bmvit.errors import BmvitError, ConfigError
 from bmvit.inference.detector import Detector, KeyFrameResult
 from bmvit.inference.tracking import IoUTracker
 from bmvit.inference.video_source import VideoSource
-from bmvit.inference.windows import RingBuffer, clip_indices
+from bmvit.inference.windows import RingBuffer, clip_indices, clip_span
 
 
 @dataclass
@@ -114,9 +114,9 @@ def run_stream(detector: Detector, source: VideoSource, every: int = 8, realtime
     if every < 1:
         raise ConfigError(f"--every must be at least 1, got {every}")
     info = source.info
-    T, tau = detector.num_frames, detector.stride
-    after = (T - 1 - T // 2) * tau  # newest frame - key frame
-    ring: RingBuffer[tuple[np.ndarray, float]] = RingBuffer((T - 1) * tau + 1)
+    T, tau, views = detector.num_frames, detector.stride, detector.views
+    before, after = clip_span(T, tau, views)  # after: newest frame - key frame
+    ring: RingBuffer[tuple[np.ndarray, float]] = RingBuffer(before + after + 1)
     cond = threading.Condition()
     stop = stop or threading.Event()
     state: dict = {"done": False, "error": None, "latest": None}
@@ -160,8 +160,8 @@ def run_stream(detector: Detector, source: VideoSource, every: int = 8, realtime
                 newest = ring.count - 1
                 if newest < due:  # source ended before the next scheduled prediction
                     break
-                idx = clip_indices(newest - after, T, tau)  # (T,), within [0, newest]
-                frames = np.stack([ring[int(i)][0] for i in idx])  # (T, S, S, 3)
+                idx = clip_indices(newest - after, T, tau, views=views)  # (V·T,), within [0, newest]
+                frames = np.stack([ring[int(i)][0] for i in idx])  # (V·T, S, S, 3)
                 arrival = ring[newest][1]
             dropped += newest - due
             t_start = time.perf_counter()

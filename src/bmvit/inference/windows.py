@@ -24,11 +24,20 @@ from bmvit.errors import ConfigError
 F = TypeVar("F")
 
 
-def clip_indices(key: int, num_frames: int, stride: int, total: int | None = None) -> np.ndarray:
+def clip_indices(key: int, num_frames: int, stride: int, total: int | None = None,
+                 views: tuple[int, ...] = (0,)) -> np.ndarray:
     """0-based frame indices ``(T,)`` of the clip centred on frame ``key``, clamped to
-    ``[0, total - 1]`` (only below at 0 when ``total`` is None)."""
-    idx = key + (np.arange(num_frames) - num_frames // 2) * stride  # (T,)
+    ``[0, total - 1]`` (only below at 0 when ``total`` is None). With ``views`` (the frame offsets of
+    ``eval.time_tta``): the clips centred on ``key + v`` one after the other, ``(V·T,)``."""
+    idx = np.concatenate([key + v + (np.arange(num_frames) - num_frames // 2) * stride for v in views])  # (V·T,)
     return np.clip(idx, 0, None if total is None else total - 1)
+
+
+def clip_span(num_frames: int, stride: int, views: tuple[int, ...] = (0,)) -> tuple[int, int]:
+    """``(before, after)``: how many frames before and after its key frame a clip (all its views) reads."""
+    before = (num_frames // 2) * stride + max(0, -min(views))
+    after = (num_frames - 1 - num_frames // 2) * stride + max(0, max(views))
+    return before, after
 
 
 def keyframe_schedule(fps: float, per_second: float) -> Iterator[int]:
@@ -90,20 +99,20 @@ class SlidingClips:
 
     ``push(frame)`` returns the ``(key_index, clip)`` pairs that became complete with this frame
     and ``flush()`` those left when the video ends, where ``clip`` is ``np.stack`` of the ``T``
-    frames (e.g. ``(T, S, S, 3)`` uint8 when the frames are resized key frames). Key frames come
+    frames (e.g. ``(T, S, S, 3)`` uint8 when the frames are resized key frames; ``V·T`` frames
+    with ``views``, see :func:`clip_indices`). Key frames come
     from ``keyframes`` (an increasing iterator of indices); those at or past the end are dropped.
     """
 
-    def __init__(self, num_frames: int, stride: int, keyframes: Iterator[int]) -> None:
-        self.num_frames, self.stride = num_frames, stride
-        self.before = (num_frames // 2) * stride  # frames needed before the key frame
-        self.after = (num_frames - 1 - num_frames // 2) * stride  # ... and after it
+    def __init__(self, num_frames: int, stride: int, keyframes: Iterator[int], views: tuple[int, ...] = (0,)) -> None:
+        self.num_frames, self.stride, self.views = num_frames, stride, tuple(views)
+        self.before, self.after = clip_span(num_frames, stride, self.views)  # frames needed before/after the key frame
         self.ring: RingBuffer[np.ndarray] = RingBuffer(self.before + self.after + 1)
         self._keys = keyframes
         self._next: int | None = next(self._keys, None)
 
     def _clip(self, key: int, total: int | None) -> np.ndarray:
-        idx = clip_indices(key, self.num_frames, self.stride, total)
+        idx = clip_indices(key, self.num_frames, self.stride, total, self.views)
         return np.stack([self.ring[int(i)] for i in idx])
 
     def push(self, frame: np.ndarray) -> list[tuple[int, np.ndarray]]:

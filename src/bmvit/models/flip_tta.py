@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from bmvit.errors import ConfigError
 
-__all__ = ["FlipTTA", "mirror_index", "swap_columns"]
+__all__ = ["FlipTTA", "mean_probability_logit", "mirror_index", "swap_columns"]
 
 _EPS = 1e-6  # probabilities are clamped to [eps, 1 - eps] before the logit
 
@@ -48,9 +48,9 @@ def swap_columns(pairs: Sequence[Sequence[int]], class_ids: Sequence[int]) -> li
     return [(cols[a], cols[b]) for a, b in pairs]
 
 
-def _mean_logit(a: Tensor, b: Tensor) -> Tensor:
-    """Logit of the mean of two probabilities given as logits."""
-    p = (a.float().sigmoid() + b.float().sigmoid()) / 2
+def mean_probability_logit(*logits: Tensor) -> Tensor:
+    """Logit of the mean of the probabilities given as logits (same shapes), in float32."""
+    p = torch.stack([x.float().sigmoid() for x in logits]).mean(0)
     return torch.logit(p.clamp(_EPS, 1 - _EPS))
 
 
@@ -79,6 +79,6 @@ class FlipTTA(nn.Module):
             action_m = action_m[..., cols]
         out = dict(both)
         out["boxes"] = (boxes + boxes_m) / 2
-        out["actor_logits"] = _mean_logit(both["actor_logits"][:B], both["actor_logits"][B:, perm])  # (B, L)
-        out["action_logits"] = _mean_logit(both["action_logits"][:B], action_m)  # (B, L, K)
+        out["actor_logits"] = mean_probability_logit(both["actor_logits"][:B], both["actor_logits"][B:, perm])  # (B, L)
+        out["action_logits"] = mean_probability_logit(both["action_logits"][:B], action_m)  # (B, L, K)
         return out
