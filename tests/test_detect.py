@@ -294,3 +294,25 @@ def test_show_renders_gt_next_to_predictions(tmp_path, capsys):
     im = np.asarray(Image.open(png))
     assert im.shape == (270, 2 * 360 + 4, 3)  # two panels 360 wide (80×60 scaled) and a 4-px gap
     assert "2 ground-truth actors" in capsys.readouterr().out
+
+
+def test_show_with_a_time_tta_override_runs_the_moved_clips(tmp_path, capsys):
+    """``eval.time_tta`` given to `bmvit show`: the reader returns the moved clips and the model
+    averages them (the detections are those of a Detector built with the same offsets)."""
+    import re
+
+    from bmvit.config import apply_overrides
+    from bmvit.data.build import make_dataset
+    from bmvit.inference.detector import Detector
+
+    root = write_dataset(tmp_path / "ds")
+    ck = make_checkpoint(tmp_path / "model.safetensors", root=root)
+    out = tmp_path / "show"
+    assert bmvit(["show", "--checkpoint", str(ck), "--out", str(out), "--num", "1", "eval.time_tta=[-1,1]"]) == 0
+    n = int(re.search(r"(\d+) detections", capsys.readouterr().out).group(1))
+    det = Detector.from_checkpoint(ck, time_tta=[-1, 1])
+    ds = make_dataset(apply_overrides(det.cfg, ["eval.time_tta=[-1,1]"]), "val")
+    clip = ds[0][0]
+    assert clip.shape[1] == 2 * det.num_frames
+    d = det.detect(det.forward(normalize_clips(clip[None], KINETICS_MEAN, KINETICS_STD)))[0]
+    assert n == len(d.tokens)

@@ -30,18 +30,18 @@ def test_time_tta_averages_the_views_of_each_key_frame():
     model = build_detector(cfg.model, cfg.data, 6, load_pretrained=False).eval()
     views = [torch.randn(2, 3, 8, 64, 64) for _ in range(3)]  # 3 views of 2 key frames
     with torch.no_grad():
-        out = TimeTTA(model, 3)(torch.cat(views, dim=2))  # (2, 3, 24, 64, 64): views one after the other
+        out = TimeTTA(model, 3, 8)(torch.cat(views, dim=2))  # (2, 3, 24, 64, 64): views one after the other
         boxes, probs = _average_by_hand([model(v) for v in views])
     assert out["boxes"].shape == boxes.shape == (2, out["boxes"].shape[1], 4)
     assert torch.allclose(out["boxes"], boxes, atol=1e-6)
     for key, p in probs.items():
         assert torch.allclose(out[key].sigmoid(), p, atol=1e-5)
     with torch.no_grad():
-        one = TimeTTA(model, 1)(views[0])
+        one = TimeTTA(model, 1, 8)(views[0])
         plain = model(views[0])
     assert torch.equal(one["actor_logits"], plain["actor_logits"])
-    with pytest.raises(ValueError, match="not 3 clips"):
-        TimeTTA(model, 3)(torch.randn(1, 3, 8, 64, 64))
+    with pytest.raises(ValueError, match="expected 3 clips of 8 frames"):
+        TimeTTA(model, 3, 8)(torch.randn(1, 3, 12, 64, 64))  # 12 frames split in 3 would run silently
 
 
 def test_clip_indices_put_the_moved_clips_one_after_the_other():

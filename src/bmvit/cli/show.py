@@ -57,7 +57,10 @@ def _key_frame_image(ds, i: int, clip, target) -> np.ndarray:
                     return np.asarray(im.convert("RGB"))
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
                 raise DataError(f"{path}: cannot read key frame ({e})") from None
-    small = Image.fromarray(np.ascontiguousarray(clip[:, clip.shape[1] // 2].permute(1, 2, 0).numpy()))  # (S, S, 3) uint8
+    views = getattr(reader.transform, "views", (0,))  # eval.time_tta: the clip holds V moved clips
+    T = clip.shape[1] // len(views)
+    v = min(range(len(views)), key=lambda j: abs(views[j]))  # the view nearest the key frame
+    small = Image.fromarray(np.ascontiguousarray(clip[:, v * T + T // 2].permute(1, 2, 0).numpy()))  # (S, S, 3) uint8
     h, w = target["orig_size"]
     return np.asarray(small.resize((int(w), int(h)), Image.BILINEAR))
 
@@ -67,6 +70,7 @@ def run(args) -> int:
 
     from bmvit.config import apply_overrides, load_config
     from bmvit.data.build import make_dataset
+    from bmvit.data.transforms import views_of
     from bmvit.inference.detector import FROM_CHECKPOINT, Detector, KeyFrameResult
     from bmvit.inference.outputs import frame_boxes
     from bmvit.inference.render import FrameBoxes, draw_frame
@@ -75,9 +79,13 @@ def run(args) -> int:
         raise ConfigError(f"--num must be at least 1, got {args.num}")
     det = None
     if args.checkpoint:
-        det = Detector.from_checkpoint(args.checkpoint, args.device,
-                                       threshold=FROM_CHECKPOINT if args.threshold is None else args.threshold)
+        threshold = FROM_CHECKPOINT if args.threshold is None else args.threshold
+        det = Detector.from_checkpoint(args.checkpoint, args.device, threshold=threshold)
         cfg = apply_overrides(det.cfg, args.overrides)
+        if views_of(cfg.eval.time_tta) != det.views:  # an eval.time_tta override: the reader and the model agree
+            det = Detector.from_checkpoint(args.checkpoint, args.device, threshold=threshold,
+                                           time_tta=cfg.eval.time_tta)
+            cfg = apply_overrides(det.cfg, args.overrides)
     elif args.config:
         cfg = load_config(args.config, args.overrides)
     else:

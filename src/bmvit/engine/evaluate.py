@@ -100,9 +100,10 @@ def _predict_blocks(model: torch.nn.Module, dataset: ClipDataset, batches: list[
         model = model.module
     if opts.hflip_tta:
         model = FlipTTA(model, swap_columns(opts.hflip_swap, dataset.class_ids))
-    views = getattr(getattr(reader_of(dataset), "transform", None), "views", (0,))  # eval.time_tta, as read
+    reader = reader_of(dataset)
+    views = getattr(getattr(reader, "transform", None), "views", (0,))  # eval.time_tta, as read
     if len(views) > 1:
-        model = TimeTTA(model, len(views))  # clips (B, 3, V·T, S, S): V passes per key frame
+        model = TimeTTA(model, len(views), reader.num_frames)  # clips (B, 3, V·T, S, S): V passes per key frame
     loader = DataLoader(dataset, batch_sampler=[idx for _, idx in batches], collate_fn=collate_fn(opts.resize),
                         num_workers=opts.num_workers, pin_memory=device.type == "cuda")
     was_training = model.training

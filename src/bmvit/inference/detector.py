@@ -197,7 +197,7 @@ class Detector:
         if len(set(self.views)) != len(self.views):
             raise ConfigError(f"time TTA: frame offsets must be distinct, got {list(self.views)}")
         if len(self.views) > 1:
-            self.model = TimeTTA(self.model, len(self.views))  # clips (B, 3, V·T, S, S)
+            self.model = TimeTTA(self.model, len(self.views), cfg.data.num_frames)  # clips (B, 3, V·T, S, S)
         self.threshold = cfg.eval.threshold if threshold is FROM_CHECKPOINT else float(threshold)
         self.nms_iou = cfg.eval.nms_iou if nms_iou is FROM_CHECKPOINT else nms_iou
         self.score = cfg.eval.score if score is FROM_CHECKPOINT else score

@@ -29,20 +29,20 @@ __all__ = ["TimeTTA"]
 
 class TimeTTA(nn.Module):
     """Wraps a detector: ``forward(clips (B, 3, V·T, H, W))`` -> the detector's output dict for
-    ``B`` key frames, averaged over the ``V`` clips of each (module docstring)."""
+    ``B`` key frames, averaged over the ``V`` clips of ``T`` frames each (module docstring)."""
 
-    def __init__(self, model: nn.Module, num_views: int) -> None:
+    def __init__(self, model: nn.Module, num_views: int, num_frames: int) -> None:
         super().__init__()
-        if num_views < 1:
-            raise ValueError(f"time TTA needs at least one view, got {num_views}")
+        if num_views < 1 or num_frames < 1:
+            raise ValueError(f"time TTA needs at least one view of one frame, got {num_views} of {num_frames}")
         self.model = model
-        self.num_views = num_views
+        self.num_views, self.num_frames = num_views, num_frames
 
     def forward(self, clips: Tensor) -> dict[str, Tensor]:
-        B, V = clips.shape[0], self.num_views
-        if clips.shape[2] % V:
-            raise ValueError(f"time TTA: {clips.shape[2]} frames are not {V} clips of equal length")
-        views = clips.unflatten(2, (V, -1)).transpose(1, 2).flatten(0, 1)  # (B·V, 3, T, H, W), key frame-major
+        B, V, T = clips.shape[0], self.num_views, self.num_frames
+        if clips.shape[2] != V * T:  # a reader without the views would otherwise be split silently
+            raise ValueError(f"time TTA: expected {V} clips of {T} frames one after the other, got {clips.shape[2]} frames")
+        views = clips.unflatten(2, (V, T)).transpose(1, 2).flatten(0, 1)  # (B·V, 3, T, H, W), key frame-major
         out = self.model(views)
         if V == 1:
             return out
