@@ -118,3 +118,13 @@ def test_evaluation_averages_the_outputs_of_the_moved_clips(small_synth, monkeyp
 def test_bad_time_tta_is_a_config_error(value, match):
     with pytest.raises(ConfigError, match=match):
         load_config(TINY, [f"eval.time_tta={value}"])
+
+
+@pytest.mark.parametrize("value", [[0.5], [1, 1], [True], "ab", None])
+def test_detector_rejects_bad_time_tta_offsets(value):
+    from bmvit.inference.detector import Detector
+
+    cfg = load_config(TINY)
+    with pytest.raises(ConfigError, match="time TTA"):
+        Detector(build_detector(cfg.model, cfg.data, 6, load_pretrained=False), cfg, {i: str(i) for i in range(1, 7)},
+                 time_tta=value)

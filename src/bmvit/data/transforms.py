@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bmvit.errors import ConfigError
+
 KINETICS_MEAN = (0.45, 0.45, 0.45)  # PySlowFast / MViTv2 Kinetics checkpoints
 KINETICS_STD = (0.225, 0.225, 0.225)
 NO_JITTER = (1.0, 1.0, 1.0)  # colour factors (brightness, contrast, saturation) that change nothing
@@ -65,8 +67,19 @@ def resize_frames(frames: Tensor | np.ndarray, hw: tuple[int, int]) -> Tensor:
 
 
 def views_of(time_tta) -> tuple[int, ...]:
-    """Frame offsets of the clips read per key frame for ``eval.time_tta`` (``(0,)`` when empty)."""
-    return tuple(int(v) for v in time_tta) or (0,)
+    """Frame offsets of the clips read per key frame for ``eval.time_tta`` (``(0,)`` when empty);
+    :class:`ConfigError` unless they are distinct integers."""
+    try:
+        values = list(time_tta)
+        ok = all(not isinstance(v, bool) and float(v).is_integer() for v in values)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"time TTA: expected a list of integer frame offsets, got {time_tta!r}")
+    out = tuple(int(v) for v in values)
+    if len(set(out)) != len(out):
+        raise ConfigError(f"time TTA: frame offsets must be distinct, got {list(out)}")
+    return out or (0,)
 
 
 @dataclass

@@ -194,8 +194,6 @@ class Detector:
         if self.hflip_tta:
             self.model = FlipTTA(self.model, swap_columns(cfg.data.hflip_swap, self.class_ids))
         self.views = views_of(cfg.eval.time_tta if time_tta is FROM_CHECKPOINT else time_tta)  # frame offsets
-        if len(set(self.views)) != len(self.views):
-            raise ConfigError(f"time TTA: frame offsets must be distinct, got {list(self.views)}")
         if len(self.views) > 1:
             self.model = TimeTTA(self.model, len(self.views), cfg.data.num_frames)  # clips (B, 3, V·T, S, S)
         self.threshold = cfg.eval.threshold if threshold is FROM_CHECKPOINT else float(threshold)
