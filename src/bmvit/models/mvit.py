@@ -28,7 +28,9 @@ tables are sized per axis (the reference assumes square inputs; both agree when 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,6 +55,43 @@ def rel_pos_index(q_len: int, k_len: int, device: torch.device | None = None) ->
     q_ratio, k_ratio = max(k_len / q_len, 1.0), max(q_len / k_len, 1.0)
     dist = torch.arange(q_len, device=device)[:, None] * q_ratio - torch.arange(k_len, device=device)[None, :] * k_ratio
     return (dist + (k_len - 1) * k_ratio).long()
+
+
+class _BiasArena(threading.local):
+    """One CPU buffer shared by the rel-pos biases of a forward pass without autograd.
+
+    The blocks run one after the other and attention has read each bias before the next block
+    writes its own, so they can share storage. A fresh buffer per block is what it replaces: on
+    CPU every large allocation comes back from the system as new pages, and touching them (page
+    faults) cost ~90 ms per 67 MB bias at paper size, five such biases per clip. Active only
+    inside :meth:`MViT.forward_tokens` (``depth`` > 0), on CPU, with autograd off (training keeps
+    its biases for the backward pass); the buffer is released when the forward pass ends.
+    Thread-local, so concurrent forward passes never share it.
+    """
+
+    buf: Tensor | None = None
+    depth: int = 0
+
+    def take(self, q: Tensor, shape: tuple[int, ...]) -> Tensor:
+        """An uninitialized ``shape`` tensor like ``q``: a view of the shared buffer when active."""
+        if not self.depth or q.device.type != "cpu" or torch.is_grad_enabled():
+            return q.new_empty(shape)
+        n = math.prod(shape)
+        if self.buf is None or self.buf.numel() < n or self.buf.dtype != q.dtype:
+            self.buf = None  # free the old one first
+            self.buf = q.new_empty(n)
+        return self.buf[:n].view(shape)
+
+    def __enter__(self) -> None:
+        self.depth += 1
+
+    def __exit__(self, *exc) -> None:
+        self.depth -= 1
+        if not self.depth:
+            self.buf = None
+
+
+_ARENA = _BiasArena()
 
 
 def rel_pos_bias(q: Tensor, q_thw: Shape3, k_thw: Shape3, rel_t: Tensor, rel_h: Tensor, rel_w: Tensor, has_cls: bool) -> Tensor:
@@ -83,7 +122,7 @@ def rel_pos_bias(q: Tensor, q_thw: Shape3, k_thw: Shape3, rel_t: Tensor, rel_h: 
         # writes into a buffer whose batch size the trace would freeze.
         return F.pad((bth + bw).flatten(5).flatten(2, 4), (1, 0, 1, 0))  # (B, H, 1+Nq, 1+Nk)
     # Write the sum straight into the interior of a (1+Nq, 1+Nk) buffer: one pass over the bias.
-    bias = q.new_empty(B, H, 1 + Nq, 1 + Nk)
+    bias = _ARENA.take(q, (B, H, 1 + Nq, 1 + Nk))
     bias[:, :, 0] = 0
     bias[:, :, 1:, 0] = 0
     inner = bias[:, :, 1:, 1:].unflatten(3, (kt, kh, kw)).unflatten(2, (qt, qh, qw))  # (B, H, qt, qh, qw, kt, kh, kw)
@@ -293,11 +332,13 @@ class MViT(nn.Module):
         if self.cls_token is not None:
             cls = self.cls_token if self.pos_embed_class is None else self.cls_token + self.pos_embed_class
             x = torch.cat((cls.expand(B, -1, -1), x), dim=1)  # (B, 1+t*h*w, C)
-        for blk in self.blocks:
-            if self.grad_checkpointing and self.training:
-                x, thw = checkpoint(blk, x, thw, use_reentrant=False)
-            else:
-                x, thw = blk(x, thw)
+        traced = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        with contextlib.nullcontext() if traced else _ARENA:  # CPU inference: the rel-pos biases share one buffer
+            for blk in self.blocks:
+                if self.grad_checkpointing and self.training:
+                    x, thw = checkpoint(blk, x, thw, use_reentrant=False)
+                else:
+                    x, thw = blk(x, thw)
         return self.norm(x), thw
 
     def forward_features(self, x: Tensor) -> Tensor:
