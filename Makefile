@@ -26,7 +26,7 @@ demo: install
 	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node=$(DEMO_PROCS) -m bmvit train \
 	  --config configs/synthetic/tiny.yaml --overwrite data.root=$(DEMO_DATA) train.out_dir=$(DEMO_RUN) \
 	  train.threads=1 train.batch_size=$$((16 / $(DEMO_PROCS)))
-	$(BMVIT) eval --run $(DEMO_RUN) --split val --render 1
+	$(BMVIT) eval --run $(DEMO_RUN) --split val --render 1 train.threads=0   # all cores (the run's own: 1 per process)
 
 test: install
 	$(PY) -m pytest -q
