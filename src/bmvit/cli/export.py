@@ -35,7 +35,8 @@ def run(args) -> int:
         raise ConfigError(f"--batch must be at least 1, got {args.batch}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    det = Detector.from_checkpoint(args.checkpoint, device="cpu", hflip_tta=False, time_tta=[])  # the network itself, one pass
+    # the network itself: one pass per clip, whatever the checkpoint's test-time averaging
+    det = Detector.from_checkpoint(args.checkpoint, device="cpu", hflip_tta=False, time_tta=[])
     ckpt = Path(args.checkpoint)
     out = Path(args.out) if args.out else ckpt.with_suffix(".onnx")
     shape = (args.batch, 3, det.num_frames, det.size, det.size)

@@ -44,8 +44,8 @@ from bmvit.evaluation.actor_metrics import MAX_CANDIDATES, ActorRows
 from bmvit.evaluation.evaluators import build_evaluator, eval_labels
 from bmvit.evaluation.split_result import SplitEvaluation
 from bmvit.models.flip_tta import FlipTTA, swap_columns
-from bmvit.models.time_tta import TimeTTA
 from bmvit.models.postprocess import Detections, postprocess
+from bmvit.models.time_tta import TimeTTA
 
 __all__ = ["PredictOptions", "evaluate_split", "predict", "predict_rows", "shard_batches"]
 

@@ -52,8 +52,8 @@ from bmvit.inference.tracking import IoUTracker
 from bmvit.inference.video_source import VideoInfo, VideoSource, open_source
 from bmvit.inference.windows import SlidingClips, keyframe_schedule
 from bmvit.models.flip_tta import FlipTTA, swap_columns
-from bmvit.models.time_tta import TimeTTA
 from bmvit.models.postprocess import Detections, postprocess
+from bmvit.models.time_tta import TimeTTA
 
 __all__ = ["Action", "Actor", "KeyFrameResult", "VideoResult", "Detector", "FROM_CHECKPOINT", "SCHEMA_VERSION"]
 
@@ -270,9 +270,10 @@ class Detector:
 
     @torch.inference_mode()
     def forward(self, clips: Tensor) -> dict[str, Tensor]:
-        """Raw model outputs for ``clips (B, 3, T, S, S)`` (``V·T`` frames with time TTA): ``boxes (B, L, 4)``, ``actor_logits (B, L)``,
-        ``action_logits (B, L, K)`` (on the CPU), ``cells (L, 4)``, ``grid (t, h, w)``. uint8 clips
-        are normalized on the device (a quarter of the bytes to copy); float clips are taken as normalized."""
+        """Raw model outputs for ``clips (B, 3, T, S, S)`` (``V·T`` frames with time TTA):
+        ``boxes (B, L, 4)``, ``actor_logits (B, L)``, ``action_logits (B, L, K)`` (on the CPU), ``cells (L, 4)``,
+        ``grid (t, h, w)``. uint8 clips are normalized on the device (a quarter of the bytes to copy); float
+        clips are taken as normalized."""
         t0 = time.perf_counter()
         x = clips.to(self.device, non_blocking=True)
         if x.dtype == torch.uint8:
