@@ -91,3 +91,34 @@ def test_eval_bad_input_is_one_line(args, needle, capsys, tmp_path):
     code, _, err = _main(capsys, "eval", *args)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+
+
+def test_train_render_writes_and_prints_what_eval_would(small_synth, capsys, tmp_path):
+    """``bmvit train --render 1`` (what ``make demo`` runs) ends with the final evaluation as
+    ``bmvit eval --run RUN --render 1`` would print and write it — without evaluating twice."""
+    out = tmp_path / "run"
+    over = {"data.root": small_synth, "data.size": 32, "data.num_frames": 4, "model.head_hidden": 16,
+            "model.kv_stride": "[1,4,4]", "train.out_dir": out, "train.batch_size": 4, "train.max_steps": 2,
+            "train.threads": 1, "train.eval_at_minutes": "[]", "eval.threshold": 0.0}
+    code, out_train, err = _main(capsys, "train", "--config", TINY, "--no-progress", "--render", "1",
+                                 *[f"{k}={v}" for k, v in over.items()])
+    assert code == 0, err
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert logged["final"] and logged["val_frame_map"] > 0
+    lines = out_train.strip().splitlines()
+    assert lines[-1] == f"frame-mAP@0.5: {logged['val_frame_map']:.4f}"
+    written = {p.name: p.read_bytes() for p in (out / "eval").iterdir()}
+    assert {"detections_val.csv", "metrics_val.json"} <= set(written)
+    rendered = [line.split(" ", 1)[1] for line in lines if line.startswith("rendered ")]
+    assert len(rendered) == 1 and rendered[0].startswith(str(out / "eval" / "render_"))
+    # bmvit eval of the same weights writes the same detections and metrics, prints the same report
+    code, out_eval, err = _main(capsys, "eval", "--run", str(out), "--out", str(tmp_path / "again"), "--render", "1",
+                                "--no-progress")
+    assert code == 0, err
+    again = tmp_path / "again"
+    assert (again / "detections_val.csv").read_bytes() == written["detections_val.csv"]
+    m1, m2 = (json.loads(b) for b in (written["metrics_val.json"], (again / "metrics_val.json").read_bytes()))
+    assert m1 == m2
+    report = lambda text: [ln for ln in text.rstrip().splitlines() if not ln.startswith(("rendered ", "predictions: "))]  # noqa: E731
+    assert report(out_eval) == report(out_train)[-len(report(out_eval)):]
+    assert (again / f"render_{rendered[0].rsplit('render_', 1)[1]}").is_file()

@@ -6,6 +6,7 @@ import os
 
 import yaml
 
+from bmvit.cli.argtypes import count
 from bmvit.config import load_config, to_dict
 
 
@@ -17,6 +18,8 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", metavar="auto|DIR", help="continue from the newest intact checkpoint of train.out_dir "
                    "('auto'; starts fresh if there is none) or from a checkpoint folder")
     p.add_argument("--overwrite", action="store_true", help="discard checkpoints of an earlier run in train.out_dir")
+    p.add_argument("--render", type=count(0), default=0, metavar="N",
+                   help="draw N val videos with the final evaluation's predictions and GT (RUN/eval/render_*.mp4)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
     p.set_defaults(func=run)
 
@@ -28,9 +31,12 @@ def run(args) -> int:
         return 0
     from bmvit.engine.train import train
 
-    final = train(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
+    from bmvit.cli.eval import print_evaluation
+
+    final = train(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite, render=args.render)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    print(f"trained {final['step']} steps in {final['train_minutes']:.1f} min; "
-          f"val frame-mAP@0.5: {final['val_frame_map']:.4f} (run folder {cfg.train.out_dir})")
+    print(f"trained {final['step']} steps in {final['train_minutes']:.1f} min (run folder {cfg.train.out_dir}); "
+          f"the final evaluation on val:")
+    print_evaluation(final, final["val_frame_map"])  # as bmvit eval prints it: the last line is frame-mAP@0.5: X
     return 0

@@ -47,7 +47,7 @@ from bmvit.models.flip_tta import FlipTTA, swap_columns
 from bmvit.models.postprocess import Detections, postprocess
 from bmvit.models.time_tta import TimeTTA
 
-__all__ = ["PredictOptions", "evaluate_split", "predict", "predict_rows", "shard_batches"]
+__all__ = ["PredictOptions", "evaluate_split", "predict", "predict_rows", "shard_batches", "write_split_outputs"]
 
 # One batch's rows, column-wise: video ids, timestamps (R,), boxes (R, 4), actions (R,), scores (R,).
 _Block = tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -216,3 +216,30 @@ def evaluate_split(model: torch.nn.Module, dataset: ClipDataset, gt_csv: str | P
         tdist.broadcast_object_list(box, src=0)
         result = box[0]
     return result, detections
+
+
+def write_split_outputs(out: Path, checkpoint: Path, split: str, result: SplitEvaluation, detections: AvaRows,
+                        dataset: ClipDataset, render: int = 0) -> dict:
+    """An evaluation's files in ``out``: ``detections_<split>.csv`` (the rows exactly: re-scoring
+    them gives the same figure), ``metrics_<split>.json``, and ``render`` videos of the split drawn
+    with the detections (``render_<video>.mp4``, the videos with the most actors first). Returns
+    ``report`` (the per-class table, the summary lines, the CSV's path) and ``rendered`` (mp4 paths)."""
+    from bmvit.atomic import output_error
+    from bmvit.evaluation.ava_csv_fast import write_rows_exact
+    from bmvit.evaluation.report import write_json
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(out, e) from None
+    predictions = out / f"detections_{split}.csv"
+    write_rows_exact(predictions, detections)
+    write_json(out / f"metrics_{split}.json", {"checkpoint": str(checkpoint), "split": split, **result.to_json()})
+    rendered = []
+    if render:
+        from bmvit.evaluation.render_split import render_split_video, videos_to_render
+
+        rendered = [str(render_split_video(dataset, detections, vid, out / f"render_{vid}.mp4"))
+                    for vid in videos_to_render(dataset, render)]
+    return {"report": {"table": result.table(), "lines": list(result.lines()), "predictions": str(predictions)},
+            "rendered": rendered}

@@ -61,7 +61,7 @@ from bmvit.engine import distributed as dist
 from bmvit.engine.checkpoint import save_weights
 from bmvit.engine.device import set_threads
 from bmvit.engine.ema import ModelEMA
-from bmvit.engine.evaluate import evaluate_split
+from bmvit.engine.evaluate import evaluate_split, write_split_outputs
 from bmvit.engine.optim import lr_factor, make_optimizer, set_lr
 from bmvit.engine.sampler import MicroBatches, ResumableBatchSampler
 from bmvit.engine.run_folder import MetricsLog, prepare_run_folder, truncate_metrics
@@ -355,30 +355,40 @@ class TrainingRun:
                             self.ema.module if self.ema is not None else None, self.tc.keep_checkpoints)
         dist.barrier()
 
-    def finish(self) -> dict:
-        """Final weights (the EMA's when on) and the final evaluation; closes the run."""
+    def finish(self, render: int = 0) -> dict:
+        """Final weights (the EMA's when on) and the final evaluation; closes the run.
+
+        The evaluation's outputs go to ``out_dir/eval/`` as ``bmvit eval --run`` writes them
+        (``detections_val.csv``, ``metrics_val.json``), with ``render`` val videos drawn from its
+        detections (``render_<video>.mp4``). Returns the final metrics, plus ``report`` (the
+        printed per-class table and summary lines) and ``rendered`` (paths) on the main process."""
         self.check_pending()
         self.bar.close()
         seconds = self.clock.seconds()
         final_model = self.ema.module if self.ema is not None else self.model
+        weights = self.out / "model.safetensors"
         if self.info.is_main:
-            save_weights(self.out / "model.safetensors", final_model, self.cfg, {"step": self.state.step})
-        res, _ = evaluate_split(final_model, self.val_ds, self.cfg.data.path(self.cfg.data.val_csv), self.cfg, self.device,
-                                progress=self.progress and self.info.is_main)
+            save_weights(weights, final_model, self.cfg, {"step": self.state.step})
+        res, dets = evaluate_split(final_model, self.val_ds, self.cfg.data.path(self.cfg.data.val_csv), self.cfg,
+                                   self.device, progress=self.progress and self.info.is_main)
         final = {"step": self.state.step, "train_minutes": round(seconds / 60, 2), **res.metrics(),
                  "val_frame_map": res.mean_ap, "final": True}  # returned raw (callers format it); logged NaN-safe
         self.log(final)
         self.log.close()
         dist.shutdown()
+        if self.info.is_main:
+            final = {**final, **write_split_outputs(self.out / "eval", weights, "val", res, dets, self.val_ds, render)}
         return final
 
 
-def train(cfg: Config, progress: bool = True, resume: str | None = None, overwrite: bool = False) -> dict:
+def train(cfg: Config, progress: bool = True, resume: str | None = None, overwrite: bool = False,
+          render: int = 0) -> dict:
     """Train per ``cfg``; returns the final metrics (including the validation mAP).
 
     ``resume``: ``"auto"`` (newest intact checkpoint of ``train.out_dir``, or a fresh start if
     there is none) or a checkpoint folder. ``overwrite`` discards an earlier run's checkpoints;
     without it, a run folder that already holds checkpoints is refused.
+    ``render``: val videos drawn with the final evaluation's detections (:meth:`TrainingRun.finish`).
     """
     run = TrainingRun(cfg, progress, resume, overwrite)
     while run.state.step < run.total:
@@ -388,4 +398,4 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
         run.report_skipped_samples(epoch_before)
         run.maybe_evaluate()
         run.maybe_checkpoint(epoch_before)
-    return run.finish()
+    return run.finish(render)

@@ -1,0 +1,67 @@
+"""Render the videos of an evaluated split: each frame with the ground truth and the predictions.
+
+:func:`videos_to_render` picks the videos (most annotated actors first); :func:`render_split_video`
+draws every frame of one video with the boxes of its nearest key frame — ground truth dashed white,
+predictions solid and coloured with their captions — and writes an mp4
+(:func:`bmvit.inference.render.write_mp4`). Used by ``bmvit eval --render N`` and
+``bmvit train --render N`` (from the final evaluation's detections).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bmvit.data.skips import reader_of
+from bmvit.inference.render import FrameBoxes, color_for, draw_frame, write_mp4
+
+__all__ = ["render_split_video", "videos_to_render"]
+
+
+def videos_to_render(ds, n: int) -> list[str]:
+    """The ``n`` videos of ``ds`` with the most annotated actors (ties: first seen first)."""
+    seen: list[str] = []
+    for kf in ds.keyframes:  # videos with the most annotated actors first
+        if kf.video_id not in seen:
+            seen.append(kf.video_id)
+    count = {v: sum(len(k.boxes) for k in ds.keyframes if k.video_id == v) for v in seen}
+    return sorted(seen, key=lambda v: -count[v])[:n]
+
+
+def render_split_video(ds, dets, vid: str, path: Path, min_score: float = 0.3) -> Path:
+    """Render every frame of ``vid``: predictions (solid, coloured) and GT (dashed white) of the
+    nearest key frame within ±0.5 s; ``dets`` are the split's detection rows
+    (:class:`~bmvit.data.formats.ava.AvaRows`), captions list the classes scoring ``min_score`` or more."""
+    names = ds.labels
+    reader = reader_of(ds)  # the frames folder and frame timing are the reader's
+    n = reader.num_video_frames(vid)
+    gt = {kf.timestamp: kf for kf in ds.keyframes if kf.video_id == vid}
+    sel = np.asarray([v == vid for v in dets.video_ids], dtype=bool)
+    d_ts, d_boxes, d_act, d_score = dets.timestamps[sel], dets.boxes[sel], dets.actions[sel], dets.person_or_score[sel]
+
+    def frames():
+        for f in range(1, n + 1):
+            with Image.open(reader.source.path(vid, f)) as im:
+                frame = np.asarray(im.convert("RGB"))
+            H, W = frame.shape[:2]
+            ts = reader.first_timestamp + int(round((f - 1) / reader.rate))
+            scale = np.array([W, H, W, H])
+            boxes, labels, colors, style = [], [], [], []
+            if ts in gt:
+                for b in gt[ts].boxes:
+                    boxes.append(b * scale); labels.append(""); colors.append((255, 255, 255)); style.append("dashed")
+            m = d_ts == ts
+            uniq = {tuple(b): i for i, b in enumerate(np.unique(d_boxes[m], axis=0))} if m.any() else {}
+            for b, i in uniq.items():
+                rows = m & np.all(d_boxes == np.array(b), axis=1)
+                order = np.argsort(-d_score[rows])
+                caption = ", ".join(f"{names.get(int(a), a)} {s:.2f}" for a, s in
+                                    zip(d_act[rows][order], d_score[rows][order]) if s >= min_score)
+                if caption:
+                    boxes.append(np.array(b) * scale); labels.append(caption); colors.append(color_for(i)); style.append("solid")
+            fb = FrameBoxes(np.array(boxes, dtype=np.float64).reshape(-1, 4), labels, colors, style)
+            yield draw_frame(frame, fb, scale=max(1.0, 480 / W))
+
+    return write_mp4(path, frames(), fps=reader.rate)
