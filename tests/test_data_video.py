@@ -163,3 +163,23 @@ def test_cover_art_stream_is_not_the_video(tmp_path):
     assert vf.num_frames("covered") == 30
     clip = vf.read("covered", np.array([1, 15, 30]), lambda im: im)
     assert np.asarray(clip).shape[-3:] == (48, 64, 3)
+
+
+def test_rendering_a_split_read_from_video_files(ava_video, tmp_path):
+    """``bmvit eval/train --render`` over ``data.source=video``: every frame of the video, at its
+    own size and frame rate, with the ground-truth boxes of the nearest key frame drawn."""
+    import av
+
+    from bmvit.data.formats.ava import AvaRows
+    from bmvit.evaluation.render_split import render_split_video, videos_to_render
+
+    ds = make_dataset(_cfg(ava_video, **{"data.source": "video"}), "val")
+    assert videos_to_render(ds, 5) == ["vidA", "vid25"]  # most annotated actors first
+    none = AvaRows([], np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0))
+    for vid, frames, fps in (("vidA", N, 30), ("vid25", 60, 30)):  # vid25 (2 s at 25 fps) on the 30-fps grid
+        path = render_split_video(ds, none, vid, tmp_path / f"{vid}.mp4")
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            got = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+            assert float(s.average_rate) == fps
+        assert len(got) == frames and got[0].shape[:2] == (max(48, 480 * 48 // 64), 480)  # drawn at 480 px wide

@@ -15,9 +15,12 @@ import numpy as np
 from PIL import Image
 
 from bmvit.data.skips import reader_of
+from bmvit.data.sources.frame_folder import FrameFolder
 from bmvit.inference.render import FrameBoxes, color_for, draw_frame, write_mp4
 
 __all__ = ["render_split_video", "videos_to_render"]
+
+ACT_DISPLAY_FPS = 25.0
 
 
 def videos_to_render(ds, n: int) -> list[str]:
@@ -42,9 +45,7 @@ def render_split_video(ds, dets, vid: str, path: Path, min_score: float = 0.3) -
     d_ts, d_boxes, d_act, d_score = dets.timestamps[sel], dets.boxes[sel], dets.actions[sel], dets.person_or_score[sel]
 
     def frames():
-        for f in range(1, n + 1):
-            with Image.open(reader.source.path(vid, f)) as im:
-                frame = np.asarray(im.convert("RGB"))
+        for f, frame in enumerate(_full_frames(reader.source, vid, n), start=1):
             H, W = frame.shape[:2]
             ts = reader.first_timestamp + int(round((f - 1) / reader.rate))
             scale = np.array([W, H, W, H])
@@ -64,4 +65,19 @@ def render_split_video(ds, dets, vid: str, path: Path, min_score: float = 0.3) -
             fb = FrameBoxes(np.array(boxes, dtype=np.float64).reshape(-1, 4), labels, colors, style)
             yield draw_frame(frame, fb, scale=max(1.0, 480 / W))
 
-    return write_mp4(path, frames(), fps=reader.rate)
+    # the grid rate of a video source; frame folders: the data's frame rate (ACT, whose timestamps are
+    # frame numbers, has none: 25 fps, UCF101's)
+    fps = getattr(reader.source, "fps", None) or (reader.rate if reader.rate > 1 else ACT_DISPLAY_FPS)
+    return write_mp4(path, frames(), fps=fps)
+
+
+def _full_frames(source, vid: str, n: int, chunk: int = 32):
+    """Frames ``1..n`` of ``vid`` as ``(H, W, 3)`` uint8 at their own size, read from disk: a frame
+    folder's cache holds frames resized for the model; a video source decodes ``chunk`` at a time."""
+    if isinstance(source, FrameFolder):
+        for f in range(1, n + 1):
+            with Image.open(source.path(vid, f)) as im:
+                yield np.asarray(im.convert("RGB"))
+        return
+    for first in range(1, n + 1, chunk):
+        yield from source.read(vid, np.arange(first, min(first + chunk, n + 1)), resize=lambda x: x)
