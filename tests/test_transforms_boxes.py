@@ -9,7 +9,15 @@ from PIL import Image
 
 from bmvit.boxes import box_iou, cxcywh_to_xyxy, xyxy_to_cxcywh
 from bmvit.data.collate import pad_collate
-from bmvit.data.transforms import ClipTransform, batch_colour, jitter_boxes, normalize_clips, resize_frames
+from bmvit.data.transforms import (
+    KINETICS_MEAN,
+    KINETICS_STD,
+    ClipTransform,
+    batch_colour,
+    jitter_boxes,
+    normalize_clips,
+    resize_frames,
+)
 
 BOX = torch.tensor([[0.15, 0.25, 0.45, 0.8]])  # normalized xyxy
 
@@ -196,3 +204,15 @@ def test_time_jitter_moves_the_clip_along_the_video(tmp_path):
         assert np.array_equal(asked[-1], np.clip(centred + shift, 1, ds.num_video_frames(kf.video_id)))
     ds[0]  # no seed (evaluation order): the centred clip
     assert np.array_equal(asked[-1], centred) and len(shifts) > 1
+
+
+def test_normalize_is_the_same_for_the_loaders_channels_last_batches_and_contiguous_ones():
+    """The loader's batches are (B, 3, T, H, W) views of (B, T, H, W, 3) memory; the device half
+    gives them exactly the values of the same clips laid out row-major, contiguous."""
+    raw = torch.randint(0, 256, (3, 4, 10, 12, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    view = raw.permute(0, 4, 1, 2, 3)  # what collate_square returns
+    colour = torch.tensor([[1.1, 0.9, 1.2], [1.0, 1.0, 1.0], [0.85, 1.15, 0.8]])
+    for c in (None, colour):
+        a = normalize_clips(view, KINETICS_MEAN, KINETICS_STD, colour=c)
+        b = normalize_clips(view.contiguous(), KINETICS_MEAN, KINETICS_STD, colour=c)
+        assert a.is_contiguous() and torch.equal(a, b)
