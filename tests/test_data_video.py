@@ -171,7 +171,7 @@ def test_rendering_a_split_read_from_video_files(ava_video, tmp_path):
     import av
 
     from bmvit.data.formats.ava import AvaRows
-    from bmvit.evaluation.render_split import render_split_video, videos_to_render
+    from bmvit.inference.render_split import render_split_video, videos_to_render
 
     ds = make_dataset(_cfg(ava_video, **{"data.source": "video"}), "val")
     assert videos_to_render(ds, 5) == ["vidA", "vid25"]  # most annotated actors first

@@ -50,16 +50,24 @@ def run(args) -> int:
     gt_csv = cfg.data.path(cfg.data.val_csv if args.split == "val" else cfg.data.train_csv)
     result, dets = evaluate_split(model, ds, gt_csv, cfg, device, progress=not args.no_progress)
     out = Path(args.out) if args.out else (Path(args.run) / "eval" if args.run else ckpt.parent / "eval")
-    print_evaluation(write_split_outputs(out, ckpt, args.split, result, dets, ds, args.render), result.mean_ap)
+    report = write_split_outputs(out, ckpt, args.split, result, dets)
+    print_evaluation(report, render_videos(ds, dets, out, args.render), result.mean_ap)
     return 0
 
 
-def print_evaluation(written: dict, mean_ap: float) -> None:
-    """What ``bmvit eval`` (and ``bmvit train`` at its end) prints of an evaluation written by
-    :func:`~bmvit.engine.evaluate.write_split_outputs`; the last line is ``frame-mAP@0.5: X``."""
-    report = written["report"]
+def render_videos(ds, dets, out: Path, n: int) -> list[Path]:
+    """``n`` videos of the split ``ds`` drawn with its detection rows ``dets`` (``out/render_<video>.mp4``,
+    the videos with the most annotated actors first)."""
+    from bmvit.inference.render_split import render_split_video, videos_to_render
+
+    return [render_split_video(ds, dets, vid, out / f"render_{vid}.mp4") for vid in videos_to_render(ds, n)]
+
+
+def print_evaluation(report: dict, rendered: list, mean_ap: float) -> None:
+    """What ``bmvit eval`` (and ``bmvit train`` at its end) prints of an evaluation whose files
+    :func:`~bmvit.engine.evaluate.write_split_outputs` wrote; the last line is ``frame-mAP@0.5: X``."""
     print(report["table"])  # the headline's per-class table (ACT data: as eval-frame prints it)
-    for path in written["rendered"]:
+    for path in rendered:
         print(f"rendered {path}")
     print(f"predictions: {report['predictions']}")
     for line in report["lines"]:

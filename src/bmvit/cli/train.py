@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import yaml
 
@@ -31,12 +32,18 @@ def run(args) -> int:
         return 0
     from bmvit.engine.train import train
 
-    from bmvit.cli.eval import print_evaluation
+    from bmvit.cli.eval import print_evaluation, render_videos
 
-    final = train(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite, render=args.render)
+    final = train(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
+    rendered = []
+    if args.render:  # from the final evaluation's detections: no second evaluation
+        from bmvit.data.build import make_dataset
+
+        rendered = render_videos(make_dataset(cfg, "val"), final["detections"], Path(cfg.train.out_dir) / "eval",
+                                 args.render)
     print(f"trained {final['step']} steps in {final['train_minutes']:.1f} min (run folder {cfg.train.out_dir}); "
           f"the final evaluation on val:")
-    print_evaluation(final, final["val_frame_map"])  # as bmvit eval prints it: the last line is frame-mAP@0.5: X
+    print_evaluation(final["report"], rendered, final["val_frame_map"])  # as bmvit eval: last line frame-mAP@0.5: X
     return 0

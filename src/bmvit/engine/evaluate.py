@@ -218,12 +218,11 @@ def evaluate_split(model: torch.nn.Module, dataset: ClipDataset, gt_csv: str | P
     return result, detections
 
 
-def write_split_outputs(out: Path, checkpoint: Path, split: str, result: SplitEvaluation, detections: AvaRows,
-                        dataset: ClipDataset, render: int = 0) -> dict:
+def write_split_outputs(out: Path, checkpoint: Path, split: str, result: SplitEvaluation,
+                        detections: AvaRows) -> dict:
     """An evaluation's files in ``out``: ``detections_<split>.csv`` (the rows exactly: re-scoring
-    them gives the same figure), ``metrics_<split>.json``, and ``render`` videos of the split drawn
-    with the detections (``render_<video>.mp4``, the videos with the most actors first). Returns
-    ``report`` (the per-class table, the summary lines, the CSV's path) and ``rendered`` (mp4 paths)."""
+    them gives the same figure) and ``metrics_<split>.json``. Returns the report its verbs print:
+    ``table`` (per class), ``lines`` (both protocols, actor line) and ``predictions`` (the CSV)."""
     from bmvit.atomic import output_error
     from bmvit.evaluation.ava_csv_fast import write_rows_exact
     from bmvit.evaluation.report import write_json
@@ -235,11 +234,4 @@ def write_split_outputs(out: Path, checkpoint: Path, split: str, result: SplitEv
     predictions = out / f"detections_{split}.csv"
     write_rows_exact(predictions, detections)
     write_json(out / f"metrics_{split}.json", {"checkpoint": str(checkpoint), "split": split, **result.to_json()})
-    rendered = []
-    if render:
-        from bmvit.evaluation.render_split import render_split_video, videos_to_render
-
-        rendered = [str(render_split_video(dataset, detections, vid, out / f"render_{vid}.mp4"))
-                    for vid in videos_to_render(dataset, render)]
-    return {"report": {"table": result.table(), "lines": list(result.lines()), "predictions": str(predictions)},
-            "rendered": rendered}
+    return {"table": result.table(), "lines": list(result.lines()), "predictions": str(predictions)}

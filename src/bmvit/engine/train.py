@@ -355,13 +355,13 @@ class TrainingRun:
                             self.ema.module if self.ema is not None else None, self.tc.keep_checkpoints)
         dist.barrier()
 
-    def finish(self, render: int = 0) -> dict:
+    def finish(self) -> dict:
         """Final weights (the EMA's when on) and the final evaluation; closes the run.
 
-        The evaluation's outputs go to ``out_dir/eval/`` as ``bmvit eval --run`` writes them
-        (``detections_val.csv``, ``metrics_val.json``), with ``render`` val videos drawn from its
-        detections (``render_<video>.mp4``). Returns the final metrics, plus ``report`` (the
-        printed per-class table and summary lines) and ``rendered`` (paths) on the main process."""
+        The evaluation's files go to ``out_dir/eval/`` as ``bmvit eval --run`` writes them
+        (``detections_val.csv``, ``metrics_val.json``). Returns the final metrics (as logged), plus
+        on the main process ``report`` (what ``bmvit eval`` prints) and ``detections`` (the rows,
+        :class:`~bmvit.data.formats.ava.AvaRows`), neither of which is logged."""
         self.check_pending()
         self.bar.close()
         seconds = self.clock.seconds()
@@ -377,18 +377,17 @@ class TrainingRun:
         self.log.close()
         dist.shutdown()
         if self.info.is_main:
-            final = {**final, **write_split_outputs(self.out / "eval", weights, "val", res, dets, self.val_ds, render)}
+            final = {**final, "report": write_split_outputs(self.out / "eval", weights, "val", res, dets),
+                     "detections": dets}
         return final
 
 
-def train(cfg: Config, progress: bool = True, resume: str | None = None, overwrite: bool = False,
-          render: int = 0) -> dict:
+def train(cfg: Config, progress: bool = True, resume: str | None = None, overwrite: bool = False) -> dict:
     """Train per ``cfg``; returns the final metrics (including the validation mAP).
 
     ``resume``: ``"auto"`` (newest intact checkpoint of ``train.out_dir``, or a fresh start if
     there is none) or a checkpoint folder. ``overwrite`` discards an earlier run's checkpoints;
     without it, a run folder that already holds checkpoints is refused.
-    ``render``: val videos drawn with the final evaluation's detections (:meth:`TrainingRun.finish`).
     """
     run = TrainingRun(cfg, progress, resume, overwrite)
     while run.state.step < run.total:
@@ -398,4 +397,4 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
         run.report_skipped_samples(epoch_before)
         run.maybe_evaluate()
         run.maybe_checkpoint(epoch_before)
-    return run.finish(render)
+    return run.finish()

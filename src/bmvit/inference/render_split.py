@@ -4,7 +4,7 @@
 draws every frame of one video with the boxes of its nearest key frame — ground truth dashed white,
 predictions solid and coloured with their captions — and writes an mp4
 (:func:`bmvit.inference.render.write_mp4`). Used by ``bmvit eval --render N`` and
-``bmvit train --render N`` (from the final evaluation's detections).
+``bmvit train --render N`` (from the final evaluation's detections, ``cli/eval.py: render_videos``).
 """
 
 from __future__ import annotations
