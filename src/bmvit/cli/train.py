@@ -30,9 +30,8 @@ def run(args) -> int:
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
         return 0
-    from bmvit.engine.train import train
-
     from bmvit.cli.eval import print_evaluation, render_videos
+    from bmvit.engine.train import train
 
     final = train(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) != 0:
