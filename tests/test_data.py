@@ -4,7 +4,7 @@ import torch
 
 from bmvit.config import load_config
 from bmvit.data.build import make_dataset
-from bmvit.data.formats.ava import read_label_map, read_rows
+from bmvit.data.formats.ava import read_label_map, read_rows, write_label_map
 from bmvit.errors import DataError
 
 
@@ -72,4 +72,21 @@ def test_label_map_errors(tmp_path):
     p = tmp_path / "lm.pbtxt"
     p.write_text('item {\n  name: "a"\n  id: 1\n}\nitem {\n  name: "b"\n}\n')
     with pytest.raises(DataError, match=r"lm.pbtxt:5: label-map item needs"):
+        read_label_map(p)
+
+
+def test_label_map_ava_v22_layout_and_tricky_names(tmp_path):
+    """ava_action_list_v2.2.pbtxt writes `label { name label_id label_type }`; names may hold quotes,
+    braces and '#'; comments may hold braces."""
+    p = tmp_path / "ava_action_list_v2.2.pbtxt"
+    p.write_text('label {\n  name: "bend/bow (at the waist)"\n  label_id: 1\n  label_type: PERSON_MOVEMENT\n}\n'
+                 'label {\n  name: "crawl"\n  label_id: 2\n  label_type: PERSON_MOVEMENT\n}\n')
+    assert read_label_map(p) == {1: "bend/bow (at the waist)", 2: "crawl"}
+    p.write_text("# labels { mine }\nitem {\n  name: \"don't move\"  # it's a comment\n  id: 1\n}\n"
+                 "item { id: 2, name: 'a {b} #c' }\n")
+    assert read_label_map(p) == {1: "don't move", 2: "a {b} #c"}
+    write_label_map(p, {3: 'say "hi"', 4: "back\\slash"})
+    assert read_label_map(p) == {3: 'say "hi"', 4: "back\\slash"}
+    p.write_text('item {\n  name: "a"\n  id: 1\n')
+    with pytest.raises(DataError, match=r"pbtxt:3: label map ends early"):
         read_label_map(p)

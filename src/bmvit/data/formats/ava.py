@@ -1,7 +1,7 @@
 """AVA on-disk formats: annotation/detection CSVs, the label-map ``.pbtxt`` and exclusion lists.
 
-This module is the only place that parses or writes these files; readers, the evaluator and the
-synthetic generator all go through it. Every parse error raises :class:`~bmvit.errors.DataError`
+This module (with :mod:`bmvit.data.formats.label_map` for the ``.pbtxt``) is the only place that
+parses or writes these files; readers, the evaluator and the synthetic generator all go through it. Every parse error raises :class:`~bmvit.errors.DataError`
 naming ``file:line`` and what was expected.
 
 CSV rows (no header)::
@@ -17,14 +17,14 @@ A 7-column row (no person id / score) is accepted, as the official evaluator doe
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bmvit.atomic import atomic_output
-from bmvit.data.formats.text_file import csv_rows, read_text
+from bmvit.data.formats.label_map import read_label_map, write_label_map
+from bmvit.data.formats.text_file import csv_rows
 from bmvit.errors import DataError
 
 __all__ = [
@@ -151,43 +151,6 @@ def write_rows(path: str | Path, rows: AvaRows, person_or_score_format: str = "{
                 f"{vid},{int(rows.timestamps[i]):04d},{x1:.3f},{y1:.3f},{x2:.3f},{y2:.3f},"
                 f"{int(rows.actions[i])},{text}\n"
             )
-
-
-_ITEM_RE = re.compile(r"item\s*\{(?P<body>[^{}]*)\}", re.S)
-_NAME_RE = re.compile(r"""(?:name|display_name)\s*:\s*["'](?P<v>[^"']*)["']""")
-_ID_RE = re.compile(r"\bid\s*:\s*(?P<v>-?\d+)")
-
-
-def read_label_map(path: str | Path) -> dict[int, str]:
-    """Parse a label map in the AVA ``.pbtxt`` format into ``{action_id: name}``.
-
-    Each entry is ``item { name: "..." id: N }`` (extra fields such as ``label_type`` are
-    ignored), as in ``ava_action_list_v2.2_for_activitynet_2019.pbtxt``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: label map not found")
-    text = read_text(path, "label map")
-    out: dict[int, str] = {}
-    for m in _ITEM_RE.finditer(text):
-        line = text.count("\n", 0, m.start()) + 1
-        body = m.group("body")
-        name, ident = _NAME_RE.search(body), _ID_RE.search(body)
-        if name is None or ident is None:
-            raise DataError(f"{path}:{line}: label-map item needs both 'name: \"...\"' and 'id: N'")
-        key = int(ident.group("v"))
-        if key in out:
-            raise DataError(f"{path}:{line}: duplicate label-map id {key}")
-        out[key] = name.group("v")
-    if not out:
-        raise DataError(f"{path}: no 'item {{ name: ... id: ... }}' entries found in label map")
-    return dict(sorted(out.items()))
-
-
-def write_label_map(path: str | Path, labels: dict[int, str]) -> None:
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for key, name in sorted(labels.items()):
-            f.write(f'item {{\n  name: "{name}"\n  id: {key}\n}}\n')
 
 
 def read_exclusions(path: str | Path) -> set[str]:
