@@ -263,3 +263,25 @@ def test_job_export_project_export_and_keyframe_rate(tmp_path, video, capsys):
     assert rc == 2 and "--keyframes-per-second" in err and "(0, 1]" in err and err.count("\n") == 1
     rc, _ = run_import(tmp_path, video, xml(one), "--keyframes-per-second", "0.3", root=tmp_path / "r3")
     assert rc == 2 and "AVA timestamps are whole seconds" in capsys.readouterr().err
+
+
+def test_export_zip_is_read_as_its_annotations_xml(tmp_path, video, capsys):
+    """CVAT's download is a zip (annotations.xml, images/ when saved): it imports as the xml does."""
+    import zipfile
+
+    one = "\n".join(['  <track id="4" label="walk">', box(0, 0, 0, 40, 60), "  </track>"])
+    export = tmp_path / "task_clip-2024_05_02-cvat for video 1.1.zip"
+    with zipfile.ZipFile(export, "w") as z:
+        z.writestr("annotations.xml", xml(one))
+        z.writestr("images/frame_000000.png", b"\x89PNG")
+    rc = bmvit(["prepare", "import-cvat", str(export), "--video", str(video), "--root", str(tmp_path / "root")])
+    assert rc == 0, capsys.readouterr().err
+    assert rows_of(tmp_path / "root")[0] == ("clip", 0, 0.0, 0.0, 0.5, 1.0, 1, 4)
+    with zipfile.ZipFile(export, "w") as z:
+        z.writestr("annotations.xml", xml(one).replace("</track>", "</trak>"))
+    with pytest.raises(DataError, match=r"cvat for video 1.1.zip/annotations.xml:\d+: malformed XML"):
+        read_cvat(export)
+    with zipfile.ZipFile(export, "w") as z:
+        z.writestr("images/frame_000000.png", b"\x89PNG")
+    with pytest.raises(DataError, match=r"a zip holding one annotations.xml expected .* found none"):
+        read_cvat(export)

@@ -15,7 +15,7 @@ from bmvit.cli.argtypes import count, number
 def add_verb(verbs) -> None:
     """Register ``import-cvat`` under ``bmvit prepare``."""
     c = verbs.add_parser("import-cvat", help="a CVAT for video 1.1 export (annotations.xml) + its video -> AVA layout")
-    c.add_argument("annotations", type=Path, help="annotations.xml of a 'CVAT for video 1.1' task export")
+    c.add_argument("annotations", type=Path, help="annotations.xml of a 'CVAT for video 1.1' task export, or the export's .zip")
     c.add_argument("--video", required=True, type=Path, help="the video the CVAT task was made from")
     c.add_argument("--root", required=True, type=Path, help="dataset folder (data.root): annotations/ and frames/ in it")
     c.add_argument("--split", choices=("train", "val"), default="train", help="annotations/<split>.csv (default train)")

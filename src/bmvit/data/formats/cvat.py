@@ -2,7 +2,8 @@
 
 Contract:
 
-* :func:`read_cvat` parses an export of CVAT's "CVAT for video 1.1" format (``<annotations>`` →
+* :func:`read_cvat` parses an export of CVAT's "CVAT for video 1.1" format — the ``annotations.xml``
+  or the export's zip holding it — (``<annotations>`` →
   ``<meta><task>`` or ``<meta><job>`` → ``<track id label>`` → ``<box frame outside occluded
   keyframe xtl ytl xbr ybr>`` with ``<attribute name>value</attribute>`` children) into a
   :class:`CvatTask`. Frame numbers are kept as written: CVAT writes the frame number *of the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import bisect
 import math
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.parsers import expat
@@ -261,17 +263,34 @@ class _Reader:
 
     def read(self) -> _Node:
         try:
-            with open(self.path, "rb") as f:
-                self.parser.ParseFile(f)
+            if zipfile.is_zipfile(self.path):
+                self._read_zip()
+            else:
+                with open(self.path, "rb") as f:
+                    self.parser.ParseFile(f)
         except FileNotFoundError:
             raise DataError(f"{self.path}: annotation file not found") from None
         except IsADirectoryError:
             raise DataError(f"{self.path}: is a folder, expected the annotations.xml of a CVAT export") from None
+        except (OSError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as e:  # unreadable, bad zip member
+            raise DataError(f"{self.path}: cannot read ({e})") from None
         except expat.ExpatError as e:
             raise DataError(f"{self.path}:{e.lineno}: malformed XML ({expat.ErrorString(e.code)}, column "
                             f"{e.offset + 1}); export the task again as 'CVAT for video 1.1'") from None
         assert self.root is not None  # expat refuses a document without a root element
         return self.root
+
+    def _read_zip(self) -> None:
+        """Parse the ``annotations.xml`` of a CVAT export zip (errors then name ``ZIP/annotations.xml``)."""
+        with zipfile.ZipFile(self.path) as z:
+            names = [n for n in z.namelist() if n.rsplit("/", 1)[-1] == "annotations.xml"]
+            if len(names) != 1:
+                found = "none" if not names else ", ".join(names[:3])
+                raise DataError(f"{self.path}: a zip holding one annotations.xml expected (a 'CVAT for video 1.1' "
+                                f"export), found {found}")
+            self.path = Path(f"{self.path}/{names[0]}")
+            with z.open(names[0]) as f:
+                self.parser.ParseFile(f)
 
 
 def _labels(task: _Node) -> dict[str, list[CvatAttribute]]:
@@ -303,9 +322,9 @@ def _step(text: str | None, path: Path, line: int) -> int:
 
 def read_cvat(path: str | Path) -> CvatTask:
     """Parse a CVAT for video 1.1 export (module docstring)."""
-    path = Path(path)
-    reader = _Reader(path)
+    reader = _Reader(Path(path))
     root = reader.read()
+    path = reader.path  # in a zip: ZIP/annotations.xml
     if root.tag != "annotations":
         raise DataError(f"{path}:{root.line}: root element is <{root.tag}>, expected <annotations> (a CVAT XML export)")
     image = root.find("image")
