@@ -54,6 +54,21 @@ def test_eval_ava_outputs(tmp_path, capsys):
     assert out.strip().splitlines()[-1] == "frame-mAP@0.5: 0.7500"
 
 
+def test_eval_ava_names_rows_outside_the_label_map(tmp_path, capsys):
+    """Rows with action ids the label map lacks are left out (official rule 1), and said so: a 0-based
+    detection file must not just score 0 without a word."""
+    gt, pred, labels = _ava_files(tmp_path)
+    pred.write_text(pred.read_text() + "v,0902,0.0,0.0,1.0,1.0,0,0.95\nv,0903,0.0,0.0,1.0,1.0,9,0.5\n")
+    gt.write_text(gt.read_text() + "v,0902,0.0,0.0,1.0,1.0,80,0\n")
+    code, out, err = _run(capsys, "eval-ava", "--gt", str(gt), "--pred", str(pred), "--labelmap", str(labels),
+                          "--json", str(tmp_path / "m.json"))
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == "frame-mAP@0.5: 0.7500"  # unchanged: those rows are left out
+    assert ("note: 1 ground-truth rows (action ids 80) and 2 detection rows (action ids 0, 9) not in the label "
+            "map: left out") in out
+    assert json.loads((tmp_path / "m.json").read_text())["unlisted_rows"]["detections"] == {"0": 1, "9": 1}
+
+
 def _one_error_line(code, err, *needles):
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line.strip()]

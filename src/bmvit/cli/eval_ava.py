@@ -47,6 +47,9 @@ def run(args) -> int:
     print(f"AVA frame-mAP@{args.iou:g}IoU, {res.num_frames} frames with GT, detections per frame: {cap} "
           f"({seconds:.2f} s)\n")
     print(markdown_table(names, {f"AP@{args.iou:g}": aps}, {keys[k]: n for k, n in res.num_gt.items()}))
+    note = res.unlisted_note()
+    if note:
+        print(f"\n{note}")
     if args.json:
         doc = res.to_json()
         doc.update({"gt": str(args.gt), "pred": str(args.pred), "labelmap": str(args.labelmap),

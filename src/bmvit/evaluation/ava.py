@@ -62,6 +62,18 @@ class AvaEvalResult:
     max_dets_per_frame: int | None = None  # the cap used (0 = uncapped)
     # action_id -> (precision (N,), recall (N,)) in rank order, for classes with GT
     pr_curves: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    # action_id -> rows left out by rule 1 (ids not in the label map), GT and detections
+    unlisted_gt: dict[int, int] = field(default_factory=dict)
+    unlisted_det: dict[int, int] = field(default_factory=dict)
+
+    def unlisted_note(self) -> str | None:
+        """One line about the rows whose action id is not in the label map (left out), or None."""
+        parts = [f"{sum(d.values())} {what} rows (action ids {', '.join(map(str, sorted(d)[:8]))}"
+                 f"{', ...' if len(d) > 8 else ''})" for what, d in (("ground-truth", self.unlisted_gt),
+                                                                        ("detection", self.unlisted_det)) if d]
+        if not parts:
+            return None
+        return f"note: {' and '.join(parts)} not in the label map: left out, as the official evaluator does"
 
     def class_keys(self) -> dict[int, str]:
         """Display key per class: its name, or ``"<id>:<name>"`` where names repeat."""
@@ -88,6 +100,8 @@ class AvaEvalResult:
             "num_frames": self.num_frames,
             "num_classes_with_gt": sum(not math.isnan(a) for a in self.per_class_ap.values()),
             "mean_ap": num(self.mean_ap),
+            "unlisted_rows": {"ground_truth": {str(k): n for k, n in self.unlisted_gt.items()},
+                              "detections": {str(k): n for k, n in self.unlisted_det.items()}},
             "classes": [
                 {"id": k, "name": self.class_names[k], "ap": num(ap), "num_gt": self.num_gt[k]}
                 for k, ap in self.per_class_ap.items()
@@ -307,6 +321,7 @@ def evaluate_ava(
     num_classes = len(class_ids)
 
     listed_gt, listed_det = np.isin(gt.actions, class_ids), np.isin(detections.actions, class_ids)
+    gt_all = gt
     gt = gt if listed_gt.all() else gt.select(listed_gt)
     det = detections if listed_det.all() else detections.select(listed_det)
     gt_frame, det_frame, frame_excluded = _frame_ids(gt, det, exclusions or set())  # (G,), (D,), (F,)
@@ -397,7 +412,14 @@ def evaluate_ava(
         iou_threshold=iou_threshold,
         max_dets_per_frame=max_dets_per_frame,
         pr_curves=curves,
+        unlisted_gt=_id_counts(gt_all.actions[~listed_gt]),
+        unlisted_det=_id_counts(detections.actions[~listed_det]),
     )
+
+
+def _id_counts(actions: np.ndarray) -> dict[int, int]:
+    ids, counts = np.unique(actions, return_counts=True)
+    return dict(zip(ids.tolist(), counts.tolist()))
 
 
 def evaluate_ava_files(
