@@ -90,3 +90,13 @@ def test_label_map_ava_v22_layout_and_tricky_names(tmp_path):
     p.write_text('item {\n  name: "a"\n  id: 1\n')
     with pytest.raises(DataError, match=r"pbtxt:3: label map ends early"):
         read_label_map(p)
+
+
+def test_csv_header_line_is_named_as_such(tmp_path):
+    p = tmp_path / "gt.csv"
+    p.write_text("video_id,timestamp,x1,y1,x2,y2,action_id,person_id\nv,0902,0.1,0.1,0.5,0.5,1,0\n")
+    with pytest.raises(DataError, match=r"gt.csv:1: column 'timestamp' .* \(AVA CSVs have no header line"):
+        read_rows(p)
+    p.write_text("v,0902,0.1,0.1,0.5,0.5,1,0\nv,x,0.1,0.1,0.5,0.5,1,0\n")
+    with pytest.raises(DataError, match=r"gt.csv:2: column 'timestamp' must be an integer, got 'x'$"):
+        read_rows(p)

@@ -105,6 +105,22 @@ def _float_field(text: str, path: Path, line: int, name: str) -> float:
     return value
 
 
+def _timestamp(text: str, path: Path, line: int) -> int:
+    try:
+        return _int_field(text, path, line, "timestamp")
+    except DataError as e:
+        if line == 1 and _number_or_none(text) is None:  # a header line, as pandas' to_csv writes
+            raise DataError(f"{e} (AVA CSVs have no header line: remove it)") from None
+        raise
+
+
+def _number_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def read_rows(path: str | Path) -> AvaRows:
     """Read an AVA ground-truth or detection CSV (7 or 8 columns, no header; UTF-8, CRLF and a BOM
     accepted). Any malformed row, non-finite number or out-of-range integer is a ``file:line`` DataError."""
@@ -126,7 +142,7 @@ def read_rows(path: str | Path) -> AvaRows:
                 f"(video_id,timestamp,x1,y1,x2,y2,action_id[,person_id|score]), got {len(row)}"
             )
         vids.append(row[0].strip())
-        ts.append(_int_field(row[1], path, line, "timestamp"))
+        ts.append(_timestamp(row[1], path, line))
         boxes.append(tuple(_float_field(row[2 + i], path, line, names[i]) for i in range(4)))
         acts.append(_int_field(row[6], path, line, "action_id"))
         extra.append(_float_field(row[7], path, line, "person_id/score") if len(row) == 8 else 1.0)
@@ -164,5 +180,5 @@ def read_exclusions(path: str | Path) -> set[str]:
             continue
         if len(row) != 2:
             raise DataError(f"{path}:{line}: expected 2 columns (video_id,timestamp), got {len(row)}")
-        keys.add(frame_key(row[0].strip(), _int_field(row[1], path, line, "timestamp")))
+        keys.add(frame_key(row[0].strip(), _timestamp(row[1], path, line)))
     return keys

@@ -113,7 +113,8 @@ def read_checked_rows(path: str | Path, class_ids: set[int] | list[int], on_erro
             continue
         got = _check_row(row, ids, keyframe_range)
         if isinstance(got, str):
-            skips.handle(f"{path}:{line}: {got}")
+            header = line == 1 and got.startswith("column 'timestamp'")
+            skips.handle(f"{path}:{line}: {got}" + (" (AVA CSVs have no header line: remove it)" if header else ""))
             continue
         if got[0] == "unknown":
             action = got[4]
