@@ -97,3 +97,14 @@ def test_detect_export_cvat_round_trip(tmp_path, video, capsys):
     assert bmvit(["detect", str(video), "--checkpoint", str(ckpt), "--out", str(tmp_path / "s"), "--stream",
                   "--no-video", "--no-progress", "--export", "cvat"]) == 2
     assert "--export cvat works on files" in capsys.readouterr().err
+
+
+def test_export_of_a_hairline_box_reads_back(tmp_path, video):
+    """A detection thinner than CVAT's 2 decimals must not become xtl == xbr, which the reader refuses."""
+    thin = Actor([10.0, 10.0, 10.003, 20.0], [0.125, 0.167, 0.125, 0.333], 0.9,
+                 [Action(1, "walk", 0.9)], 0, 0, [0.9, 0.1, 0.1])
+    result = VideoResult(VideoInfo(str(video), "file", 10.0, W, H, 40), [KeyFrameResult(0, 0.0, [thin])], NAMES,
+                         {"keyframes_per_second": 1.0})
+    task = read_cvat(export_cvat(tmp_path / "det", result, threshold=0.5))
+    (x1, y1, x2, y2), = [s.box for s in task.tracks[0].shapes]
+    assert x1 < x2 and abs(x1 - 10.0) < 0.01 and abs(x2 - 10.003) < 0.01 and (y1, y2) == (10.0, 20.0)

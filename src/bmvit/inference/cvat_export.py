@@ -39,6 +39,17 @@ def checked(actor: Actor, class_names: list[str], threshold: float) -> dict[str,
             for k, (n, s) in enumerate(zip(class_names, scores))}
 
 
+def _written_box(box: list[float]) -> tuple[float, float, float, float]:
+    """``box`` as written (2 decimals); a box thinner than 0.01 px gets 0.01 px, so that the file
+    reads back (a box with ``xtl >= xbr`` is refused by the reader, and by ``import-cvat``)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if round(x2, 2) <= round(x1, 2):
+        x1, x2 = round(x1, 2), round(x1, 2) + 0.01
+    if round(y2, 2) <= round(y1, 2):
+        y1, y2 = round(y1, 2), round(y1, 2) + 0.01
+    return x1, y1, x2, y2
+
+
 def detections_to_cvat(result: VideoResult, threshold: float) -> CvatTask:
     names = [str(n) for n in result.labels.values()]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -58,7 +69,7 @@ def detections_to_cvat(result: VideoResult, threshold: float) -> CvatTask:
         shapes = []
         for i, a in sorted(per_track[tid].items()):
             attrs = checked(a, names, threshold)
-            box = tuple(float(v) for v in a.box)
+            box = _written_box(a.box)
             shapes.append(CvatShape(keys[i].frame_index, box, attributes=attrs))  # type: ignore[arg-type]
             if i + 1 < len(keys) and i + 1 not in per_track[tid]:
                 shapes.append(CvatShape(keys[i + 1].frame_index, box, outside=True, attributes=attrs))  # type: ignore[arg-type]
