@@ -285,3 +285,13 @@ def test_export_zip_is_read_as_its_annotations_xml(tmp_path, video, capsys):
         z.writestr("images/frame_000000.png", b"\x89PNG")
     with pytest.raises(DataError, match=r"a zip holding one annotations.xml expected .* found none"):
         read_cvat(export)
+
+
+def test_outside_box_after_the_last_frame_is_fine(tmp_path, video, capsys):
+    """CVAT < 2.x exports a shape drawn on the last frame as a track with an outside box one frame
+    later, past the end of the video: that box only ends the track."""
+    shape = "\n".join(['  <track id="0" label="walk">', box(39, 0, 0, 40, 60), box(40, 0, 0, 40, 60, outside=1),
+                       "  </track>", '  <track id="1" label="wave">', box(30, 0, 0, 40, 60), "  </track>"])
+    rc, root = run_import(tmp_path, video, xml(shape))
+    assert rc == 0, capsys.readouterr().err
+    assert [(t, a, p) for _, t, *_, a, p in rows_of(root)] == [(3, 2, 1)]

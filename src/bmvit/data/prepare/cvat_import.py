@@ -212,7 +212,7 @@ def import_cvat(xml: str | Path, video: str | Path, root: str | Path, split: str
     W, H = probe.width, probe.height
     for t in task.tracks:
         for s in t.shapes:
-            if s.frame >= probe.num_frames:
+            if s.frame >= probe.num_frames and not s.outside:  # an outside box there only ends the track
                 raise DataError(f"{xml}:{s.line}: box at frame {s.frame}, but {video} has {probe.num_frames} frames "
                                 f"(0..{probe.num_frames - 1}); is this the export of the task made from that video?")
     mode = _mode(task, actions)
