@@ -295,3 +295,12 @@ def test_outside_box_after_the_last_frame_is_fine(tmp_path, video, capsys):
     rc, root = run_import(tmp_path, video, xml(shape))
     assert rc == 0, capsys.readouterr().err
     assert [(t, a, p) for _, t, *_, a, p in rows_of(root)] == [(3, 2, 1)]
+
+
+def test_frame_tags_are_counted_as_left_out(tmp_path, video, capsys):
+    """CVAT 2.x video exports carry frame-level <tag>s; they are not person boxes: said, not dropped silently."""
+    one = "\n".join(['  <track id="0" label="walk">', box(0, 0, 0, 40, 60), "  </track>",
+                     '  <tag frame="3" label="wave" source="manual"></tag>', '  <tag frame="9" label="wave"/>'])
+    rc, _ = run_import(tmp_path, video, xml(one))
+    out = capsys.readouterr().out
+    assert rc == 0 and "left out: 2 frame tags (not per person)" in out, out

@@ -108,6 +108,7 @@ class CvatTask:
     source: str = ""  # <meta><source>: the video's file name (CVAT adds it for video tasks)
     other_shapes: int = 0  # polygons, points, ... inside tracks: left out
     path: Path | None = None
+    tags: int = 0  # top-level <tag frame label> (frame-level labels, CVAT 2.x): left out
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -360,7 +361,8 @@ def read_cvat(path: str | Path) -> CvatTask:
             raise DataError(f"{path}:{t.line}: a second track with id {t.id} (first at line {ids[t.id]})")
         ids[t.id] = t.line
     return CvatTask(task.value("name") or "", size, start, stop, step, width, height, _labels(task), reader.tracks,
-                    meta.value("source") or "", reader.other, path)  # type: ignore[union-attr]
+                    meta.value("source") or "", reader.other, path,  # type: ignore[union-attr]
+                    sum(c.tag == "tag" for c in root.children))
 
 
 # --- writing -----------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ class ImportSummary:
     frames: str = ""
     other_shapes: int = 0
     other_split: str = ""  # the other split's CSV already lists this video
+    tags: int = 0  # frame-level <tag>s of the export (not per person)
 
     def lines(self) -> list[str]:
         acts = ", ".join(f"{n} {c}" for n, c in self.rows_per_action.items())
@@ -108,7 +109,8 @@ class ImportSummary:
         skipped = [f"{n} {what}" for n, what in ((self.dropped, "boxes outside the frame"),
                                                    (self.no_action, "boxes without an action"),
                                                    (self.tracks_ignored, "tracks of labels without checkbox attributes"),
-                                                   (self.other_shapes, "non-box shapes")) if n]
+                                                   (self.other_shapes, "non-box shapes"),
+                                                   (self.tags, "frame tags (not per person)")) if n]
         if skipped:
             out.append("  left out: " + ", ".join(skipped))
         out.append(f"  {self.csv}: {sum(self.rows_per_action.values())} rows written, {self.replaced} earlier rows "
@@ -293,4 +295,4 @@ def import_cvat(xml: str | Path, video: str | Path, root: str | Path, split: str
         keys[0][1] if keys else 0, keys[-1][1] if keys else 0, float(probe.fps), boxes,
         {n: per_action.get(n, 0) for n in sorted(set(names) | set(per_action), key=lambda n: ids[n])},
         clipped, dropped, no_action, int((~keep).sum()), csv_path, len(merged), map_path, new, len(labels), frames,
-        task.other_shapes, str(other) if in_other else "")
+        task.other_shapes, str(other) if in_other else "", task.tags)
