@@ -304,3 +304,16 @@ def test_frame_tags_are_counted_as_left_out(tmp_path, video, capsys):
     rc, _ = run_import(tmp_path, video, xml(one))
     out = capsys.readouterr().out
     assert rc == 0 and "left out: 2 frame tags (not per person)" in out, out
+
+
+def test_label_mode_leaves_out_labels_that_cannot_be_boxes(tmp_path, video, capsys):
+    """One action per track label: a polygon (or tag) label of the task is no action class."""
+    labels = LABELS + "\n        <label><name>ball</name><type>polygon</type><attributes></attributes></label>"
+    tracks = "\n".join(['  <track id="0" label="walk">', box(0, 0, 0, 40, 60), "  </track>",
+                        '  <track id="1" label="ball">',
+                        '    <polygon frame="0" points="1,2;3,4;5,1" outside="0" occluded="0" keyframe="1"></polygon>',
+                        "  </track>"])
+    rc, root = run_import(tmp_path, video, xml(tracks, labels.replace("<name>walk</name>",
+                                                                      "<name>walk</name><type>rectangle</type>")))
+    assert rc == 0, capsys.readouterr().err
+    assert read_label_map(root / "annotations" / "label_map.pbtxt") == {1: "walk", 2: "wave"}

@@ -109,6 +109,7 @@ class CvatTask:
     other_shapes: int = 0  # polygons, points, ... inside tracks: left out
     path: Path | None = None
     tags: int = 0  # top-level <tag frame label> (frame-level labels, CVAT 2.x): left out
+    label_types: dict[str, str] = field(default_factory=dict)  # <label><type> where given: rectangle, polygon, any, ...
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -312,6 +313,12 @@ def _labels(task: _Node) -> dict[str, list[CvatAttribute]]:
     return out
 
 
+def _label_types(task: _Node) -> dict[str, str]:
+    node = task.find("labels")
+    labels = [c for c in node.children if c.tag == "label"] if node is not None else []
+    return {label.value("name") or "": (label.value("type") or "").lower() for label in labels if label.value("type")}
+
+
 def _step(text: str | None, path: Path, line: int) -> int:
     if not text:
         return 1
@@ -362,7 +369,7 @@ def read_cvat(path: str | Path) -> CvatTask:
         ids[t.id] = t.line
     return CvatTask(task.value("name") or "", size, start, stop, step, width, height, _labels(task), reader.tracks,
                     meta.value("source") or "", reader.other, path,  # type: ignore[union-attr]
-                    sum(c.tag == "tag" for c in root.children))
+                    sum(c.tag == "tag" for c in root.children), _label_types(task))
 
 
 # --- writing -----------------------------------------------------------------------------------

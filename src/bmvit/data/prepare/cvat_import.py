@@ -41,6 +41,7 @@ from bmvit.errors import ConfigError, DataError
 __all__ = ["ACTION_MODES", "ImportSummary", "VideoProbe", "import_cvat", "probe_video"]
 
 ACTION_MODES = ("auto", "label", "attributes")
+_BOX_TYPES = ("any", "rectangle", "bbox", "")  # CVAT's <label><type> values that allow boxes
 
 
 @dataclass
@@ -138,8 +139,9 @@ def _mode(task: CvatTask, actions: str) -> str:
 def _vocabulary(task: CvatTask, mode: str) -> tuple[list[str], dict[str, set[str]] | None]:
     """Action names in a stable order, and (attributes mode) the checkbox names of each label
     (None: nothing declared in <meta>, every label uses the names found)."""
-    if mode == "label":
-        names = list(task.labels) + [t.label for t in task.tracks]
+    if mode == "label":  # labels that can be boxes (a polygon or tag label is no action of a person box)
+        names = [n for n in task.labels if task.label_types.get(n, "any") in _BOX_TYPES]
+        names += [t.label for t in task.tracks if t.shapes]
         return list(dict.fromkeys(names)), None
     declared = {label: {a.name for a in attrs if a.input_type == "checkbox"} for label, attrs in task.labels.items()}
     if any(declared.values()):
