@@ -317,3 +317,14 @@ def test_label_mode_leaves_out_labels_that_cannot_be_boxes(tmp_path, video, caps
                                                                       "<name>walk</name><type>rectangle</type>")))
     assert rc == 0, capsys.readouterr().err
     assert read_label_map(root / "annotations" / "label_map.pbtxt") == {1: "walk", 2: "wave"}
+
+
+def test_names_match_meta_whatever_their_surrounding_spaces(tmp_path, video, capsys):
+    """<meta> names are read stripped; a track's label / a box's attribute name with a stray space must
+    still be the same label / checkbox (not a second action class, not an undeclared attribute)."""
+    tracks = "\n".join(['  <track id="0" label="person ">',
+                        box(0, 0, 0, 40, 60, attrs='<attribute name=" walk">true</attribute>'), "  </track>"])
+    rc, root = run_import(tmp_path, video, xml(tracks, CHECKBOXES.replace("<name>walk</name>", "<name>walk </name>")))
+    assert rc == 0, capsys.readouterr().err
+    assert read_label_map(root / "annotations" / "label_map.pbtxt") == {1: "walk", 2: "wave"}
+    assert [(t, a) for _, t, *_, a, _p in rows_of(root)] == [(0, 1), (1, 1), (2, 1), (3, 1)]

@@ -212,7 +212,7 @@ class _Reader:
             elif self.shape is None:
                 self.other, self.skip = self.other + 1, 1
             elif tag == "attribute":
-                self.attr, self.text = attrib.get("name", ""), []
+                self.attr, self.text = attrib.get("name", "").strip(), []
             return
         if tag == "track" and len(self.stack) == 1:
             if "label" not in attrib:
@@ -220,7 +220,7 @@ class _Reader:
             tid = _int(attrib.get("id"), self.path, line, "track 'id'")
             if tid is None:
                 raise DataError(f"{self.path}:{line}: <track> has no 'id' attribute")
-            self.track, self.seen = CvatTrack(tid, attrib["label"], [], attrib.get("source", "manual"), line), {}
+            self.track, self.seen = CvatTrack(tid, attrib["label"].strip(), [], attrib.get("source", "manual"), line), {}
             return
         node = _Node(tag, attrib, line)
         if self.stack:
