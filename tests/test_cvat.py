@@ -328,3 +328,15 @@ def test_names_match_meta_whatever_their_surrounding_spaces(tmp_path, video, cap
     assert rc == 0, capsys.readouterr().err
     assert read_label_map(root / "annotations" / "label_map.pbtxt") == {1: "walk", 2: "wave"}
     assert [(t, a) for _, t, *_, a, _p in rows_of(root)] == [(0, 1), (1, 1), (2, 1), (3, 1)]
+
+
+def test_select_attribute_actions_are_pointed_out(tmp_path, video, capsys):
+    """A task with a select attribute (say `action`: walk/wave) and no checkbox reads actions from track
+    labels (documented); the import says so instead of silently training one class 'person'."""
+    labels = CHECKBOXES.replace("<input_type>checkbox</input_type>", "<input_type>radio</input_type>")
+    tracks = "\n".join(['  <track id="0" label="person">', box(0, 0, 0, 40, 60, attrs=att(walk="false", wave="false",
+                                                                                           mood="calm")), "  </track>"])
+    rc, _ = run_import(tmp_path, video, xml(tracks, labels))
+    out = capsys.readouterr().out
+    assert rc == 0 and "actions from track labels" in out
+    assert "note: actions come from the track labels; the select/radio attributes walk, wave, mood are not read" in out

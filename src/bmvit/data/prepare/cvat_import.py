@@ -98,6 +98,7 @@ class ImportSummary:
     other_shapes: int = 0
     other_split: str = ""  # the other split's CSV already lists this video
     tags: int = 0  # frame-level <tag>s of the export (not per person)
+    unread: list[str] = field(default_factory=list)  # label mode: select/radio attributes, not read as actions
 
     def lines(self) -> list[str]:
         acts = ", ".join(f"{n} {c}" for n, c in self.rows_per_action.items())
@@ -120,6 +121,10 @@ class ImportSummary:
         out.append(f"  frames: {self.frames}")
         if self.other_split:
             out.append(f"  note: {self.other_split} also lists {self.video_id}: the same video in train and val")
+        if self.unread:
+            out.append(f"  note: actions come from the track labels; the select/radio attributes "
+                       f"{', '.join(self.unread)} are not read (actions as attributes: one checkbox per action, "
+                       "see docs/custom-data.md)")
         return out
 
 
@@ -297,4 +302,6 @@ def import_cvat(xml: str | Path, video: str | Path, root: str | Path, split: str
         keys[0][1] if keys else 0, keys[-1][1] if keys else 0, float(probe.fps), boxes,
         {n: per_action.get(n, 0) for n in sorted(set(names) | set(per_action), key=lambda n: ids[n])},
         clipped, dropped, no_action, int((~keep).sum()), csv_path, len(merged), map_path, new, len(labels), frames,
-        task.other_shapes, str(other) if in_other else "", task.tags)
+        task.other_shapes, str(other) if in_other else "", task.tags,
+        [] if mode != "label" else list(dict.fromkeys(a.name for attrs in task.labels.values() for a in attrs
+                                                      if a.input_type in ("select", "radio"))))
