@@ -92,11 +92,13 @@ def fetch(url: str, dest: str | Path, *, expected_size: int | None = None, retri
                 if on_total is not None and not announced and total is not None:
                     on_total(total - have)
                     announced = True
+                # read1: what has arrived, at once (read(n) waits for n bytes and loses them on a reset or time-out)
+                read = getattr(resp, "read1", resp.read)
                 with open(part, "ab" if resumed else "wb") as f:
                     while True:
                         if stop is not None and stop.is_set():
                             raise Stopped(f"{url}: stopped (its .part is kept; re-run to resume)")
-                        chunk = resp.read(_CHUNK)
+                        chunk = read(_CHUNK)
                         if not chunk:
                             break
                         f.write(chunk)

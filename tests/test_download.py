@@ -1,0 +1,69 @@
+"""``bmvit.data.prepare.download.fetch`` against misbehaving servers on 127.0.0.1 (tests/ava_server.py's
+``custom`` handlers): connections reset mid-body, redirects, Retry-After, odd resume answers."""
+
+import os
+import re
+import socket
+import struct
+
+import pytest
+from ava_server import AvaServer
+
+from bmvit.data.prepare.download import DownloadError, fetch
+
+DATA = os.urandom(300_000)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+
+
+@pytest.fixture
+def server():
+    with AvaServer() as s:
+        yield s
+
+
+def _range_start(h) -> int | None:
+    m = re.fullmatch(r"bytes=(\d+)-", h.headers.get("Range") or "")
+    return int(m.group(1)) if m else None
+
+
+def _reset_after(n: int):
+    """Answers Range requests (206) with the right headers but sends at most ``n`` bytes of the body,
+    then resets the connection (TCP RST, as a crashed proxy or a NAT time-out does)."""
+
+    def answer(h, data):
+        start = _range_start(h) or 0
+        h.send_response(206 if start else 200)
+        if start:
+            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        h.send_header("Content-Length", str(len(data) - start))
+        h.end_headers()
+        h.wfile.write(data[start:start + n])
+        h.wfile.flush()
+        if start + n < len(data):
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            h.connection.close()
+            h.close_connection = True
+
+    return answer
+
+
+def test_reset_every_100k_keeps_what_arrived_and_finishes(tmp_path, server):
+    """Bytes received before a reset are kept in the .part (each try makes progress), not lost with
+    a half-filled read buffer."""
+    server.files["/f"] = DATA
+    server.custom["/f"] = _reset_after(100_000)
+    dest = tmp_path / "f.bin"
+    assert fetch(f"{server.base}/f", dest, retries=2, backoff=0, timeout=5) == len(DATA)
+    assert dest.read_bytes() == DATA and not dest.with_name("f.bin.part").exists()
+    starts = [_start(r) for _, r in server.requests]  # a reset may drop what was still in the server's buffer
+    assert starts[0] == 0 and all(a < b for a, b in zip(starts, starts[1:])) and len(starts) >= 3
+
+
+def _start(range_header: str | None) -> int:
+    return int(range_header[6:-1]) if range_header else 0
