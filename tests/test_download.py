@@ -67,3 +67,26 @@ def test_reset_every_100k_keeps_what_arrived_and_finishes(tmp_path, server):
 
 def _start(range_header: str | None) -> int:
     return int(range_header[6:-1]) if range_header else 0
+
+
+def _redirect(to: str, code: int = 302):
+    def answer(h, data):
+        h.send_response(code)
+        h.send_header("Location", to)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    return answer
+
+
+def test_redirects_followed_and_a_loop_is_one_line(tmp_path, server):
+    server.files["/real"] = DATA
+    server.custom["/moved"] = _redirect("/real", 301)
+    server.custom["/temp"] = _redirect("/moved", 307)
+    assert fetch(f"{server.base}/temp", tmp_path / "a", backoff=0) == len(DATA) and (tmp_path / "a").read_bytes() == DATA
+    server.custom["/loop"] = _redirect("/loop2")
+    server.custom["/loop2"] = _redirect("/loop")
+    with pytest.raises(DownloadError) as e:
+        fetch(f"{server.base}/loop", tmp_path / "b", backoff=0, hint="check it")
+    assert str(e.value) == f"{server.base}/loop: HTTP 302: a redirect loop or too many redirects (check it)"
+    assert not (tmp_path / "b").exists() and not (tmp_path / "b.part").exists()

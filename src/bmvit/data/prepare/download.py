@@ -119,8 +119,10 @@ def fetch(url: str, dest: str | Path, *, expected_size: int | None = None, retri
                 why = f"HTTP 416 for a resume at byte {have}; restarting the file"
             elif e.code in (408, 429) or e.code >= 500:
                 why = f"HTTP {e.code} {e.reason}"
+            elif 300 <= e.code < 400 and "infinite loop" in str(e.reason):  # urllib's text is three lines
+                raise DownloadError(f"{url}: HTTP {e.code}: a redirect loop or too many redirects ({hint})") from None
             else:
-                raise DownloadError(f"{url}: HTTP {e.code} {e.reason} ({hint})") from None
+                raise DownloadError(f"{url}: HTTP {e.code} {' '.join(str(e.reason).split())} ({hint})") from None
         except Stopped:
             raise
         except (_Retry, urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError) as e:
