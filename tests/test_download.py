@@ -5,6 +5,7 @@ import os
 import re
 import socket
 import struct
+import time
 
 import pytest
 from ava_server import AvaServer
@@ -90,3 +91,39 @@ def test_redirects_followed_and_a_loop_is_one_line(tmp_path, server):
         fetch(f"{server.base}/loop", tmp_path / "b", backoff=0, hint="check it")
     assert str(e.value) == f"{server.base}/loop: HTTP 302: a redirect loop or too many redirects (check it)"
     assert not (tmp_path / "b").exists() and not (tmp_path / "b.part").exists()
+
+
+def test_retry_after_is_honoured_and_a_long_one_gives_up_at_once(tmp_path, server):
+    times = []
+
+    def busy_once(h, data):
+        times.append(time.monotonic())
+        if len(times) == 1:
+            h.send_response(503)
+            h.send_header("Retry-After", "1")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    server.files["/busy"] = DATA
+    server.custom["/busy"] = busy_once
+    assert fetch(f"{server.base}/busy", tmp_path / "a", backoff=0.01) == len(DATA)
+    assert len(times) == 2 and times[1] - times[0] >= 0.9  # not the 0.01 s back-off
+    for value in ("100000", "Fri, 31 Dec 2100 23:59:59 GMT"):
+        server.custom["/later"] = lambda h, data, v=value: _too_many(h, v)
+        t0 = time.monotonic()
+        with pytest.raises(DownloadError, match=r"/later: HTTP 429 Too Many Requests, Retry-After \d+ s is more "
+                                                r"than the 300 s bmvit waits \(re-run to resume\)"):
+            fetch(f"{server.base}/later", tmp_path / "b", backoff=0.01)
+        assert time.monotonic() - t0 < 1 and not (tmp_path / "b").exists()
+
+
+def _too_many(h, retry_after: str) -> None:
+    h.send_response(429)
+    h.send_header("Retry-After", retry_after)
+    h.send_header("Content-Length", "0")
+    h.end_headers()

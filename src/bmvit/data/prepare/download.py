@@ -11,7 +11,8 @@ Contract: :func:`fetch` gets ``url`` into ``dest`` and returns its size in bytes
 * Connection errors, short bodies, time-outs, HTTP 408/429/5xx are retried after a back-off of
   ``backoff * 2**k`` seconds (k = 0, 1, ...); ``retries`` counts consecutive failures that brought
   no new byte, so a connection that drops every few megabytes still finishes. Other HTTP errors
-  (404, 403, ...) are final at once.
+  (404, 403, ...) are final at once. A ``Retry-After`` (seconds or a date) on a retried answer
+  lengthens that wait; one over :data:`MAX_RETRY_AFTER` seconds is a failure at once (re-run later).
 * ``expected_size``: when ``dest`` already exists with exactly this size, nothing is requested.
 * Failures raise :class:`DownloadError`, one line: the URL, what happened, and ``hint`` (the way
   out the caller offers). ``stop`` (a ``threading.Event``) makes a running download give up
@@ -22,6 +23,7 @@ Only the standard library is used (``urllib.request``; proxies from the environm
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import os
 import re
@@ -31,12 +33,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 from bmvit.errors import BmvitError
 
-__all__ = ["DownloadError", "Stopped", "fetch"]
+__all__ = ["MAX_RETRY_AFTER", "DownloadError", "Stopped", "fetch"]
 
+MAX_RETRY_AFTER = 300.0  # seconds: the longest Retry-After waited for
 _CHUNK = 1 << 20
 _USER_AGENT = "bmvit-prepare/0.1 (+urllib)"
 
@@ -64,6 +68,20 @@ def _total_size(resp, have: int) -> tuple[int | None, bool]:
     return (int(length) if length and length.isdigit() else None), False
 
 
+def _retry_after(headers) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (``120`` or an HTTP date), None without one."""
+    value = (headers.get("Retry-After") or "").strip() if headers is not None else ""
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
 def fetch(url: str, dest: str | Path, *, expected_size: int | None = None, retries: int = 5, backoff: float = 2.0,
           timeout: float = 60.0, hint: str = "re-run to resume", on_bytes: Callable[[int], None] | None = None,
           on_total: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> int:
@@ -81,6 +99,7 @@ def fetch(url: str, dest: str | Path, *, expected_size: int | None = None, retri
             raise Stopped(f"{url}: stopped (its .part is kept; re-run to resume)")
         have = part.stat().st_size if part.exists() else 0
         before = have
+        server_wait = None
         headers = {"User-Agent": _USER_AGENT}
         if have:
             headers["Range"] = f"bytes={have}-"
@@ -119,6 +138,10 @@ def fetch(url: str, dest: str | Path, *, expected_size: int | None = None, retri
                 why = f"HTTP 416 for a resume at byte {have}; restarting the file"
             elif e.code in (408, 429) or e.code >= 500:
                 why = f"HTTP {e.code} {e.reason}"
+                server_wait = _retry_after(e.headers)
+                if server_wait is not None and server_wait > MAX_RETRY_AFTER:
+                    raise DownloadError(f"{url}: {why}, Retry-After {server_wait:.0f} s is more than the "
+                                        f"{MAX_RETRY_AFTER:.0f} s bmvit waits ({hint})") from None
             elif 300 <= e.code < 400 and "infinite loop" in str(e.reason):  # urllib's text is three lines
                 raise DownloadError(f"{url}: HTTP {e.code}: a redirect loop or too many redirects ({hint})") from None
             else:
@@ -136,7 +159,7 @@ def fetch(url: str, dest: str | Path, *, expected_size: int | None = None, retri
         failures = 1 if now > before else failures + 1
         if failures > retries:
             raise DownloadError(f"{url}: {why}; gave up after {retries} retries ({hint})")
-        wait = backoff * 2 ** (failures - 1)
+        wait = max(backoff * 2 ** (failures - 1), server_wait or 0.0)
         if stop is not None:
             if stop.wait(wait):
                 raise Stopped(f"{url}: stopped (its .part is kept; re-run to resume)")
