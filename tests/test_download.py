@@ -127,3 +127,22 @@ def _too_many(h, retry_after: str) -> None:
     h.send_header("Retry-After", retry_after)
     h.send_header("Content-Length", "0")
     h.end_headers()
+
+
+def test_resume_answered_from_byte_0_restarts_the_part(tmp_path, server):
+    """A server that answers a resume with 206 ``bytes 0-N/N`` (the whole file) must not be appended
+    to the .part, nor refused forever (every re-run would fail the same way)."""
+
+    def whole_as_206(h, data):
+        h.send_response(206)
+        h.send_header("Content-Range", f"bytes 0-{len(data) - 1}/{len(data)}")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
+    server.files["/f"] = DATA
+    server.custom["/f"] = whole_as_206
+    dest = tmp_path / "f.bin"
+    dest.with_name("f.bin.part").write_bytes(b"x" * 1000)
+    assert fetch(f"{server.base}/f", dest, retries=1, backoff=0) == len(DATA) and dest.read_bytes() == DATA
+    assert server.requests == [("/f", "bytes=1000-")]

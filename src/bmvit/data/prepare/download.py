@@ -6,8 +6,8 @@ Contract: :func:`fetch` gets ``url`` into ``dest`` and returns its size in bytes
   so a file under its final name was complete when written. Complete means: as many bytes as the
   server announced (``Content-Length``, or the total of ``Content-Range`` for a resumed file).
 * A ``.part`` left by a dropped connection or a killed run is continued with an HTTP ``Range``
-  request; a server that answers ``200`` instead of ``206`` sends the whole file again and the
-  ``.part`` restarts from zero.
+  request; a server that answers ``200`` instead of ``206`` (or a ``206`` from byte 0) sends the
+  whole file again and the ``.part`` restarts from zero.
 * Connection errors, short bodies, time-outs, HTTP 408/429/5xx are retried after a back-off of
   ``backoff * 2**k`` seconds (k = 0, 1, ...); ``retries`` counts consecutive failures that brought
   no new byte, so a connection that drops every few megabytes still finishes. Other HTTP errors
@@ -61,9 +61,10 @@ def _total_size(resp, have: int) -> tuple[int | None, bool]:
     """``(total bytes of the file or None, resumed?)`` of a 200/206 response to a request from ``have``."""
     if resp.status == 206:
         m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", resp.headers.get("Content-Range", ""))
-        if not m or int(m.group(1)) != have:
+        if not m or int(m.group(1)) not in (have, 0):
             raise _Retry(f"unexpected Content-Range {resp.headers.get('Content-Range')!r} for a resume at byte {have}")
-        return (int(m.group(2)) if m.group(2) != "*" else None), True
+        # from byte 0: the whole file again, as with a 200
+        return (int(m.group(2)) if m.group(2) != "*" else None), int(m.group(1)) == have > 0
     length = resp.headers.get("Content-Length")
     return (int(length) if length and length.isdigit() else None), False
 
