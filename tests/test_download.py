@@ -146,3 +146,19 @@ def test_resume_answered_from_byte_0_restarts_the_part(tmp_path, server):
     dest.with_name("f.bin.part").write_bytes(b"x" * 1000)
     assert fetch(f"{server.base}/f", dest, retries=1, backoff=0) == len(DATA) and dest.read_bytes() == DATA
     assert server.requests == [("/f", "bytes=1000-")]
+
+
+def test_bad_urls_are_one_line_errors(tmp_path, server, capsys):
+    from bmvit.cli.main import main
+
+    server.custom["/bad"] = _redirect("http://[::1/x")  # an unparsable Location
+    for url in ("notaurl", f"{server.base}/bad"):
+        with pytest.raises(DownloadError, match=r"(notaurl|/bad): .*URL"):
+            fetch(url, tmp_path / "a", backoff=0)
+    for opt, url in (("--annotations-url", "ava_v2.2.zip"), ("--base-url", "s3.amazonaws.com/ava-dataset"),
+                     ("--base-url", "http://"), ("--annotations-url", "mailto:x@y"),
+                     ("--base-url", "http://[::1/ava")):
+        assert main(["prepare", "ava", "--out", str(tmp_path / "o"), opt, url, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: {opt}: expected an http://, https://, ftp:// or file:// URL, got {url!r}\n"
+    assert not (tmp_path / "o").exists()

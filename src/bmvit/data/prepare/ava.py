@@ -42,7 +42,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from bmvit.atomic import write_text
 from bmvit.data.formats.ava import read_rows
@@ -90,6 +90,13 @@ class AvaOptions:
         if not self.splits or any(s not in ("train", "val") for s in self.splits):
             raise ConfigError("--splits: expected a comma-separated subset of train,val, "
                               f"got {','.join(self.splits)!r}")
+        for opt, url in (("--annotations-url", self.annotations_url), ("--base-url", self.base_url)):
+            try:
+                parts = urlsplit(url)
+            except ValueError:  # e.g. an unclosed [IPv6 address
+                parts = urlsplit("")
+            if parts.scheme not in ("http", "https", "ftp", "file") or not (parts.netloc or parts.scheme == "file"):
+                raise ConfigError(f"{opt}: expected an http://, https://, ftp:// or file:// URL, got {url!r}")
         if self.retries < 0 or self.backoff < 0 or self.timeout <= 0:
             raise ConfigError("--retries and --backoff must be >= 0 and --timeout > 0")
 

@@ -149,6 +149,8 @@ def fetch(url: str, dest: str | Path, *, expected_size: int | None = None, retri
                 raise DownloadError(f"{url}: HTTP {e.code} {' '.join(str(e.reason).split())} ({hint})") from None
         except Stopped:
             raise
+        except ValueError as e:  # an unusable URL (given, or in a redirect's Location)
+            raise DownloadError(f"{url}: not a usable URL ({e}) ({hint})") from None
         except (_Retry, urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError) as e:
             why = str(e.reason if isinstance(e, urllib.error.URLError) else e) or type(e).__name__
         except OSError as e:  # local disk errors are not worth a retry
