@@ -167,3 +167,30 @@ def test_fetch_416_complete_part_and_retries_exhausted(tmp_path, server):
     assert fetch("http://127.0.0.1:9/nothing", dest, expected_size=len(data)) == len(data)  # no request
     with pytest.raises(DownloadError, match=r"127\.0\.0\.1:9/x: .*gave up after 2 retries \(re-run to resume\)"):
         fetch("http://127.0.0.1:9/x", tmp_path / "x", retries=2, backoff=0.001, timeout=2)
+
+
+def test_html_or_corrupt_annotations_are_fetched_again_once_fixed(tmp_path, server, capsys):
+    """An error page served with 200 where the zip or file list is expected, or a zip with a damaged
+    member: one line naming the URL, the download forgotten, so that a re-run (the mirror fixed)
+    fetches it again instead of failing the same way for ever."""
+    out = tmp_path / "ava"
+    good_zip, good_list = server.files["/ava_v2.2.zip"], server.files["/annotations/ava_file_names_trainval_v2.1.txt"]
+    damaged = bytearray(good_zip)
+    at = damaged.index(b"ava_v2.2/ava_train_v2.2.csv") + 40  # inside the member's compressed bytes
+    damaged[at:at + 8] = bytes(b ^ 0x55 for b in damaged[at:at + 8])
+    html = b"<html><body>Service temporarily unavailable</body></html>\n"
+    for zip_bytes, list_bytes, url, what in (
+            (html, good_list, "/ava_v2.2.zip", "not a readable zip"),
+            (bytes(damaged), good_list, "/ava_v2.2.zip", "not a readable zip"),
+            (good_zip, html, "/annotations/ava_file_names_trainval_v2.1.txt", "expected a video file name")):
+        server.files["/ava_v2.2.zip"], server.files["/annotations/ava_file_names_trainval_v2.1.txt"] = zip_bytes, list_bytes
+        assert main(_args(server, out, "--splits", "train", "--on-error", "skip")) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and what in err, err
+        assert f"from {server.base}{url}; the download was deleted, a re-run fetches it again" in err
+        assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*.tmp"))
+    server.files["/annotations/ava_file_names_trainval_v2.1.txt"] = good_list
+    server.requests.clear()
+    assert main(_args(server, out, "--splits", "train", "--on-error", "skip")) == 1  # vidC: 404
+    assert "/annotations/ava_file_names_trainval_v2.1.txt" in server.paths_requested()
+    assert len(os.listdir(out / "frames" / "vidA")) == 45
