@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ava_server import AvaServer, standard_mirror
+from ava_server import AvaServer, annotations_zip, standard_mirror
 from data_fixtures import decode_frame_numbers
 from PIL import Image
 
@@ -194,3 +194,16 @@ def test_html_or_corrupt_annotations_are_fetched_again_once_fixed(tmp_path, serv
     assert main(_args(server, out, "--splits", "train", "--on-error", "skip")) == 1  # vidC: 404
     assert "/annotations/ava_file_names_trainval_v2.1.txt" in server.paths_requested()
     assert len(os.listdir(out / "frames" / "vidA")) == 45
+
+
+def test_another_annotations_url_is_fetched_not_the_recorded_download(tmp_path, server, capsys):
+    """A zip of the same file name from a corrected --annotations-url is downloaded, not taken for
+    the one recorded from the wrong URL."""
+    out = tmp_path / "ava"
+    server.files["/old/ava_v2.2.zip"] = annotations_zip({"ava_train_v2.2.csv": "vidA,1,0.1,0.1,0.5,0.9,1,0\n"})
+    args = _args(server, out, "--splits", "val")
+    wrong = [a.replace("/ava_v2.2.zip", "/old/ava_v2.2.zip") for a in args]
+    assert main(wrong) == 2
+    assert "expected one ava_val_v*.csv from the annotations zip, found none" in capsys.readouterr().err
+    assert main(args + ["--on-error", "skip"]) == 1  # vidD corrupt, vidE not listed
+    assert "/ava_v2.2.zip" in server.paths_requested() and len(os.listdir(out / "frames" / "vidA")) == 45

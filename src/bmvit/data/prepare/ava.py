@@ -23,7 +23,7 @@ each movie at ``<base_url>/trainval/<file name>``, fetched by :func:`bmvit.data.
 
 Idempotent: a video whose output is recorded complete and still verifies (frames folder with the
 recorded number of frames, cut file with the recorded size) is neither downloaded nor written; a
-download recorded complete with its size is not requested again; annotation files equal to the
+download recorded complete with its size from the same URL is not requested again; annotation files equal to the
 zip's are not rewritten. A different recipe on an existing ``out`` is refused. A video that cannot
 be had (HTTP error, corrupt or truncated file, absent from the file list) stops the run under
 ``on_error="error"`` (what is complete stays; a re-run resumes) or is reported and skipped under
@@ -228,9 +228,11 @@ class _Run:
         self.progress = Progress(opts.progress)
 
     def download(self, url: str, rel: str, hint: str) -> tuple[Path, int]:
-        """Fetch ``url`` to ``out/rel`` unless recorded complete; returns (path, bytes fetched now)."""
+        """Fetch ``url`` to ``out/rel`` unless recorded complete (from the same URL); returns (path, bytes
+        fetched now)."""
         dest = self.out / rel
-        known = self.state.doc["downloads"].get(rel, {}).get("bytes")
+        rec = self.state.doc["downloads"].get(rel, {})
+        known = rec.get("bytes") if rec.get("url") == url else None
         if known is not None and dest.is_file() and dest.stat().st_size == known:
             return dest, 0
         got = [0]
