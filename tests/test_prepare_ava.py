@@ -9,6 +9,8 @@ different recipe on the same folder refused, and the result read by a paper AVA 
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +209,40 @@ def test_another_annotations_url_is_fetched_not_the_recorded_download(tmp_path, 
     assert "expected one ava_val_v*.csv from the annotations zip, found none" in capsys.readouterr().err
     assert main(args + ["--on-error", "skip"]) == 1  # vidD corrupt, vidE not listed
     assert "/ava_v2.2.zip" in server.paths_requested() and len(os.listdir(out / "frames" / "vidA")) == 45
+
+
+def test_first_failure_stops_a_running_download_at_once(tmp_path, server, capsys):
+    """--on-error error with 2 workers: vidC's 404 stops vidA's slow download (its .part kept for the
+    re-run), instead of being noticed only once vidA, earlier in the list, is done."""
+    movie = server.files["/trainval/vidA.mp4"] + b"\0" * 60_000  # trailing bytes: FFmpeg ignores them
+
+    def slow(h, data):  # 500 bytes every 50 ms (about 6 s in all), honouring Range
+        start = int(re.fullmatch(r"bytes=(\d+)-", h.headers.get("Range") or "bytes=0-").group(1))
+        h.send_response(206 if start else 200)
+        if start:
+            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        h.send_header("Content-Length", str(len(data) - start))
+        h.end_headers()
+        for i in range(start, len(data), 500):
+            try:
+                h.wfile.write(data[i:i + 500])
+                h.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.05 if slow.on else 0)
+
+    slow.on = True
+    server.files["/trainval/vidA.mp4"] = movie
+    server.custom["/trainval/vidA.mp4"] = slow
+    out = tmp_path / "ava"
+    t0 = time.monotonic()
+    assert main(_args(server, out, "--splits", "train", "--workers", "2")) == 2
+    assert time.monotonic() - t0 < 3
+    assert "vidC.mp4: HTTP 404" in capsys.readouterr().err
+    kept = (out / "downloads" / "videos" / "vidA.mp4.part").stat().st_size
+    assert 0 < kept < len(movie)
+    slow.on = False
+    server.requests.clear()
+    assert main(_args(server, out, "--splits", "train", "--on-error", "skip")) == 1
+    assert ("/trainval/vidA.mp4", f"bytes={kept}-") in server.requests
+    assert len(os.listdir(out / "frames" / "vidA")) == 45

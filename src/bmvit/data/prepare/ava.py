@@ -41,7 +41,7 @@ import threading
 import time
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -291,26 +291,29 @@ class _Run:
     def videos(self, todo: list[tuple[str, str | None]]) -> list[VideoResult]:
         """Run :meth:`video` on ``workers`` threads; under ``on_error="error"`` the first failure stops
         the others (running downloads give up, keeping their ``.part``) and is raised."""
-        results: list[VideoResult] = []
+        results: dict[int, VideoResult] = {}  # by position in todo
         first_failure: VideoResult | None = None
         self.progress.start_videos(len(todo))
         with ThreadPoolExecutor(max_workers=self.opts.workers) as ex:
-            futures = [ex.submit(self.video, vid, name) for vid, name in todo]
+            futures = {ex.submit(self.video, vid, name): i for i, (vid, name) in enumerate(todo)}
+            pending = set(futures)
             try:
-                for fut in futures:
-                    if fut.cancelled():
-                        continue
-                    r = fut.result()
-                    if r.status == "stopped":
-                        continue
-                    results.append(r)
-                    self.progress.video_done()
-                    self.log(_video_line(r))
-                    if r.status == "failed" and self.opts.on_error == "error" and first_failure is None:
-                        first_failure = r
-                        self.stop.set()
-                        for f in futures:
-                            f.cancel()
+                while pending:  # as they finish: a failure stops the others now, not after earlier videos
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in sorted(done, key=futures.__getitem__):
+                        if fut.cancelled():
+                            continue
+                        r = fut.result()
+                        if r.status == "stopped":
+                            continue
+                        results[futures[fut]] = r
+                        self.progress.video_done()
+                        self.log(_video_line(r))
+                        if r.status == "failed" and self.opts.on_error == "error" and first_failure is None:
+                            first_failure = r
+                            self.stop.set()
+                            for f in futures:
+                                f.cancel()
             except BaseException as e:  # Ctrl-C, a full disk: running downloads give up, keeping their .part
                 self.stop.set()
                 for f in futures:
@@ -323,7 +326,7 @@ class _Run:
                 self.progress.close()
         if first_failure is not None:
             raise DataError(first_failure.message)
-        return results
+        return [results[i] for i in sorted(results)]
 
 
 def _video_line(r: VideoResult) -> str:
