@@ -9,7 +9,9 @@ sources: ``/ava_v2.2.zip``, ``/annotations/ava_file_names_trainval_v2.1.txt``,
 * ``drop_once``: paths whose next GET sends the headers of the whole body but only half of it,
   then closes the connection;
 * ``ignore_range``: paths answered 200 with the whole file even to a Range request;
-* a path not in ``files`` is a 404.
+* a path not in ``files`` is a 404;
+* ``custom``: {path: function(handler, data)} answering that path instead (``data``: ``files[path]``
+  or None), for tests that script a misbehaving server (status sequences, resets, redirects).
 
 Every request is logged in ``requests`` as ``(path, Range header or None)``.
 """
@@ -20,6 +22,7 @@ import io
 import re
 import threading
 import zipfile
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -40,6 +43,10 @@ class _Handler(BaseHTTPRequestHandler):
             drop = self.path in st.drop_once
             st.drop_once.discard(self.path)
             ignore_range = self.path in st.ignore_range
+            custom = st.custom.get(self.path)
+        if custom is not None:
+            custom(self, data)
+            return
         if data is None:
             self.send_error(404, "Not Found")
             return
@@ -84,6 +91,7 @@ class AvaServer:
         self.files: dict[str, bytes] = {}
         self.drop_once: set[str] = set()
         self.ignore_range: set[str] = set()
+        self.custom: dict[str, Callable[[BaseHTTPRequestHandler, bytes | None], None]] = {}
         self.requests: list[tuple[str, str | None]] = []
         self.lock = threading.Lock()
         self.httpd = _Http(("127.0.0.1", 0), _Handler)

@@ -9,11 +9,13 @@ different recipe on the same folder refused, and the result read by a paper AVA 
 
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from ava_server import AvaServer, standard_mirror
+from ava_server import AvaServer, annotations_zip, standard_mirror
 from data_fixtures import decode_frame_numbers
 from PIL import Image
 
@@ -167,3 +169,80 @@ def test_fetch_416_complete_part_and_retries_exhausted(tmp_path, server):
     assert fetch("http://127.0.0.1:9/nothing", dest, expected_size=len(data)) == len(data)  # no request
     with pytest.raises(DownloadError, match=r"127\.0\.0\.1:9/x: .*gave up after 2 retries \(re-run to resume\)"):
         fetch("http://127.0.0.1:9/x", tmp_path / "x", retries=2, backoff=0.001, timeout=2)
+
+
+def test_html_or_corrupt_annotations_are_fetched_again_once_fixed(tmp_path, server, capsys):
+    """An error page served with 200 where the zip or file list is expected, or a zip with a damaged
+    member: one line naming the URL, the download forgotten, so that a re-run (the mirror fixed)
+    fetches it again instead of failing the same way for ever."""
+    out = tmp_path / "ava"
+    good_zip, good_list = server.files["/ava_v2.2.zip"], server.files["/annotations/ava_file_names_trainval_v2.1.txt"]
+    damaged = bytearray(good_zip)
+    at = damaged.index(b"ava_v2.2/ava_train_v2.2.csv") + 40  # inside the member's compressed bytes
+    damaged[at:at + 8] = bytes(b ^ 0x55 for b in damaged[at:at + 8])
+    html = b"<html><body>Service temporarily unavailable</body></html>\n"
+    for zip_bytes, list_bytes, url, what in (
+            (html, good_list, "/ava_v2.2.zip", "not a readable zip"),
+            (bytes(damaged), good_list, "/ava_v2.2.zip", "not a readable zip"),
+            (good_zip, html, "/annotations/ava_file_names_trainval_v2.1.txt", "expected a video file name")):
+        server.files["/ava_v2.2.zip"], server.files["/annotations/ava_file_names_trainval_v2.1.txt"] = zip_bytes, list_bytes
+        assert main(_args(server, out, "--splits", "train", "--on-error", "skip")) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and what in err, err
+        assert f"from {server.base}{url}; the download was deleted, a re-run fetches it again" in err
+        assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*.tmp"))
+    server.files["/annotations/ava_file_names_trainval_v2.1.txt"] = good_list
+    server.requests.clear()
+    assert main(_args(server, out, "--splits", "train", "--on-error", "skip")) == 1  # vidC: 404
+    assert "/annotations/ava_file_names_trainval_v2.1.txt" in server.paths_requested()
+    assert len(os.listdir(out / "frames" / "vidA")) == 45
+
+
+def test_another_annotations_url_is_fetched_not_the_recorded_download(tmp_path, server, capsys):
+    """A zip of the same file name from a corrected --annotations-url is downloaded, not taken for
+    the one recorded from the wrong URL."""
+    out = tmp_path / "ava"
+    server.files["/old/ava_v2.2.zip"] = annotations_zip({"ava_train_v2.2.csv": "vidA,1,0.1,0.1,0.5,0.9,1,0\n"})
+    args = _args(server, out, "--splits", "val")
+    wrong = [a.replace("/ava_v2.2.zip", "/old/ava_v2.2.zip") for a in args]
+    assert main(wrong) == 2
+    assert "expected one ava_val_v*.csv from the annotations zip, found none" in capsys.readouterr().err
+    assert main(args + ["--on-error", "skip"]) == 1  # vidD corrupt, vidE not listed
+    assert "/ava_v2.2.zip" in server.paths_requested() and len(os.listdir(out / "frames" / "vidA")) == 45
+
+
+def test_first_failure_stops_a_running_download_at_once(tmp_path, server, capsys):
+    """--on-error error with 2 workers: vidC's 404 stops vidA's slow download (its .part kept for the
+    re-run), instead of being noticed only once vidA, earlier in the list, is done."""
+    movie = server.files["/trainval/vidA.mp4"] + b"\0" * 60_000  # trailing bytes: FFmpeg ignores them
+
+    def slow(h, data):  # 500 bytes every 50 ms (about 6 s in all), honouring Range
+        start = int(re.fullmatch(r"bytes=(\d+)-", h.headers.get("Range") or "bytes=0-").group(1))
+        h.send_response(206 if start else 200)
+        if start:
+            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        h.send_header("Content-Length", str(len(data) - start))
+        h.end_headers()
+        for i in range(start, len(data), 500):
+            try:
+                h.wfile.write(data[i:i + 500])
+                h.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.05 if slow.on else 0)
+
+    slow.on = True
+    server.files["/trainval/vidA.mp4"] = movie
+    server.custom["/trainval/vidA.mp4"] = slow
+    out = tmp_path / "ava"
+    t0 = time.monotonic()
+    assert main(_args(server, out, "--splits", "train", "--workers", "2")) == 2
+    assert time.monotonic() - t0 < 3
+    assert "vidC.mp4: HTTP 404" in capsys.readouterr().err
+    kept = (out / "downloads" / "videos" / "vidA.mp4.part").stat().st_size
+    assert 0 < kept < len(movie)
+    slow.on = False
+    server.requests.clear()
+    assert main(_args(server, out, "--splits", "train", "--on-error", "skip")) == 1
+    assert ("/trainval/vidA.mp4", f"bytes={kept}-") in server.requests
+    assert len(os.listdir(out / "frames" / "vidA")) == 45

@@ -133,3 +133,47 @@ def test_detect_stream_mode_on_a_file(tmp_path, capsys):
     assert ("keeps up" in capsys.readouterr().out) == s["keeps_up"]
     with av.open(str(out / "annotated.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 30
+
+
+def test_detect_stream_cut_mid_stream_keeps_its_detections(tmp_path, capsys):
+    """A live HTTP stream whose server stops mid-body: the predictions made so far are written
+    (``stream.error`` says why it ended) and the run ends with one error line, exit status 2."""
+    import http.server
+    import threading
+
+    ts = tmp_path / "live.ts"
+    with av.open(str(ts), "w", format="mpegts") as c:
+        s = c.add_stream("mpeg4", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for f in synthetic_frames(90, 64, 48):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    body = ts.read_bytes()
+
+    class Cut(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) * 2 // 3])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Cut)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ck = make_checkpoint(tmp_path / "model.safetensors")
+    out = tmp_path / "out"
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/live"
+        assert bmvit(["detect", url, "--checkpoint", str(ck), "--out", str(out), "--every", "8", "--no-video",
+                      "--no-progress"]) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {url}: ") and "decoding failed after" in err and str(out / "detections.json") in err
+    doc = json.loads((out / "detections.json").read_text())
+    assert 8 <= doc["stream"]["frames"] < 90 and doc["stream"]["predictions"] == len(doc["keyframes"]) >= 1
+    assert "decoding failed after" in doc["stream"]["error"]
+    assert (out / "detections.csv").is_file()

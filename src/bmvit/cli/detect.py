@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bmvit.cli.argtypes import count, number, probability
-from bmvit.errors import ConfigError
+from bmvit.errors import ConfigError, DataError
 
 
 def _nms(text: str) -> float | str | None:
@@ -295,4 +295,7 @@ def _run_stream(args, det, out: Path, video_id: str) -> int:
     if video is not None:
         print(f"annotated video -> {video}")
     print(f"detections -> {out / 'detections.json'}, {out / 'detections.csv'}")
+    if report.error is not None:  # the source failed mid-stream: its predictions up to then are written
+        raise DataError(f"{report.error}; the stream ended after {report.frames} frames, its {report.predictions} "
+                        f"predictions are in {out / 'detections.json'}")
     return 0

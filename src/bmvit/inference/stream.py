@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bmvit.errors import BmvitError, ConfigError
+from bmvit.errors import BmvitError, ConfigError, DataError
 from bmvit.inference.detector import Detector, KeyFrameResult
 from bmvit.inference.tracking import IoUTracker
 from bmvit.inference.video_source import VideoSource
@@ -66,6 +66,7 @@ class StreamReport:
     latency_p95_s: float
     compute_median_s: float
     interrupted: bool = False
+    error: str | None = None  # why the source failed mid-stream (the predictions before it are kept)
     latencies_s: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -103,7 +104,9 @@ def run_stream(detector: Detector, source: VideoSource, every: int = 8, realtime
                on_prediction: Callable[[StreamPrediction], None] | None = None,
                stop: threading.Event | None = None) -> tuple[StreamReport, list[StreamPrediction]]:
     """Run ``detector`` live over ``source`` (module docstring) until it ends, ``max_frames`` were
-    captured, ``stop`` is set or Ctrl-C.
+    captured, ``stop`` is set or Ctrl-C. A source that fails (DataError: a dropped connection, corrupt
+    data) after the first frame ends the run too, with the message in ``report.error``; before it,
+    the DataError is raised.
 
     ``realtime`` paces files, folders and arrays to their frame rate (default: on for them; live
     sources are never paced). ``on_frame(i, frame, latest)`` is called in the capture thread with
@@ -185,15 +188,17 @@ def run_stream(detector: Detector, source: VideoSource, every: int = 8, realtime
     finally:
         stop.set()
         thread.join()
-    if state["error"] is not None and not isinstance(state["error"], KeyboardInterrupt):
-        raise state["error"]
+    error = state["error"]
+    if error is not None and not isinstance(error, KeyboardInterrupt) and not (
+            isinstance(error, DataError) and ring.count > 0):
+        raise error
     lat = [p.latency_s for p in predictions]
     report = StreamReport(
         frames=ring.count, predictions=len(predictions), frames_dropped=dropped, every=every, fps=info.fps,
         delay_s=after / info.fps, latency_median_s=statistics.median(lat) if lat else math.nan,
         latency_p95_s=_percentile(lat, 95),
         compute_median_s=statistics.median([p.compute_s for p in predictions]) if predictions else math.nan,
-        interrupted=interrupted, latencies_s=lat,
+        interrupted=interrupted, error=str(error) if isinstance(error, DataError) else None, latencies_s=lat,
     )
     return report, predictions
 

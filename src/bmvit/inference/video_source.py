@@ -42,6 +42,7 @@ _REMOTE_FILE_SCHEMES = ("http", "https", "ftp")
 MAX_GAP_S = 10  # a timestamp jump larger than this (or backwards) is a discontinuity, not a pause
 _T = TypeVar("_T")
 DEFAULT_FPS = 30.0
+NETWORK_TIMEOUT_S = 20.0  # streams, cameras and remote files: seconds without an answer or data before giving up
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -163,12 +164,13 @@ class PyAVSource(VideoSource):
             fmt = "v4l2"
         if kind == "stream" and name.startswith("rtsp://"):
             options = {"rtsp_transport": "tcp"}
+        self._network = kind == "stream" or remote
         try:
             self._container = av.open(target, format=fmt, options=options,
-                                      timeout=20.0 if kind == "stream" or remote else None)
+                                      timeout=NETWORK_TIMEOUT_S if self._network else None)
         except (av.error.FFmpegError, OSError, ValueError) as e:
             what = "stream" if kind == "stream" else "video"
-            raise DataError(f"{name}: cannot open {what} ({_short(e)})") from None
+            raise DataError(f"{name}: cannot open {what} ({self._why(e)})") from None
         if not self._container.streams.video:
             self._container.close()
             raise DataError(f"{name}: no video stream in the file (is it an audio file, or an mp4 with no frames?)")
@@ -219,15 +221,24 @@ class PyAVSource(VideoSource):
         except (av.error.FFmpegError, OSError, ValueError) as e:
             at = f"after {n} frames" if n else "before the first frame"
             hint = ""
-            if is_remote_file(self._name) and not n:
+            if is_remote_file(self._name) and not n and not isinstance(e, av.error.ExitError):
                 hint = ("; if the file plays when downloaded, the server may not answer byte-range requests, which "
                         "an mp4 with its index at the end needs: download it first")
-            raise DataError(f"{self._name}: video is corrupt or unreadable: decoding failed {at} ({_short(e)}){hint}") from None
+            raise DataError(f"{self._name}: video is corrupt or unreadable: decoding failed {at} "
+                            f"({self._why(e)}){hint}") from None
         finally:
             self.close()
         if n == 0:
             raise DataError(f"{self._name}: no decodable video frames (empty or corrupt video)")
         self.info.num_frames = n
+
+    def _why(self, e: BaseException) -> str:
+        """A PyAV error on one line; FFmpeg's time-out (its interrupt callback) in words."""
+        import av
+
+        if self._network and isinstance(e, av.error.ExitError):
+            return f"nothing received for {NETWORK_TIMEOUT_S:g} s: time-out"
+        return _short(e)
 
     def reopen(self) -> VideoSource:
         if self._kind == "stream":

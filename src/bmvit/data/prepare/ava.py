@@ -23,11 +23,13 @@ each movie at ``<base_url>/trainval/<file name>``, fetched by :func:`bmvit.data.
 
 Idempotent: a video whose output is recorded complete and still verifies (frames folder with the
 recorded number of frames, cut file with the recorded size) is neither downloaded nor written; a
-download recorded complete with its size is not requested again; annotation files equal to the
+download recorded complete with its size from the same URL is not requested again; annotation files equal to the
 zip's are not rewritten. A different recipe on an existing ``out`` is refused. A video that cannot
 be had (HTTP error, corrupt or truncated file, absent from the file list) stops the run under
 ``on_error="error"`` (what is complete stays; a re-run resumes) or is reported and skipped under
-``"skip"``; a corrupt download is deleted so that a re-run fetches it again.
+``"skip"``; a corrupt download is deleted so that a re-run fetches it again. So is an annotations
+zip or file list that cannot be read (an error page served with 200, a damaged zip member), with
+one line naming its URL.
 """
 
 from __future__ import annotations
@@ -39,12 +41,12 @@ import threading
 import time
 import zipfile
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
-from bmvit.atomic import write_text
+from bmvit.atomic import atomic_output, write_text
 from bmvit.data.formats.ava import read_rows
 from bmvit.data.formats.text_file import read_text
 from bmvit.data.prepare.ava_report import Progress, disk_usage, human_bytes, keyframe_counts, recipe_doc
@@ -90,6 +92,13 @@ class AvaOptions:
         if not self.splits or any(s not in ("train", "val") for s in self.splits):
             raise ConfigError("--splits: expected a comma-separated subset of train,val, "
                               f"got {','.join(self.splits)!r}")
+        for opt, url in (("--annotations-url", self.annotations_url), ("--base-url", self.base_url)):
+            try:
+                parts = urlsplit(url)
+            except ValueError:  # e.g. an unclosed [IPv6 address
+                parts = urlsplit("")
+            if parts.scheme not in ("http", "https", "ftp", "file") or not (parts.netloc or parts.scheme == "file"):
+                raise ConfigError(f"{opt}: expected an http://, https://, ftp:// or file:// URL, got {url!r}")
         if self.retries < 0 or self.backoff < 0 or self.timeout <= 0:
             raise ConfigError("--retries and --backoff must be >= 0 and --timeout > 0")
 
@@ -135,11 +144,12 @@ class _State:
 
 def _extract_zip(zip_path: Path, dest: Path) -> tuple[list[str], int]:
     """Members of the zip into ``dest`` by base name; files already equal are left alone.
-    Returns ``(names, files written)``."""
+    Returns ``(names, files written)``. A zip that cannot be read (not a zip, a damaged member)
+    raises DataError; a member that cannot be written, OutputError."""
     try:
         zf = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise DataError(f"{zip_path}: not a readable zip ({e}); delete it and re-run") from None
+        raise DataError(f"{zip_path}: not a readable zip ({e})") from None
     names, written = [], 0
     dest.mkdir(parents=True, exist_ok=True)
     with zf:
@@ -156,11 +166,13 @@ def _extract_zip(zip_path: Path, dest: Path) -> tuple[list[str], int]:
                     crc = zlib.crc32(f.read())
                 if crc == info.CRC:
                     continue
-            tmp = dest / f".{name}.tmp"
-            with zf.open(info) as src, open(tmp, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
-            os.replace(tmp, target)
+            try:
+                with atomic_output(target) as tmp, zf.open(info) as src, open(tmp, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        out.write(chunk)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+                # damaged data (bad CRC, truncated), an unsupported compression method or an encrypted member
+                raise DataError(f"{zip_path}: not a readable zip (member {info.filename!r}: {e})") from None
             written += 1
     return names, written
 
@@ -216,9 +228,11 @@ class _Run:
         self.progress = Progress(opts.progress)
 
     def download(self, url: str, rel: str, hint: str) -> tuple[Path, int]:
-        """Fetch ``url`` to ``out/rel`` unless recorded complete; returns (path, bytes fetched now)."""
+        """Fetch ``url`` to ``out/rel`` unless recorded complete (from the same URL); returns (path, bytes
+        fetched now)."""
         dest = self.out / rel
-        known = self.state.doc["downloads"].get(rel, {}).get("bytes")
+        rec = self.state.doc["downloads"].get(rel, {})
+        known = rec.get("bytes") if rec.get("url") == url else None
         if known is not None and dest.is_file() and dest.stat().st_size == known:
             return dest, 0
         got = [0]
@@ -231,6 +245,13 @@ class _Run:
                      hint=hint, on_bytes=on_bytes, on_total=self.progress.expect_bytes, stop=self.stop)
         self.state.update("downloads", rel, {"url": url, "bytes": size})
         return dest, got[0]
+
+    def forget(self, rel: str, url: str, e: DataError, check: str) -> DataError:
+        """A download that turned out unusable (an error page, a damaged zip): deleted and unrecorded,
+        so that a re-run fetches it again; returns the error to raise."""
+        (self.out / rel).unlink(missing_ok=True)
+        self.state.update("downloads", rel, None)
+        return DataError(f"{e} (from {url}; the download was deleted, a re-run fetches it again; {check})")
 
     def video(self, vid: str, file_name: str | None) -> VideoResult:
         opts, t0 = self.opts, time.perf_counter()
@@ -270,26 +291,29 @@ class _Run:
     def videos(self, todo: list[tuple[str, str | None]]) -> list[VideoResult]:
         """Run :meth:`video` on ``workers`` threads; under ``on_error="error"`` the first failure stops
         the others (running downloads give up, keeping their ``.part``) and is raised."""
-        results: list[VideoResult] = []
+        results: dict[int, VideoResult] = {}  # by position in todo
         first_failure: VideoResult | None = None
         self.progress.start_videos(len(todo))
         with ThreadPoolExecutor(max_workers=self.opts.workers) as ex:
-            futures = [ex.submit(self.video, vid, name) for vid, name in todo]
+            futures = {ex.submit(self.video, vid, name): i for i, (vid, name) in enumerate(todo)}
+            pending = set(futures)
             try:
-                for fut in futures:
-                    if fut.cancelled():
-                        continue
-                    r = fut.result()
-                    if r.status == "stopped":
-                        continue
-                    results.append(r)
-                    self.progress.video_done()
-                    self.log(_video_line(r))
-                    if r.status == "failed" and self.opts.on_error == "error" and first_failure is None:
-                        first_failure = r
-                        self.stop.set()
-                        for f in futures:
-                            f.cancel()
+                while pending:  # as they finish: a failure stops the others now, not after earlier videos
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in sorted(done, key=futures.__getitem__):
+                        if fut.cancelled():
+                            continue
+                        r = fut.result()
+                        if r.status == "stopped":
+                            continue
+                        results[futures[fut]] = r
+                        self.progress.video_done()
+                        self.log(_video_line(r))
+                        if r.status == "failed" and self.opts.on_error == "error" and first_failure is None:
+                            first_failure = r
+                            self.stop.set()
+                            for f in futures:
+                                f.cancel()
             except BaseException as e:  # Ctrl-C, a full disk: running downloads give up, keeping their .part
                 self.stop.set()
                 for f in futures:
@@ -302,7 +326,7 @@ class _Run:
                 self.progress.close()
         if first_failure is not None:
             raise DataError(first_failure.message)
-        return results
+        return [results[i] for i in sorted(results)]
 
 
 def _video_line(r: VideoResult) -> str:
@@ -331,10 +355,16 @@ def prepare_ava(out: str | Path, opts: AvaOptions = AvaOptions(), log=print) -> 
         run.state.doc["recipe"] = recipe
     zip_rel = "downloads/" + (opts.annotations_url.rstrip("/").rsplit("/", 1)[-1] or "annotations.zip")
     zip_path, zip_got = run.download(opts.annotations_url, zip_rel, "check --annotations-url; re-run to resume")
-    names, ann_written = _extract_zip(zip_path, out / "annotations")
+    try:
+        names, ann_written = _extract_zip(zip_path, out / "annotations")
+    except DataError as e:
+        raise run.forget(zip_rel, opts.annotations_url, e, "check --annotations-url") from None
     list_url = f"{opts.base_url.rstrip('/')}/annotations/{FILE_LIST}"
     list_path, list_got = run.download(list_url, f"annotations/{FILE_LIST}", "check --base-url; re-run to resume")
-    files = _read_file_list(list_path)
+    try:
+        files = _read_file_list(list_path)
+    except DataError as e:
+        raise run.forget(f"annotations/{FILE_LIST}", list_url, e, "check --base-url") from None
     csvs = {s: _split_csv(out / "annotations", s, names) for s in opts.splits}
     rows = {s: read_rows(p) for s, p in csvs.items()}
     vids = sorted({v for r in rows.values() for v in r.video_ids})
