@@ -10,6 +10,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
+
+from bmvit.atomic import write_text
+from bmvit.config import Config, to_dict
 from bmvit.engine.state import CKPT_DIR, Resumed, list_checkpoints, load_latest, load_path
 from bmvit.errors import ConfigError
 
@@ -24,23 +28,54 @@ def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: 
             for p in list_checkpoints(out):
                 if found is None or int(p.name.split("_")[-1]) > found.state["step"]:
                     shutil.rmtree(p, ignore_errors=True)
+        if found is None and is_main:  # a fresh start: the records of the run that left no checkpoint go
+            truncate_metrics(out / "metrics.jsonl", 0)
         return found
     if list_checkpoints(out) and not overwrite:
         raise ConfigError(f"{out}: holds checkpoints of an earlier run; continue it with --resume auto, "
                           f"or start over with --overwrite (or choose another train.out_dir)")
     if overwrite and is_main:
         shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
-        for name in ("metrics.jsonl", "best.safetensors", "model.safetensors"):
+        for name in ("best.safetensors", "model.safetensors"):
             (out / name).unlink(missing_ok=True)
+    if is_main:  # a fresh start (--overwrite, or a run killed before its first checkpoint): a fresh log
+        truncate_metrics(out / "metrics.jsonl", 0)
     return None
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after ``step`` (they are redone after a resume)."""
+    """Drop the records that a run resumed at ``step`` logs again: those of later steps, the final
+    evaluation's, and a line torn by a kill mid-write (not a JSON object)."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step", 0), int) and rec.get("step", 0) <= step \
+                and not rec.get("final"):
+            keep.append(line)
+    write_text(path, "".join(line + "\n" for line in keep))
+
+
+def config_changes(checkpoint: Path, cfg: Config) -> list[str]:
+    """``key: stored -> now`` for each setting of ``cfg`` that differs from the config stored in the
+    checkpoint folder's ``model.safetensors`` (``train.out_dir`` aside: resuming into another folder is fine)."""
+    try:
+        with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as f:
+            stored = json.loads((f.metadata() or {}).get("config", "{}"))
+    except (OSError, ValueError, SafetensorError):
+        return []
+    now = json.loads(json.dumps(to_dict(cfg)))  # tuples as lists, as stored
+    changes = []
+    for section, values in now.items():
+        old = stored.get(section, {}) if isinstance(stored, dict) else {}
+        for key, value in values.items():
+            if f"{section}.{key}" != "train.out_dir" and isinstance(old, dict) and key in old and old[key] != value:
+                changes.append(f"{section}.{key}: {json.dumps(old[key])} -> {json.dumps(value)}")
+    return changes
 
 
 class MetricsLog:

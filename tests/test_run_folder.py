@@ -1,0 +1,40 @@
+"""The run folder across kills and restarts (bmvit.engine.run_folder): metrics.jsonl holds each
+record once, whatever moment the previous process was killed at."""
+
+import json
+
+from bmvit.config import load_config
+from bmvit.engine.run_folder import prepare_run_folder, truncate_metrics
+
+
+def _log(path, *records, torn=""):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + torn)
+
+
+def test_resume_drops_later_final_and_torn_records(tmp_path):
+    m = tmp_path / "metrics.jsonl"
+    # killed mid-line after the final evaluation of a run whose last checkpoint is step 2
+    _log(m, {"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}, {"step": 2, "val_frame_map": 0.1},
+         {"step": 3, "loss": 0.4}, {"step": 2, "final": True, "val_frame_map": 0.2}, torn='{"step": 4, "lo')
+    truncate_metrics(m, 2)
+    assert [json.loads(line) for line in m.read_text().splitlines()] == [
+        {"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}, {"step": 2, "val_frame_map": 0.1}]
+
+
+def test_a_fresh_start_does_not_append_to_the_killed_runs_log(tmp_path):
+    """A run killed before its first checkpoint, restarted with or without --resume auto: a new log."""
+    for resume in ("auto", None):
+        _log(tmp_path / "metrics.jsonl", {"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5})
+        assert prepare_run_folder(tmp_path, resume, overwrite=False, is_main=True) is None
+        assert (tmp_path / "metrics.jsonl").read_text() == ""
+
+
+def test_config_changes_name_each_key(tmp_path):
+    from bmvit.engine.checkpoint import save_weights
+    from bmvit.engine.run_folder import config_changes
+
+    cfg = load_config(None, ["model.backbone=mvit_tiny", "train.out_dir=a"])
+    save_weights(tmp_path / "model.safetensors", __import__("torch").nn.Linear(1, 1), cfg)
+    later = load_config(None, ["model.backbone=mvit_tiny", "train.out_dir=b", "train.lr=0.5", "model.head_hidden=7"])
+    assert config_changes(tmp_path, cfg) == []  # the same run; another out_dir is no change either
+    assert config_changes(tmp_path, later) == ["model.head_hidden: 256 -> 7", "train.lr: 0.0001 -> 0.5"]
