@@ -209,3 +209,14 @@ def test_resume_with_another_model_config_is_one_line(small_synth, tmp_path):
     changed = load_config("configs/synthetic/tiny.yaml", over + ["model.head_hidden=48"])
     with pytest.raises(CheckpointError, match=r"step_00000001: does not fit .*\(model.head_hidden: 32 -> 48\)"):
         train(changed, progress=False, resume="auto")
+
+
+def test_an_out_dir_that_is_a_file_is_one_line(small_synth, tmp_path):
+    from bmvit.engine.train import train
+    from bmvit.errors import OutputError
+
+    (tmp_path / "f").write_text("")
+    for out in (tmp_path / "f", tmp_path / "f" / "sub"):
+        cfg = load_config("configs/synthetic/tiny.yaml", _overrides(small_synth, out) + ["train.max_steps=1"])
+        with pytest.raises(OutputError, match=f"{out}: cannot write output"):
+            train(cfg, progress=False)
