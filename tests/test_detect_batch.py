@@ -253,3 +253,16 @@ def test_remote_files_are_read_like_local_files(http_server, batch_out, folder, 
     with pytest.raises(ConfigError, match=r"rtsp://127\.0\.0\.1:9/live: a live stream .* cannot be part of a batch"):
         expand_inputs([f"@{lst}"])
     assert expand_inputs([f"file://{folder / 'c.mp4'}", str(folder / "a.mp4")])[0] == VideoInput("c", str(folder / "c.mp4"))
+
+
+def test_an_out_that_cannot_be_a_folder_is_one_line(folder, ckpt, tmp_path, capsys):
+    """--out an existing file (batch and single input), or a file where a video's sub-folder goes."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "b").write_text("")
+    for inputs, out, bad in (([str(folder)], tmp_path / "file", tmp_path / "file"),
+                             ([str(folder / "a.mp4")], tmp_path / "file" / "x", tmp_path / "file" / "x"),
+                             ([str(folder / "a.mp4"), str(folder / "b.mp4")], tmp_path / "run", tmp_path / "run" / "b")):
+        rc = bmvit(["detect", *inputs, "--checkpoint", str(ckpt), "--out", str(out), "--no-video", "--no-progress"])
+        assert rc == 2
+        assert f"error: {bad}: cannot write output" in capsys.readouterr().err

@@ -53,7 +53,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from bmvit.atomic import output_error
+from bmvit.atomic import make_folder
 from bmvit.config import Config, save_config
 from bmvit.data.build import checked_mean_std, make_dataset
 from bmvit.data.collate import collate_fn, valid_tokens
@@ -139,10 +139,7 @@ class TrainingRun:
         resumed = prepare_run_folder(self.out, resume, overwrite, self.info.is_main)
         dist.barrier()
         if self.info.is_main:
-            try:
-                self.out.mkdir(parents=True, exist_ok=True)
-            except OSError as e:  # a file there, a read-only parent: one line naming the folder
-                raise output_error(self.out, e) from None
+            make_folder(self.out)  # a file there, a read-only parent: one line naming the folder
             save_config(cfg, self.out / "config.yaml")
         set_threads(self.tc.threads)
         seed_everything(self.tc.seed)

@@ -44,7 +44,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bmvit.atomic import write_text
+from bmvit.atomic import make_folder, write_text
 from bmvit.errors import BmvitError, ConfigError, DataError
 from bmvit.inference.video_source import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, is_remote_file, url_name
 STATUS_FILE = "status.json"
@@ -334,7 +334,7 @@ class BatchRun:
 
     def _one(self, inp: VideoInput, process: ProcessFn, bar) -> Entry:
         folder = self.out / inp.id
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)  # OutputError: a file in the way stops the run in one line
         (folder / STATUS_FILE).unlink(missing_ok=True)
         for stale in folder.glob(".*.tmp"):  # left by a killed run
             stale.unlink(missing_ok=True)
