@@ -38,3 +38,13 @@ def test_config_changes_name_each_key(tmp_path):
     later = load_config(None, ["model.backbone=mvit_tiny", "train.out_dir=b", "train.lr=0.5", "model.head_hidden=7"])
     assert config_changes(tmp_path, cfg) == []  # the same run; another out_dir is no change either
     assert config_changes(tmp_path, later) == ["model.head_hidden: 256 -> 7", "train.lr: 0.0001 -> 0.5"]
+
+
+def test_a_restart_removes_what_a_killed_run_left_half_written(tmp_path):
+    """Half-written final weights and checkpoint folders (each the size of the model) do not pile up."""
+    (tmp_path / "checkpoints" / ".tmp_step_00000004").mkdir(parents=True)
+    (tmp_path / "checkpoints" / ".tmp_step_00000004" / "model.safetensors").write_bytes(b"half")
+    (tmp_path / ".model.safetensors.4242.0f07b064.tmp").write_bytes(b"half")
+    (tmp_path / "model.safetensors").write_bytes(b"kept")
+    prepare_run_folder(tmp_path, "auto", overwrite=False, is_main=True)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["checkpoints", "model.safetensors"]

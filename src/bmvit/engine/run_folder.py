@@ -20,6 +20,8 @@ from bmvit.errors import ConfigError
 
 def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: bool) -> Resumed | None:
     """Find the checkpoint to resume from, or make sure no earlier run is silently overwritten."""
+    if is_main:
+        remove_stale_temporaries(out)
     if resume:
         found = load_latest(out) if resume == "auto" else load_path(resume)
         if found is None and is_main:
@@ -41,6 +43,19 @@ def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: 
     if is_main:  # a fresh start (--overwrite, or a run killed before its first checkpoint): a fresh log
         truncate_metrics(out / "metrics.jsonl", 0)
     return None
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete what a killed run left half-written: ``.<name>.<pid>.<random>.tmp`` files of
+    :mod:`bmvit.atomic` in the run folder (and ``eval/``) and ``checkpoints/.tmp_step_*`` folders
+    (each as large as the model; never read, since only complete names are)."""
+    for folder in (out, out / "eval"):
+        for p in folder.glob(".*.tmp") if folder.is_dir() else ():
+            if p.is_file():
+                p.unlink(missing_ok=True)
+    if (out / CKPT_DIR).is_dir():
+        for p in (out / CKPT_DIR).glob(".tmp_*"):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def truncate_metrics(path: Path, step: int) -> None:
