@@ -48,3 +48,11 @@ def test_a_restart_removes_what_a_killed_run_left_half_written(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"kept")
     prepare_run_folder(tmp_path, "auto", overwrite=False, is_main=True)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["checkpoints", "model.safetensors"]
+
+
+def test_a_damaged_checkpoint_is_reported_in_one_line(tmp_path, capsys):
+    (tmp_path / "checkpoints" / "step_00000004").mkdir(parents=True)  # damaged: no manifest
+    assert prepare_run_folder(tmp_path, "auto", overwrite=False, is_main=True) is None
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("warning: skipping damaged checkpoint: ") and "manifest" in err[0]
+    assert "no intact checkpoint" in err[1]

@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
@@ -23,7 +24,11 @@ def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: 
     if is_main:
         remove_stale_temporaries(out)
     if resume:
-        found = load_latest(out) if resume == "auto" else load_path(resume)
+        with warnings.catch_warnings(record=True) as skipped:  # each damaged checkpoint: one line, not a warning's two
+            warnings.simplefilter("always")
+            found = load_latest(out) if resume == "auto" else load_path(resume)
+        for w in skipped if is_main else ():
+            print(f"warning: {w.message}", file=sys.stderr)
         if found is None and is_main:
             print(f"resume: no intact checkpoint in {out / CKPT_DIR}; starting from scratch", file=sys.stderr)
         if resume == "auto" and is_main:  # everything newer than the one found is damaged: clear it away
