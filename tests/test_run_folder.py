@@ -3,8 +3,11 @@ record once, whatever moment the previous process was killed at."""
 
 import json
 
+import pytest
+
 from bmvit.config import load_config
 from bmvit.engine.run_folder import prepare_run_folder, truncate_metrics
+from bmvit.errors import CheckpointError
 
 
 def _log(path, *records, torn=""):
@@ -56,3 +59,10 @@ def test_a_damaged_checkpoint_is_reported_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[0].startswith("warning: skipping damaged checkpoint: ") and "manifest" in err[0]
     assert "no intact checkpoint" in err[1]
+
+
+def test_resume_given_the_run_folder_says_which_checkpoint_to_pass(tmp_path):
+    (tmp_path / "checkpoints" / "step_00000004").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"a run folder, not a checkpoint folder; pass .*step_00000004 or "
+                                              r"--resume auto with train.out_dir="):
+        prepare_run_folder(tmp_path / "new", str(tmp_path), overwrite=False, is_main=True)

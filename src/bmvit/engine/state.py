@@ -184,4 +184,7 @@ def load_path(path: str | Path) -> Resumed:
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a checkpoint folder (expected {CKPT_DIR}/{PREFIX}XXXXXXXX)")
+    if not (folder / "manifest.json").exists() and list_checkpoints(folder):  # a run folder, not one of its checkpoints
+        raise CheckpointError(f"{folder}: a run folder, not a checkpoint folder; pass {list_checkpoints(folder)[-1]} "
+                              f"or --resume auto with train.out_dir={folder}")
     return verify(folder)
