@@ -66,3 +66,12 @@ def test_resume_given_the_run_folder_says_which_checkpoint_to_pass(tmp_path):
     with pytest.raises(CheckpointError, match=r"a run folder, not a checkpoint folder; pass .*step_00000004 or "
                                               r"--resume auto with train.out_dir="):
         prepare_run_folder(tmp_path / "new", str(tmp_path), overwrite=False, is_main=True)
+
+
+@pytest.mark.parametrize("files", [["model.safetensors", "state.pt"], {}])
+def test_a_manifest_without_the_checksums_is_one_line(tmp_path, files):
+    ckpt = tmp_path / "checkpoints" / "step_00000004"
+    ckpt.mkdir(parents=True)
+    (ckpt / "manifest.json").write_text(json.dumps({"step": 4, "files": files}))
+    with pytest.raises(CheckpointError, match=r"manifest.json: 'files' must map model.safetensors, state.pt"):
+        prepare_run_folder(tmp_path, str(ckpt), overwrite=False, is_main=True)

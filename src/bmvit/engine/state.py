@@ -154,6 +154,9 @@ def verify(folder: Path) -> Resumed:
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{man_path}: missing or unreadable manifest ({e})") from None
+    if not isinstance(files, dict) or not {"model.safetensors", "state.pt"} <= set(files):
+        raise CheckpointError(f"{man_path}: 'files' must map model.safetensors, state.pt (and ema.safetensors) "
+                              f"to their SHA-256")
     for name, digest in files.items():
         p = folder / name
         if not p.is_file():
