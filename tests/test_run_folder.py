@@ -75,3 +75,15 @@ def test_a_manifest_without_the_checksums_is_one_line(tmp_path, files):
     (ckpt / "manifest.json").write_text(json.dumps({"step": 4, "files": files}))
     with pytest.raises(CheckpointError, match=r"manifest.json: 'files' must map model.safetensors, state.pt"):
         prepare_run_folder(tmp_path, str(ckpt), overwrite=False, is_main=True)
+
+
+def test_resume_auto_reads_a_state_without_a_step_to_the_one_line_refusal(tmp_path):
+    """A checkpoint whose state.pt lacks the run keys reaches RunState's refusal (no KeyError before it)."""
+    import torch
+
+    from bmvit.engine.state import save_checkpoint
+
+    cfg = load_config(None, ["model.backbone=mvit_tiny"])
+    for step in (4, 6):
+        save_checkpoint(tmp_path, step, torch.nn.Linear(1, 1), cfg, {"epoch": 1}, keep=0)
+    assert prepare_run_folder(tmp_path, "auto", overwrite=False, is_main=True).path.name == "step_00000006"

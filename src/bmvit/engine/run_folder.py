@@ -33,7 +33,7 @@ def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: 
             print(f"resume: no intact checkpoint in {out / CKPT_DIR}; starting from scratch", file=sys.stderr)
         if resume == "auto" and is_main:  # everything newer than the one found is damaged: clear it away
             for p in list_checkpoints(out):
-                if found is None or int(p.name.split("_")[-1]) > found.state["step"]:
+                if found is None or int(p.name.split("_")[-1]) > int(found.path.name.split("_")[-1]):
                     shutil.rmtree(p, ignore_errors=True)
         if found is None and is_main:  # a fresh start: the records of the run that left no checkpoint go
             truncate_metrics(out / "metrics.jsonl", 0)
