@@ -87,3 +87,14 @@ def test_resume_auto_reads_a_state_without_a_step_to_the_one_line_refusal(tmp_pa
     for step in (4, 6):
         save_checkpoint(tmp_path, step, torch.nn.Linear(1, 1), cfg, {"epoch": 1}, keep=0)
     assert prepare_run_folder(tmp_path, "auto", overwrite=False, is_main=True).path.name == "step_00000006"
+
+
+def test_overwrite_discards_the_earlier_runs_outputs(tmp_path):
+    """Nothing of the earlier run is left to pass for the new one's (were the new one killed early)."""
+    (tmp_path / "checkpoints" / "step_00000004").mkdir(parents=True)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics_val.json").write_text("{}")
+    for name in ("model.safetensors", "best.safetensors", "metrics.jsonl"):
+        (tmp_path / name).write_text("earlier run")
+    prepare_run_folder(tmp_path, None, overwrite=True, is_main=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"] and not (tmp_path / "metrics.jsonl").read_text()

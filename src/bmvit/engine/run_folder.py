@@ -42,7 +42,8 @@ def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: 
         raise ConfigError(f"{out}: holds checkpoints of an earlier run; continue it with --resume auto, "
                           f"or start over with --overwrite (or choose another train.out_dir)")
     if overwrite and is_main:
-        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
+        for sub in (CKPT_DIR, "eval"):  # eval/: the earlier run's final evaluation, not this run's
+            shutil.rmtree(out / sub, ignore_errors=True)
         for name in ("best.safetensors", "model.safetensors"):
             (out / name).unlink(missing_ok=True)
     if is_main:  # a fresh start (--overwrite, or a run killed before its first checkpoint): a fresh log
