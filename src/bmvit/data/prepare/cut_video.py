@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 from PIL import Image
 
-from bmvit.atomic import make_folder
+from bmvit.atomic import make_folder, output_error
 from bmvit.data.prepare.frames import Recipe
 from bmvit.data.sources.video import GridTimes, _Stream, frame_count, grid_frames
 from bmvit.data.transforms import keep_aspect_size
@@ -74,5 +74,9 @@ def cut_video(video_path: str | Path, out_dir: str | Path, recipe: Recipe, video
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except OSError as e:  # a folder in the way of the cut
+        tmp.unlink(missing_ok=True)
+        raise output_error(final, e) from None
     return written, (out_h, out_w)
