@@ -18,7 +18,7 @@ from PIL import Image
 
 from bmvit.cli.main import main as bmvit
 from bmvit.errors import ConfigError
-from bmvit.inference.batch import VideoInput, expand_inputs, is_collection, shard
+from bmvit.inference.batch import Entry, VideoInput, expand_inputs, is_collection, shard, write_merged
 
 torch.set_num_threads(1)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
@@ -266,3 +266,14 @@ def test_an_out_that_cannot_be_a_folder_is_one_line(folder, ckpt, tmp_path, caps
         rc = bmvit(["detect", *inputs, "--checkpoint", str(ckpt), "--out", str(out), "--no-video", "--no-progress"])
         assert rc == 2
         assert f"error: {bad}: cannot write output" in capsys.readouterr().err
+
+
+def test_merged_files_clear_what_a_kill_mid_write_left(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "detections.csv").write_text("a,0900,0.1,0.1,0.5,0.5,1,0.9\n")
+    stale = [tmp_path / ".index.jsonl.4242.0f07b064.tmp", tmp_path / ".detections.csv.4242.0f07b064.tmp"]
+    for p in stale:
+        p.write_text("half")
+    write_merged(tmp_path, [VideoInput("a", "a.mp4")], [Entry("a", "a.mp4", "ok", None, 1, 1, 0.1)])
+    assert not any(p.exists() for p in stale)
+    assert (tmp_path / "detections.csv").read_text() == "a,0900,0.1,0.1,0.5,0.5,1,0.9\n"

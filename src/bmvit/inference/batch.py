@@ -255,6 +255,9 @@ def gather_entries(entries: list[Entry], d: Dist) -> list[Entry]:
 
 def write_merged(out: Path, inputs: Sequence[VideoInput], entries: Sequence[Entry]) -> tuple[Path, Path]:
     """``index.jsonl`` and the merged ``detections.csv`` (input order), each written atomically."""
+    for name in (INDEX_FILE, MERGED_CSV):  # temporaries of a run killed while writing these
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     by_id = {e.id: e for e in entries}
     ordered = [by_id[i.id] for i in inputs if i.id in by_id]
     write_text(out / INDEX_FILE, "".join(json.dumps(e.to_dict()) + "\n" for e in ordered))
