@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 from bmvit.atomic import write_text
 from bmvit.config import Config, to_dict
 from bmvit.engine.state import CKPT_DIR, Resumed, list_checkpoints, load_latest, load_path
-from bmvit.errors import ConfigError
+from bmvit.errors import CheckpointError, ConfigError
 
 
 def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: bool) -> Resumed | None:
@@ -79,6 +79,21 @@ def truncate_metrics(path: Path, step: int) -> None:
                 and not rec.get("final"):
             keep.append(line)
     write_text(path, "".join(line + "\n" for line in keep))
+
+
+def load_weights_and_optimizer(resumed: Resumed, cfg: Config, model, opt, is_main: bool) -> None:
+    """Load a checkpoint's weights and optimizer state; settings that differ from the checkpoint's are
+    named in one line: a warning, or the :class:`CheckpointError` when the states do not fit."""
+    changes = "; ".join(config_changes(resumed.path, cfg))
+    try:
+        model.load_state_dict(resumed.model)
+        opt.load_state_dict(resumed.state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        why = changes or str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{resumed.path}: does not fit the configured model/optimizer ({why}); resume with "
+                              f"the checkpoint's config or start over with --overwrite") from None
+    if changes and is_main:
+        print(f"resume: config differs from the checkpoint's ({changes}); continuing with the new values", file=sys.stderr)
 
 
 def config_changes(checkpoint: Path, cfg: Config) -> list[str]:

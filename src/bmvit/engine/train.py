@@ -65,7 +65,7 @@ from bmvit.engine.ema import ModelEMA
 from bmvit.engine.evaluate import evaluate_split, write_split_outputs
 from bmvit.engine.optim import lr_factor, make_optimizer, set_lr
 from bmvit.engine.sampler import MicroBatches, ResumableBatchSampler
-from bmvit.engine.run_folder import MetricsLog, config_changes, prepare_run_folder, truncate_metrics
+from bmvit.engine.run_folder import MetricsLog, load_weights_and_optimizer, prepare_run_folder, truncate_metrics
 from bmvit.engine.state import Resumed, RunState, rng_state, save_checkpoint, set_rng_state
 from bmvit.errors import CheckpointError, ConfigError, TrainingError
 from bmvit.losses.criterion import SetCriterion
@@ -195,16 +195,7 @@ class TrainingRun:
             raise CheckpointError(f"{resumed.path / 'state.pt'}: no {', '.join(missing)} in the training state; "
                                   f"resume another checkpoint or start over with --overwrite")
         self.state = RunState.from_state(st, resumed.path)
-        changes = "; ".join(config_changes(resumed.path, self.cfg))  # one line each: a warning, or why it cannot load
-        try:
-            self.model.load_state_dict(resumed.model)
-            self.opt.load_state_dict(st["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            why = changes or str(e).strip().splitlines()[0]
-            raise CheckpointError(f"{resumed.path}: does not fit the configured model/optimizer ({why}); resume with "
-                                  f"the checkpoint's config or start over with --overwrite") from None
-        if changes and self.info.is_main:
-            print(f"resume: config differs from the checkpoint's ({changes}); continuing with the new values", file=sys.stderr)
+        load_weights_and_optimizer(resumed, self.cfg, self.model, self.opt, self.info.is_main)
         self.scaler.load_state_dict(st["scaler"])
         if self.ema is not None and resumed.ema is not None:
             self.ema.module.load_state_dict(resumed.ema)
