@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def _bmvit(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "bmvit", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
@@ -41,3 +43,15 @@ def test_malformed_csv_row(tmp_path, small_synth):
 def test_print_config():
     r = _bmvit("train", "--print-config", "train.lr=0.5")
     assert r.returncode == 0 and "lr: 0.5" in r.stdout
+
+
+def test_overrides_after_an_option_still_count(capsys):
+    """`bmvit train --config C a=1 --resume auto b=2`: b=2 is an override too; a stray word is not."""
+    from bmvit.cli.main import main
+
+    assert main(["train", "train.lr=0.5", "--print-config", "train.seed=7", "train.lr=0.25"]) == 0
+    out = capsys.readouterr().out
+    assert "  lr: 0.25\n" in out and "  seed: 7\n" in out  # in command-line order: the last value wins
+    with pytest.raises(SystemExit):
+        main(["train", "train.lr=0.5", "--print-config", "bogus"])
+    assert "unrecognized arguments: bogus" in capsys.readouterr().err

@@ -294,6 +294,9 @@ def test_show_renders_gt_next_to_predictions(tmp_path, capsys):
     im = np.asarray(Image.open(png))
     assert im.shape == (270, 2 * 360 + 4, 3)  # two panels 360 wide (80×60 scaled) and a 4-px gap
     assert "2 ground-truth actors" in capsys.readouterr().out
+    (tmp_path / "file").write_text("")  # --out an existing file: one line, no traceback
+    assert bmvit(["show", "--checkpoint", str(ck), "--out", str(tmp_path / "file"), "--num", "1"]) == 2
+    assert f"error: {tmp_path / 'file'}: cannot write output" in capsys.readouterr().err
 
 
 def test_show_with_a_time_tta_override_runs_the_moved_clips(tmp_path, capsys):

@@ -18,7 +18,7 @@ from PIL import Image
 
 from bmvit.cli.main import main as bmvit
 from bmvit.errors import ConfigError
-from bmvit.inference.batch import VideoInput, expand_inputs, is_collection, shard
+from bmvit.inference.batch import Entry, VideoInput, expand_inputs, is_collection, shard, write_merged
 
 torch.set_num_threads(1)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
@@ -253,3 +253,27 @@ def test_remote_files_are_read_like_local_files(http_server, batch_out, folder, 
     with pytest.raises(ConfigError, match=r"rtsp://127\.0\.0\.1:9/live: a live stream .* cannot be part of a batch"):
         expand_inputs([f"@{lst}"])
     assert expand_inputs([f"file://{folder / 'c.mp4'}", str(folder / "a.mp4")])[0] == VideoInput("c", str(folder / "c.mp4"))
+
+
+def test_an_out_that_cannot_be_a_folder_is_one_line(folder, ckpt, tmp_path, capsys):
+    """--out an existing file (batch and single input), or a file where a video's sub-folder goes."""
+    (tmp_path / "file").write_text("")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "b").write_text("")
+    for inputs, out, bad in (([str(folder)], tmp_path / "file", tmp_path / "file"),
+                             ([str(folder / "a.mp4")], tmp_path / "file" / "x", tmp_path / "file" / "x"),
+                             ([str(folder / "a.mp4"), str(folder / "b.mp4")], tmp_path / "run", tmp_path / "run" / "b")):
+        rc = bmvit(["detect", *inputs, "--checkpoint", str(ckpt), "--out", str(out), "--no-video", "--no-progress"])
+        assert rc == 2
+        assert f"error: {bad}: cannot write output" in capsys.readouterr().err
+
+
+def test_merged_files_clear_what_a_kill_mid_write_left(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "detections.csv").write_text("a,0900,0.1,0.1,0.5,0.5,1,0.9\n")
+    stale = [tmp_path / ".index.jsonl.4242.0f07b064.tmp", tmp_path / ".detections.csv.4242.0f07b064.tmp"]
+    for p in stale:
+        p.write_text("half")
+    write_merged(tmp_path, [VideoInput("a", "a.mp4")], [Entry("a", "a.mp4", "ok", None, 1, 1, 0.1)])
+    assert not any(p.exists() for p in stale)
+    assert (tmp_path / "detections.csv").read_text() == "a,0900,0.1,0.1,0.5,0.5,1,0.9\n"

@@ -293,3 +293,16 @@ def test_st_iou_gap_is_zero_but_a_nan_frame_iou_stays_nan():
     nan = tubes([(1, (0, 0, 9, 9)), (2, (20, 0, 9, 9))])  # area -100 on frame 2: 0 / 0
     assert st_iou(a, [0], gap, [0])[0] == pytest.approx(2 / 3 * (1 + 0) / 2)
     assert math.isnan(st_iou(a, [0], nan, [0])[0])
+
+
+def test_tubes_out_under_a_file_is_one_line(tmp_path, capsys):
+    from bmvit.cli.main import main
+
+    (tmp_path / "classes.txt").write_text("run\n")
+    (tmp_path / "gt.csv").write_text("".join(f"v,{f},run,g,0,0,9,9\n" for f in range(1, 21)))
+    (tmp_path / "pred.csv").write_text("".join(f"v,{f},run,0.9,0,0,9,9\n" for f in range(1, 21)))
+    (tmp_path / "file").write_text("")
+    code = main(["eval-video", "--classes", str(tmp_path / "classes.txt"), "--gt", str(tmp_path / "gt.csv"),
+                 "--pred", str(tmp_path / "pred.csv"), "--tubes-out", str(tmp_path / "file" / "tubes.csv")])
+    assert code == 2
+    assert f"error: {tmp_path / 'file' / 'tubes.csv'}: cannot write output" in capsys.readouterr().err

@@ -66,3 +66,11 @@ def test_export_cli_prints_parity(tmp_path, capsys):
     assert bmvit(["export", "--checkpoint", str(ck), "--out", str(tmp_path / "b.onnx"), "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "max abs diff" in text and "parity vs PyTorch" in text
+
+
+def test_export_to_a_folder_under_a_file_is_one_line(tmp_path, capsys):
+    ckpt = make_checkpoint(tmp_path / "m.safetensors")
+    (tmp_path / "file").write_text("")
+    rc = bmvit(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "file" / "m.onnx"), "--no-check"])
+    assert rc == 2
+    assert f"error: {tmp_path / 'file'}: cannot write output" in capsys.readouterr().err

@@ -46,6 +46,15 @@ def test_prepare_frames_layout_report_and_timing(tmp_path, videos, capsys):
     assert "0 written (0 frames), 2 kept" in capsys.readouterr().out
 
 
+
+def test_prepare_a_file_in_the_way_of_a_video_folder_is_one_line(tmp_path, videos, capsys):
+    out = tmp_path / "frames"
+    out.mkdir()
+    (out / "clipB").write_text("not a folder")
+    assert main(["prepare", "frames", "--videos", str(videos), "--out", str(out)]) == 2
+    assert f"error: {out / 'clipB'}: cannot write output" in capsys.readouterr().err
+    assert not list(out.glob(".*partial")) and (out / "clipB").read_text() == "not a folder"
+
 def test_prepare_trim_resize_png(tmp_path, videos):
     out = tmp_path / "f"
     args = ["prepare", "frames", "--videos", str(videos), "--out", str(out), "--start", "0.5", "--end", "1.2",

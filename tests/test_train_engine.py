@@ -16,7 +16,7 @@ from bmvit.config import load_config
 from bmvit.engine.optim import param_groups
 from bmvit.engine.sampler import ResumableBatchSampler
 from bmvit.engine.state import list_checkpoints, load_latest
-from bmvit.errors import ConfigError
+from bmvit.errors import CheckpointError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,3 +199,24 @@ def test_ddp_eval_marks_follow_one_clock(small_synth, tmp_path):
     recs = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     marks = [r for r in recs if "train_minutes" in r and not r.get("final")]
     assert len(marks) == 1 and marks[0]["train_minutes"] >= 1.0  # once, at rank 0's (skewed) minute
+
+
+def test_resume_with_another_model_config_is_one_line(small_synth, tmp_path):
+    from bmvit.engine.train import train
+
+    over = _overrides(small_synth, tmp_path / "r") + ["train.max_steps=1"]
+    train(load_config("configs/synthetic/tiny.yaml", over), progress=False)
+    changed = load_config("configs/synthetic/tiny.yaml", over + ["model.head_hidden=48"])
+    with pytest.raises(CheckpointError, match=r"step_00000001: does not fit .*\(model.head_hidden: 32 -> 48\)"):
+        train(changed, progress=False, resume="auto")
+
+
+def test_an_out_dir_that_is_a_file_is_one_line(small_synth, tmp_path):
+    from bmvit.engine.train import train
+    from bmvit.errors import OutputError
+
+    (tmp_path / "f").write_text("")
+    for out in (tmp_path / "f", tmp_path / "f" / "sub"):
+        cfg = load_config("configs/synthetic/tiny.yaml", _overrides(small_synth, out) + ["train.max_steps=1"])
+        with pytest.raises(OutputError, match=f"{out}: cannot write output"):
+            train(cfg, progress=False)

@@ -96,3 +96,13 @@ def test_prepare_frames_and_cut_are_upright(tmp_path):
         frame = next(c.decode(video=0))
         assert display_turns(frame) == 0  # the pixels are turned; no rotation left in the file
         assert _bright_corner(frame.to_ndarray(format="rgb24")) == "top-right"
+
+
+def test_cut_with_a_folder_in_the_way_is_one_line(tmp_path):
+    from bmvit.errors import OutputError
+
+    _write_rotated(tmp_path / "phone.mp4", 0)
+    (tmp_path / "cut" / "phone.mp4").mkdir(parents=True)
+    with pytest.raises(OutputError, match="phone.mp4: cannot write output"):
+        cut_video(tmp_path / "phone.mp4", tmp_path / "cut", Recipe(), "phone")
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["phone.mp4"]  # no partial left

@@ -8,7 +8,8 @@ removed and ``path`` is left as it was. Any :class:`OSError` on the way (creatin
 writing, renaming: no permission, a file where a folder should be, disk full) becomes one
 :class:`~bmvit.errors.OutputError` naming ``path`` and the reason.
 
-:func:`write_text` and :func:`write_bytes` are the one-call forms.
+:func:`write_text` and :func:`write_bytes` are the one-call forms; :func:`make_folder` creates an
+output folder with the same one-line error.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from bmvit.errors import OutputError
 
-__all__ = ["atomic_output", "output_error", "write_bytes", "write_text"]
+__all__ = ["atomic_output", "make_folder", "output_error", "write_bytes", "write_text"]
 
 
 def output_error(path: str | os.PathLike[str], e: OSError) -> OutputError:
@@ -29,6 +30,17 @@ def output_error(path: str | os.PathLike[str], e: OSError) -> OutputError:
     reason = e.strerror or str(e) or type(e).__name__
     return OutputError(f"{path}: cannot write output ({reason}); choose a writable output folder "
                        "with free space")
+
+
+def make_folder(path: str | os.PathLike[str]) -> Path:
+    """Create the output folder ``path`` (and its parents); :class:`OutputError` if it cannot be (a
+    file in the way, no permission)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(path, e) from None
+    return path
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from typing import Any, Union
 
 import yaml
 
+from bmvit.atomic import write_text
 from bmvit.errors import ConfigError
 
 
@@ -423,4 +424,5 @@ def to_dict(cfg: Config) -> dict:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write ``cfg`` as YAML atomically (:mod:`bmvit.atomic`: a kill leaves the old file or the new one)."""
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from bmvit.atomic import make_folder
 from bmvit.cli.argtypes import count, number, probability
 from bmvit.errors import ConfigError, DataError
 
@@ -150,7 +151,7 @@ def _detect_one(args, det, input_path: str, out: Path, video_id: str, progress: 
 
     source = open_source(input_path, args.fps)
     result = det.predict(source, args.fps_keyframes, with_outputs=args.explain, progress=progress, on_frame=on_frame)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     doc = result.to_dict()
     doc.update(checkpoint=str(args.checkpoint), input=str(input_path))
     write_json(out / "detections.json", doc)
@@ -188,7 +189,7 @@ def _run_batch(args, det) -> int:
     d = join_torchrun(args.device)
     try:
         inputs = expand_inputs(args.input, log=(lambda m: print(m, file=sys.stderr)) if d.rank == 0 else None)
-        out = Path(args.out) if args.out else Path("runs") / "detect" / "batch"
+        out = make_folder(Path(args.out) if args.out else Path("runs") / "detect" / "batch")
         required = ["detections.json", "detections.csv"] + ([] if args.no_video else ["annotated.mp4"])
         required += ["explain"] if args.explain else []
         required += ["cvat_annotations.xml"] if args.export else []
@@ -231,7 +232,7 @@ def _render(args, det, source, result, out: Path, verbose: bool = True) -> None:
     def explain(i, frame, kf):
         if args.explain:
             path = out / "explain" / f"frame_{i:06d}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(path.parent)
             Image.fromarray(explain_image(frame, kf.outputs, det.threshold)).save(path)
             explained.append(path)
 
@@ -258,7 +259,7 @@ def _run_stream(args, det, out: Path, video_id: str) -> int:
     if args.export:
         raise ConfigError("--export cvat works on files and frame folders, not in streaming mode")
     source = open_source(args.input[0], args.fps)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     writer = None if args.no_video else BackgroundVideoWriter(out / "annotated.mp4", source.info.fps)
     scale = max(1.0, 480 / max(source.info.width, 1))
 

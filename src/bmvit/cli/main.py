@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     verb = next((a for a in argv if not a.startswith("-")), None)
     for name in ([verb] if verb in VERBS else VERBS):
         importlib.import_module(VERBS[name]).add_parser(sub)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides after an option (`train --config C a=1 --resume auto b=2`): still overrides
+        positional = any(a.dest == "overrides" and not a.option_strings for a in sub.choices[args.command]._actions)
+        if not (positional and all("=" in a and not a.startswith("-") for a in extra)):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         return int(args.func(args) or 0)
     except BmvitError as e:

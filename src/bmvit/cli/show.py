@@ -8,10 +8,9 @@ drawn (``--config`` then names the dataset). One PNG per key frame: ``OUT/<video
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from bmvit.atomic import make_folder
 from bmvit.cli.argtypes import count, probability
 from bmvit.data.skips import reader_of
 from bmvit.data.sources.frame_folder import FrameFolder
@@ -95,8 +94,7 @@ def run(args) -> int:
         if len(ds.labels) != det.num_classes:
             raise DataError(f"the dataset has {len(ds.labels)} classes, the checkpoint {det.num_classes}")
         det.labels, det.class_ids = dict(ds.labels), list(ds.labels)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(args.out)
     names = [ds.labels[c] for c in ds.class_ids]
     for i in _pick(ds, args.video, args.num):
         clip, target = ds[i]

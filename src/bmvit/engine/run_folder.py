@@ -8,39 +8,110 @@ import json
 import math
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
+from safetensors import SafetensorError, safe_open
+
+from bmvit.atomic import write_text
+from bmvit.config import Config, to_dict
 from bmvit.engine.state import CKPT_DIR, Resumed, list_checkpoints, load_latest, load_path
-from bmvit.errors import ConfigError
+from bmvit.errors import CheckpointError, ConfigError
 
 
 def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: bool) -> Resumed | None:
     """Find the checkpoint to resume from, or make sure no earlier run is silently overwritten."""
+    if is_main:
+        remove_stale_temporaries(out)
     if resume:
-        found = load_latest(out) if resume == "auto" else load_path(resume)
+        with warnings.catch_warnings(record=True) as skipped:  # each damaged checkpoint: one line, not a warning's two
+            warnings.simplefilter("always")
+            found = load_latest(out) if resume == "auto" else load_path(resume)
+        for w in skipped if is_main else ():
+            print(f"warning: {w.message}", file=sys.stderr)
         if found is None and is_main:
             print(f"resume: no intact checkpoint in {out / CKPT_DIR}; starting from scratch", file=sys.stderr)
         if resume == "auto" and is_main:  # everything newer than the one found is damaged: clear it away
             for p in list_checkpoints(out):
-                if found is None or int(p.name.split("_")[-1]) > found.state["step"]:
+                if found is None or int(p.name.split("_")[-1]) > int(found.path.name.split("_")[-1]):
                     shutil.rmtree(p, ignore_errors=True)
+        if found is None and is_main:  # a fresh start: the records of the run that left no checkpoint go
+            truncate_metrics(out / "metrics.jsonl", 0)
         return found
     if list_checkpoints(out) and not overwrite:
         raise ConfigError(f"{out}: holds checkpoints of an earlier run; continue it with --resume auto, "
                           f"or start over with --overwrite (or choose another train.out_dir)")
     if overwrite and is_main:
-        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
-        for name in ("metrics.jsonl", "best.safetensors", "model.safetensors"):
+        for sub in (CKPT_DIR, "eval"):  # eval/: the earlier run's final evaluation, not this run's
+            shutil.rmtree(out / sub, ignore_errors=True)
+        for name in ("best.safetensors", "model.safetensors"):
             (out / name).unlink(missing_ok=True)
+    if is_main:  # a fresh start (--overwrite, or a run killed before its first checkpoint): a fresh log
+        truncate_metrics(out / "metrics.jsonl", 0)
     return None
 
 
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete what a killed run left half-written: ``.<name>.<pid>.<random>.tmp`` files of
+    :mod:`bmvit.atomic` in the run folder (and ``eval/``) and ``checkpoints/.tmp_step_*`` folders
+    (each as large as the model; never read, since only complete names are)."""
+    for folder in (out, out / "eval"):
+        for p in folder.glob(".*.tmp") if folder.is_dir() else ():
+            if p.is_file():
+                p.unlink(missing_ok=True)
+    if (out / CKPT_DIR).is_dir():
+        for p in (out / CKPT_DIR).glob(".tmp_*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after ``step`` (they are redone after a resume)."""
+    """Drop the records that a run resumed at ``step`` logs again: those of later steps, the final
+    evaluation's, and a line torn by a kill mid-write (not a JSON object)."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step", 0), int) and rec.get("step", 0) <= step \
+                and not rec.get("final"):
+            keep.append(line)
+    write_text(path, "".join(line + "\n" for line in keep))
+
+
+def load_weights_and_optimizer(resumed: Resumed, cfg: Config, model, opt, is_main: bool) -> None:
+    """Load a checkpoint's weights and optimizer state; settings that differ from the checkpoint's are
+    named in one line: a warning, or the :class:`CheckpointError` when the states do not fit."""
+    changes = "; ".join(config_changes(resumed.path, cfg))
+    try:
+        model.load_state_dict(resumed.model)
+        opt.load_state_dict(resumed.state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        why = changes or str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{resumed.path}: does not fit the configured model/optimizer ({why}); resume with "
+                              f"the checkpoint's config or start over with --overwrite") from None
+    if changes and is_main:
+        print(f"resume: config differs from the checkpoint's ({changes}); continuing with the new values", file=sys.stderr)
+
+
+def config_changes(checkpoint: Path, cfg: Config) -> list[str]:
+    """``key: stored -> now`` for each setting of ``cfg`` that differs from the config stored in the
+    checkpoint folder's ``model.safetensors`` (``train.out_dir`` aside: resuming into another folder is fine)."""
+    try:
+        with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as f:
+            stored = json.loads((f.metadata() or {}).get("config", "{}"))
+    except (OSError, ValueError, SafetensorError):
+        return []
+    now = json.loads(json.dumps(to_dict(cfg)))  # tuples as lists, as stored
+    changes = []
+    for section, values in now.items():
+        old = stored.get(section, {}) if isinstance(stored, dict) else {}
+        for key, value in values.items():
+            if f"{section}.{key}" != "train.out_dir" and isinstance(old, dict) and key in old and old[key] != value:
+                changes.append(f"{section}.{key}: {json.dumps(old[key])} -> {json.dumps(value)}")
+    return changes
 
 
 class MetricsLog:

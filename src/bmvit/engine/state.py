@@ -154,6 +154,9 @@ def verify(folder: Path) -> Resumed:
         files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{man_path}: missing or unreadable manifest ({e})") from None
+    if not isinstance(files, dict) or not {"model.safetensors", "state.pt"} <= set(files):
+        raise CheckpointError(f"{man_path}: 'files' must map model.safetensors, state.pt (and ema.safetensors) "
+                              f"to their SHA-256")
     for name, digest in files.items():
         p = folder / name
         if not p.is_file():
@@ -184,4 +187,7 @@ def load_path(path: str | Path) -> Resumed:
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a checkpoint folder (expected {CKPT_DIR}/{PREFIX}XXXXXXXX)")
+    if not (folder / "manifest.json").exists() and list_checkpoints(folder):  # a run folder, not one of its checkpoints
+        raise CheckpointError(f"{folder}: a run folder, not a checkpoint folder; pass {list_checkpoints(folder)[-1]} "
+                              f"or --resume auto with train.out_dir={folder}")
     return verify(folder)

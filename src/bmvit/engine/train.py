@@ -53,6 +53,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from bmvit.atomic import make_folder
 from bmvit.config import Config, save_config
 from bmvit.data.build import checked_mean_std, make_dataset
 from bmvit.data.collate import collate_fn, valid_tokens
@@ -64,7 +65,7 @@ from bmvit.engine.ema import ModelEMA
 from bmvit.engine.evaluate import evaluate_split, write_split_outputs
 from bmvit.engine.optim import lr_factor, make_optimizer, set_lr
 from bmvit.engine.sampler import MicroBatches, ResumableBatchSampler
-from bmvit.engine.run_folder import MetricsLog, prepare_run_folder, truncate_metrics
+from bmvit.engine.run_folder import MetricsLog, load_weights_and_optimizer, prepare_run_folder, truncate_metrics
 from bmvit.engine.state import Resumed, RunState, rng_state, save_checkpoint, set_rng_state
 from bmvit.errors import CheckpointError, ConfigError, TrainingError
 from bmvit.losses.criterion import SetCriterion
@@ -138,7 +139,7 @@ class TrainingRun:
         resumed = prepare_run_folder(self.out, resume, overwrite, self.info.is_main)
         dist.barrier()
         if self.info.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            make_folder(self.out)  # a file there, a read-only parent: one line naming the folder
             save_config(cfg, self.out / "config.yaml")
         set_threads(self.tc.threads)
         seed_everything(self.tc.seed)
@@ -194,8 +195,7 @@ class TrainingRun:
             raise CheckpointError(f"{resumed.path / 'state.pt'}: no {', '.join(missing)} in the training state; "
                                   f"resume another checkpoint or start over with --overwrite")
         self.state = RunState.from_state(st, resumed.path)
-        self.model.load_state_dict(resumed.model)
-        self.opt.load_state_dict(st["optimizer"])
+        load_weights_and_optimizer(resumed, self.cfg, self.model, self.opt, self.info.is_main)
         self.scaler.load_state_dict(st["scaler"])
         if self.ema is not None and resumed.ema is not None:
             self.ema.module.load_state_dict(resumed.ema)

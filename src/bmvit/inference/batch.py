@@ -44,7 +44,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bmvit.atomic import write_text
+from bmvit.atomic import make_folder, write_text
 from bmvit.errors import BmvitError, ConfigError, DataError
 from bmvit.inference.video_source import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, is_remote_file, url_name
 STATUS_FILE = "status.json"
@@ -255,6 +255,9 @@ def gather_entries(entries: list[Entry], d: Dist) -> list[Entry]:
 
 def write_merged(out: Path, inputs: Sequence[VideoInput], entries: Sequence[Entry]) -> tuple[Path, Path]:
     """``index.jsonl`` and the merged ``detections.csv`` (input order), each written atomically."""
+    for name in (INDEX_FILE, MERGED_CSV):  # temporaries of a run killed while writing these
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     by_id = {e.id: e for e in entries}
     ordered = [by_id[i.id] for i in inputs if i.id in by_id]
     write_text(out / INDEX_FILE, "".join(json.dumps(e.to_dict()) + "\n" for e in ordered))
@@ -334,7 +337,7 @@ class BatchRun:
 
     def _one(self, inp: VideoInput, process: ProcessFn, bar) -> Entry:
         folder = self.out / inp.id
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)  # OutputError: a file in the way stops the run in one line
         (folder / STATUS_FILE).unlink(missing_ok=True)
         for stale in folder.glob(".*.tmp"):  # left by a killed run
             stale.unlink(missing_ok=True)

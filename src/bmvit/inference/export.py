@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from bmvit.atomic import make_folder
 from bmvit.boxes import cxcywh_to_xyxy
 from bmvit.errors import BmvitError, ConfigError
 
@@ -80,7 +81,7 @@ def export_module(module: nn.Module, path: str | Path, input_shape: tuple[int, .
     backbone's ``forward_features``). Raises :class:`~bmvit.errors.BmvitError` naming ``path``."""
     require_onnx()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     model = (ExportModel(module) if detector else module).eval().to("cpu").float()
     names = list(OUTPUT_NAMES) if detector else ["features"]
     clip = torch.randn(*input_shape)

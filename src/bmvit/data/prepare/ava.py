@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from bmvit.atomic import atomic_output, write_text
+from bmvit.atomic import atomic_output, make_folder, write_text
 from bmvit.data.formats.ava import read_rows
 from bmvit.data.formats.text_file import read_text
 from bmvit.data.prepare.ava_report import Progress, disk_usage, human_bytes, keyframe_counts, recipe_doc
@@ -342,8 +342,7 @@ def prepare_ava(out: str | Path, opts: AvaOptions = AvaOptions(), log=print) -> 
     """Acquire and prepare AVA into ``out`` (module docstring); returns the report (also written to
     ``out/prepare_ava_report.json``). Raises DataError / DownloadError / ConfigError."""
     opts.check()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out)
     t0 = time.perf_counter()
     run = _Run(out, opts, log)
     recipe = opts.output_recipe()

@@ -22,6 +22,7 @@ from pathlib import Path
 import av
 from PIL import Image
 
+from bmvit.atomic import make_folder, output_error
 from bmvit.data.prepare.frames import Recipe
 from bmvit.data.sources.video import GridTimes, _Stream, frame_count, grid_frames
 from bmvit.data.transforms import keep_aspect_size
@@ -37,7 +38,7 @@ def cut_video(video_path: str | Path, out_dir: str | Path, recipe: Recipe, video
     """Write the cut (module docstring); returns ``(frames, (H, W))`` written. Raises DataError."""
     recipe.check()
     video_path, out_dir = Path(video_path), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     final = out_dir / f"{video_id}.mp4"
     tmp = out_dir / f".{video_id}.partial.mp4"
     written = 0
@@ -73,5 +74,9 @@ def cut_video(video_path: str | Path, out_dir: str | Path, recipe: Recipe, video
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except OSError as e:  # a folder in the way of the cut
+        tmp.unlink(missing_ok=True)
+        raise output_error(final, e) from None
     return written, (out_h, out_w)

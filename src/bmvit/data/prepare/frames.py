@@ -135,7 +135,11 @@ def extract_frames(video_path: str | Path, out_root: str | Path, recipe: Recipe 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    try:
+        tmp.rename(final)
+    except OSError as e:  # a file in the way of the video's folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise output_error(final, e) from None
     return VideoReport(vid, str(video_path), "written", written, round(fps, 3), [H, W], [out_h, out_w],
                        round(time.perf_counter() - t0, 3))
 
