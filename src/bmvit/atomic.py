@@ -8,6 +8,10 @@ removed and ``path`` is left as it was. Any :class:`OSError` on the way (creatin
 writing, renaming: no permission, a file where a folder should be, disk full) becomes one
 :class:`~bmvit.errors.OutputError` naming ``path`` and the reason.
 
+The renamed file gets the permissions of a file created with ``open()`` (``0o666`` less the
+process umask, read once at import), whatever the writer used: some (safetensors, ``mkstemp``)
+create owner-only files, which other users of a shared results folder could not read.
+
 :func:`write_text` and :func:`write_bytes` are the one-call forms; :func:`make_folder` creates an
 output folder with the same one-line error.
 """
@@ -23,6 +27,16 @@ from pathlib import Path
 from bmvit.errors import OutputError
 
 __all__ = ["atomic_output", "make_folder", "output_error", "write_bytes", "write_text"]
+
+
+def _file_mode() -> int:
+    """The permission bits ``open()`` gives a new file in this process (``0o666`` less the umask)."""
+    mask = os.umask(0o022)  # the only way to read the umask portably: set, then restore
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
 
 
 def output_error(path: str | os.PathLike[str], e: OSError) -> OutputError:
@@ -54,6 +68,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise output_error(path, e) from None
     try:
         yield tmp
+        if tmp.is_file():
+            os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except OSError as e:
         raise output_error(path, e) from None

@@ -90,6 +90,24 @@ def test_failed_rename_keeps_the_old_file(tmp_path, monkeypatch, name):
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
+@pytest.mark.parametrize("name", WRITERS)
+def test_outputs_get_the_permissions_of_open(tmp_path, monkeypatch, name):
+    """Every output is readable as a file made by ``open()`` would be (0o666 less the umask), even where
+    the writer creates owner-only files (safetensors: 0o600), so a shared results folder stays readable."""
+    import bmvit.atomic
+
+    old = os.umask(0o022)
+    try:
+        assert bmvit.atomic._file_mode() == 0o644
+        assert os.umask(0o022) == 0o022  # read without changing it
+    finally:
+        os.umask(old)
+    monkeypatch.setattr(bmvit.atomic, "FILE_MODE", 0o644)
+    path = tmp_path / name
+    _writers()[name](path)
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+
+
 def test_cli_unwritable_output_folder(tmp_path, capsys):
     """Through the CLI: bmvit synth into a folder whose parent is a file."""
     from tests.fuzz.test_found_cases import _cli
