@@ -57,8 +57,15 @@ def test_a_damaged_checkpoint_is_reported_in_one_line(tmp_path, capsys):
     (tmp_path / "checkpoints" / "step_00000004").mkdir(parents=True)  # damaged: no manifest
     assert prepare_run_folder(tmp_path, "auto", overwrite=False, is_main=True) is None
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and err[0].startswith("warning: skipping damaged checkpoint: ") and "manifest" in err[0]
+    assert len(err) == 3 and err[0].startswith("warning: skipping damaged checkpoint: ") and "manifest" in err[0]
     assert "no intact checkpoint" in err[1]
+    # set aside, never deleted: out of the resumed run's way, still there to inspect
+    assert err[2].startswith("resume: moved the damaged checkpoint step_00000004 to ")
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["damaged_step_00000004"]
+    (tmp_path / "checkpoints" / "step_00000004").mkdir()  # damaged again: a second name
+    prepare_run_folder(tmp_path, "auto", overwrite=False, is_main=True)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "damaged_step_00000004", "damaged_step_00000004_1"]
 
 
 def test_resume_given_the_run_folder_says_which_checkpoint_to_pass(tmp_path):

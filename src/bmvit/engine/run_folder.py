@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import warnings
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
 
-from bmvit.atomic import write_text
+from bmvit.atomic import output_error, write_text
 from bmvit.config import Config, to_dict
 from bmvit.engine.state import CKPT_DIR, Resumed, list_checkpoints, load_latest, load_path
 from bmvit.errors import CheckpointError, ConfigError
@@ -31,10 +32,10 @@ def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: 
             print(f"warning: {w.message}", file=sys.stderr)
         if found is None and is_main:
             print(f"resume: no intact checkpoint in {out / CKPT_DIR}; starting from scratch", file=sys.stderr)
-        if resume == "auto" and is_main:  # everything newer than the one found is damaged: clear it away
+        if resume == "auto" and is_main:  # everything newer than the one found is damaged: set it aside
             for p in list_checkpoints(out):
                 if found is None or int(p.name.split("_")[-1]) > int(found.path.name.split("_")[-1]):
-                    shutil.rmtree(p, ignore_errors=True)
+                    set_aside(p)
         if found is None and is_main:  # a fresh start: the records of the run that left no checkpoint go
             truncate_metrics(out / "metrics.jsonl", 0)
         return found
@@ -49,6 +50,22 @@ def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: 
     if is_main:  # a fresh start (--overwrite, or a run killed before its first checkpoint): a fresh log
         truncate_metrics(out / "metrics.jsonl", 0)
     return None
+
+
+def set_aside(ckpt: Path) -> Path:
+    """Rename a damaged checkpoint folder to ``damaged_<name>[_N]`` beside it (never deleted: it may be
+    a newer bmvit's format, or hold what a user wants to inspect); out of the way of the resumed run,
+    which writes the same step names again, and of ``train.keep_checkpoints``."""
+    dest, n = ckpt.with_name(f"damaged_{ckpt.name}"), 1
+    while dest.exists():
+        dest, n = ckpt.with_name(f"damaged_{ckpt.name}_{n}"), n + 1
+    try:
+        os.replace(ckpt, dest)
+    except OSError as e:
+        raise output_error(dest, e) from None
+    print(f"resume: moved the damaged checkpoint {ckpt.name} to {dest} (delete it when no longer needed)",
+          file=sys.stderr)
+    return dest
 
 
 def remove_stale_temporaries(out: Path) -> None:
