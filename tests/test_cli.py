@@ -55,3 +55,14 @@ def test_overrides_after_an_option_still_count(capsys):
     with pytest.raises(SystemExit):
         main(["train", "train.lr=0.5", "--print-config", "bogus"])
     assert "unrecognized arguments: bogus" in capsys.readouterr().err
+
+
+def test_resume_and_overwrite_exclude_each_other(capsys):
+    """Continue a run or discard it: `--resume auto --overwrite` is refused in one line, not one silently ignored."""
+    from bmvit.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--resume", "auto", "--overwrite", "--print-config"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite: not allowed with argument --resume" in err[0]

@@ -16,9 +16,10 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="YAML config (default: built-in defaults)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--resume", metavar="auto|DIR", help="continue from the newest intact checkpoint of train.out_dir "
+    start = p.add_mutually_exclusive_group()  # continue a run, or discard it: not both
+    start.add_argument("--resume", metavar="auto|DIR", help="continue from the newest intact checkpoint of train.out_dir "
                    "('auto'; starts fresh if there is none) or from a checkpoint folder")
-    p.add_argument("--overwrite", action="store_true", help="discard checkpoints of an earlier run in train.out_dir")
+    start.add_argument("--overwrite", action="store_true", help="discard checkpoints of an earlier run in train.out_dir")
     p.add_argument("--render", type=count(0), default=0, metavar="N",
                    help="draw N val videos with the final evaluation's predictions and GT (RUN/eval/render_*.mp4)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
