@@ -92,3 +92,17 @@ def test_prepare_act_gt(tmp_path, capsys):
     rows = read_rows(root / "annotations" / "jhmdb_split3_test.csv")
     assert len(rows) == n_boxes and set(rows.actions.tolist()) <= {1, 2}
     assert rows.boxes.max() <= 1.0 and read_label_map(root / "annotations" / "jhmdb_label_map.pbtxt") == {1: "Jump", 2: "Run"}
+
+
+def test_prepare_start_past_the_end_is_one_error_or_a_skip(tmp_path, videos, capsys):
+    """--start after a video's end gives no grid time at all: one error naming the file (a skip
+    with --on-error skip, the other videos written), not an IndexError from the empty grid."""
+    out = tmp_path / "o"
+    assert main(["prepare", "frames", "--videos", str(videos), "--out", str(out), "--start", "1.2"]) == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1 and "clipB.mp4: no frame at or after 1.2 s" in err[0] and "ends at 1.000 s" in err[0], err
+    assert main(["prepare", "frames", "--videos", str(videos), "--out", str(out), "--start", "1.2", "--on-error", "skip",
+                 "--overwrite"]) == 1
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert [(v["video"], v["status"], v["frames"]) for v in report["videos"]] == [("clipA", "written", 9), ("clipB", "failed", 0)]
+    assert not (out / "clipB").exists() and not list(out.glob(".*partial"))

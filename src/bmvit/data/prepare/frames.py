@@ -130,7 +130,8 @@ def extract_frames(video_path: str | Path, out_root: str | Path, recipe: Recipe 
                 written += 1
             fps = float(1 / s.frame_dur)
         if written == 0:
-            raise DataError(f"{video_path}: no frame at or after {recipe.start} s")
+            ends = f" (the video ends at {float(meta_end):.3f} s)" if meta_end is not None else ""
+            raise DataError(f"{video_path}: no frame at or after {recipe.start:g} s{ends}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

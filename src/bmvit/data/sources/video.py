@@ -248,8 +248,10 @@ def grid_frames(stream: _Stream, times: list[Fraction], truncated_at: Fraction |
     """:func:`iter_grid_frames` after seeking to the key frame before ``times[0]``.
 
     If the first frame decoded after the seek lies after ``times[0]`` (a seek that landed late),
-    seeks 1, 4, 16, ... seconds earlier, down to the stream start.
+    seeks 1, 4, 16, ... seconds earlier, down to the stream start. No ``times``: nothing.
     """
+    if not len(times):  # e.g. a start past the video's end
+        return
     back = Fraction(0)
     while True:
         seek_to = max(Fraction(0), times[0] - back)
