@@ -183,3 +183,15 @@ def test_rendering_a_split_read_from_video_files(ava_video, tmp_path):
             got = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
             assert float(s.average_rate) == fps
         assert len(got) == frames and got[0].shape[:2] == (max(48, 480 * 48 // 64), 480)  # drawn at 480 px wide
+
+
+def test_upper_case_extension_is_found(tmp_path, ava_video):
+    """Cameras write ``GOPR0001.MP4``: the reader finds a video whose extension differs in case,
+    as ``bmvit prepare frames`` and ``bmvit detect`` do, and reads the same frames."""
+    (tmp_path / "CAM1.MP4").symlink_to(ava_video / "videos" / "vidA.mp4")
+    (tmp_path / "cam2.Mkv").write_bytes(b"")
+    vf, ref = VideoFrames(tmp_path), VideoFrames(ava_video / "videos")
+    assert vf.has_video("CAM1") and vf.has_video("cam2") and not vf.has_video("cam1")
+    assert vf.num_frames("CAM1") == ref.num_frames("vidA") == N
+    idx = np.array([1, 40, 75])
+    assert np.array_equal(vf.read("CAM1", idx, lambda im: im), ref.read("vidA", idx, lambda im: im))

@@ -1,13 +1,14 @@
 """Frames read straight from video files with PyAV, on a fixed frame-rate grid.
 
 Contract: :class:`VideoFrames` is a frame source (see :mod:`bmvit.data.clips`) for
-``<root>/<video_id>.<ext>``. Frame number ``i`` (1-based) is the picture on screen at time
-``t_i = offset + (i - 1) / fps`` seconds after the stream's start: the decoded frame with the
-largest presentation time ``<= t_i`` (the first frame for a ``t_i`` before it). This is a pure
-function of the file, whatever its own frame rate (25, 29.97, 60 fps or variable) — and it is
-the rule :mod:`bmvit.data.prepare.frames` extracts frames with, so the video reader and the frames
-folder written by ``bmvit prepare frames`` return the same pixels for the same frame numbers
-(identical with ``--ext png``; JPEG adds its compression error).
+``<root>/<video_id>.<ext>`` (the extension in any case: ``.mp4`` or ``.MP4``). Frame number ``i``
+(1-based) is the picture on screen at time ``t_i = offset + (i - 1) / fps`` seconds after the
+stream's start: the decoded frame with the largest presentation time ``<= t_i`` (the first frame
+for a ``t_i`` before it). This is a pure function of the file, whatever its own frame rate (25,
+29.97, 60 fps or variable) — and it is the rule :mod:`bmvit.data.prepare.frames` extracts frames
+with, so the video reader and the frames folder written by ``bmvit prepare frames`` return the
+same pixels for the same frame numbers (identical with ``--ext png``; JPEG adds its compression
+error).
 
 A video has ``ceil((E - offset) * fps)`` frames, ``E`` the stream's end (last frame time + its
 duration) from the container's metadata. Reading seeks to the key frame before the first
@@ -280,6 +281,7 @@ class VideoFrames:
         self._info: dict[str, tuple[int, tuple[int, int], Fraction]] = {}
         self._turns: dict[str, int] = {}  # display rotation per video, found once by info()
         self._rgb = None  # one PyAV VideoReformatter for every frame: its conversion context is reused
+        self._cased: dict[str, Path] | None = None  # video id -> file whose extension differs in case only
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_rgb": None}  # a reformatter does not pickle (DataLoader workers)
@@ -289,7 +291,22 @@ class VideoFrames:
             p = self.root / f"{video}.{ext}"
             if p.is_file():
                 return p
-        return None
+        return self._other_case().get(video)
+
+    def _other_case(self) -> dict[str, Path]:
+        """Videos whose extension is one of :attr:`extensions` in another case (cameras write
+        ``GOPR0001.MP4``), by id; the folder is listed once."""
+        if self._cased is None:
+            self._cased = {}
+            try:
+                entries = sorted(self.root.iterdir())
+            except OSError:  # no such folder: every video is then 'not found'
+                entries = []
+            for p in entries:
+                ext = p.suffix[1:]
+                if ext not in self.extensions and ext.lower() in self.extensions and p.is_file():
+                    self._cased.setdefault(p.stem, p)
+        return self._cased
 
     def has_video(self, video: str) -> bool:
         return self.path(video) is not None
