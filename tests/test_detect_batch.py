@@ -253,3 +253,15 @@ def test_remote_files_are_read_like_local_files(http_server, batch_out, folder, 
     with pytest.raises(ConfigError, match=r"rtsp://127\.0\.0\.1:9/live: a live stream .* cannot be part of a batch"):
         expand_inputs([f"@{lst}"])
     assert expand_inputs([f"file://{folder / 'c.mp4'}", str(folder / "a.mp4")])[0] == VideoInput("c", str(folder / "c.mp4"))
+
+
+def test_ids_of_non_latin_file_names(tmp_path):
+    """Names in other scripts keep their letters (a folder of 会议.mp4, 走路.mp4 is not refused as two
+    inputs mapping to one output folder); names without letters or digits get distinct ids."""
+    names = ["会议.mp4", "走路.mp4", "Ωμέγα 2.mkv", "cafe\u0301.mov", "😀.mp4", "😎.mp4"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    got = {Path(v.path).name: v.id for v in expand_inputs([str(tmp_path)])}
+    assert [got[n] for n in names[:4]] == ["会议", "走路", "Ωμέγα_2", "café"]
+    assert len(set(got.values())) == len(names) and all(got[n].startswith("input_") for n in names[4:])
+    assert expand_inputs([str(tmp_path)]) == expand_inputs([str(tmp_path)])  # stable across runs (resume)

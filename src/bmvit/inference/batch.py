@@ -12,7 +12,8 @@ line, blank lines and ``#`` comments skipped, relative paths relative to the lis
   it then fails like any unreadable video.
 * Video ids (the output sub-folder and the CSV's ``video_id``): the file stem (of a URL: its path's
   file name), or the folder name of a frames-video; where two inputs share one, their path relative to the folder they were found
-  in (``/`` → ``__``; then ``_<extension>`` appended if still needed). Characters other than letters, digits, ``.-_`` become ``_``.
+  in (``/`` → ``__``; then ``_<extension>`` appended if still needed). Characters other than letters
+  and digits (of any script: ``会议.mp4`` is ``会议``), ``.-_`` become ``_``.
 
 Outputs of a batch in ``out``:
 
@@ -32,11 +33,13 @@ the index and the merged CSV, which are therefore those of a single process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import sys
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -123,7 +126,10 @@ def _read_list(arg: str) -> list[str]:
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._") or "input"
+    """``text`` with characters other than letters and digits (of any script), ``.-_`` turned into
+    ``_``; a name with none of them (``😀``) is ``input_`` plus a hash of it, distinct per name."""
+    text = unicodedata.normalize("NFC", text)  # macOS spells é as e + a combining accent
+    return re.sub(r"[^\w.-]", "_", text).strip("._") or f"input_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
 def _ids(names: list[Path], rels: list[str], dirs: list[bool]) -> list[str]:
