@@ -316,3 +316,13 @@ def test_show_with_a_time_tta_override_runs_the_moved_clips(tmp_path, capsys):
     assert clip.shape[1] == 2 * det.num_frames
     d = det.detect(det.forward(normalize_clips(clip[None], KINETICS_MEAN, KINETICS_STD)))[0]
     assert n == len(d.tokens)
+
+
+def test_frames_folder_reads_unpadded_numbers_in_number_order(tmp_path):
+    """``ffmpeg -i v.mp4 frame%d.png`` writes frame1, frame2, ..., frame10: frame order is number
+    order (frame10 after frame9), not the characters' order (frame10 after frame1)."""
+    from bmvit.inference.video_source import open_source
+
+    for i in range(1, 13):
+        Image.new("RGB", (8, 6), (i * 20, 0, 0)).save(tmp_path / f"frame{i}.{'png' if i % 2 else 'bmp'}")
+    assert [int(f[0, 0, 0]) // 20 for f in open_source(str(tmp_path))] == list(range(1, 13))

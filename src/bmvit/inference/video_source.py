@@ -241,9 +241,17 @@ class PyAVSource(VideoSource):
             pass
 
 
+def _number_order(path: Path) -> tuple:
+    """Sort key of a frame file: its name with each run of digits compared as a number
+    (``frame2.png`` before ``frame10.png``, as ``ffmpeg ... frame%d.png`` numbers them)."""
+    parts = re.split(r"(\d+)", path.name)  # text, digits, text, ...: the digit runs are at odd places
+    return tuple(int(t) if k % 2 else t for k, t in enumerate(parts)), path.name
+
+
 class FrameFolder(VideoSource):
-    """Image files in a folder (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``), in file-name order: the
-    AVA layout ``<vid>/<vid>_000001.jpg ...`` reads as one video."""
+    """Image files in a folder (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``), in file-name order with
+    numbers compared as numbers (``frame9.png`` before ``frame10.png``): the AVA layout
+    ``<vid>/<vid>_000001.jpg ...`` reads as one video."""
 
     def __init__(self, folder: str | Path, fps: float | None = None) -> None:
         from PIL import Image
@@ -251,7 +259,8 @@ class FrameFolder(VideoSource):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: frames folder not found")
-        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and p.is_file())
+        self.files = sorted((p for p in self.folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and p.is_file()),
+                            key=_number_order)
         if not self.files:
             raise DataError(f"{self.folder}: no frames ({', '.join(FRAME_EXTENSIONS)} files) in the folder")
         self._fps = fps
