@@ -11,8 +11,9 @@ same pixels for the same frame numbers (identical with ``--ext png``; JPEG adds 
 error).
 
 A video has ``ceil((E - offset) * fps)`` frames, ``E`` the stream's end (last frame time + its
-duration) from the container's metadata. Reading seeks to the key frame before the first
-needed frame and decodes forward to the last one. Errors name the file: missing video, no video
+duration) from the container's metadata: the video track's own (an audio track that lasts longer
+does not count; :meth:`_Stream.metadata_end`), else found by decoding once. Reading seeks to the
+key frame before the first needed frame and decodes forward to the last one. Errors name the file: missing video, no video
 stream, undecodable data, and a *truncated* file (the data ends before the needed time that
 the metadata promises).
 
@@ -117,6 +118,16 @@ class GridTimes(Sequence[Fraction]):
         return self.offset + Fraction(k) / self.fps
 
 
+def _duration_tag(metadata: dict) -> Fraction | None:
+    """A Matroska track's ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``) in seconds; None if absent or unreadable."""
+    text = next((v for k, v in metadata.items() if k.upper().startswith("DURATION")), None)
+    try:
+        h, m, sec = str(text).strip().split(":")
+        return Fraction(int(h) * 3600 + int(m) * 60) + Fraction(sec)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
 class _Stream:
     """An open video stream with exact times (seconds as Fractions after the stream start)."""
 
@@ -161,10 +172,17 @@ class _Stream:
         return d * self.tb if d else self.frame_dur
 
     def metadata_end(self) -> Fraction | None:
+        """The video track's end after its start: the stream's duration, else its Matroska
+        ``DURATION`` tag (the track's end time, as FFmpeg and mkvmerge write it), else the
+        container's duration when the video is its only stream (with audio it is the longest
+        track's); None when unknown."""
         s = self.stream
         if s.duration:
             return s.duration * self.tb
-        if self.container.duration:
+        tag = _duration_tag(s.metadata)
+        if tag is not None:
+            return tag - self.start * self.tb
+        if self.container.duration and len(self.container.streams) == 1:
             return Fraction(self.container.duration, 1_000_000) - self.start * self.tb
         return None
 
