@@ -326,3 +326,28 @@ def test_frames_folder_reads_unpadded_numbers_in_number_order(tmp_path):
     for i in range(1, 13):
         Image.new("RGB", (8, 6), (i * 20, 0, 0)).save(tmp_path / f"frame{i}.{'png' if i % 2 else 'bmp'}")
     assert [int(f[0, 0, 0]) // 20 for f in open_source(str(tmp_path))] == list(range(1, 13))
+
+
+def test_video_cut_short_is_detected_with_a_warning(tmp_path, ckpt, capsys):
+    """An mp4 with its index first (faststart), cut: the index still promises 6 s, the data stops
+    sooner. The frames that decode are detected, and the shortfall is said (a stderr warning naming
+    the file, ``video.warning`` in detections.json), never passed off as the whole video."""
+    rng = np.random.default_rng(3)
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(60):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")))
+        c.mux(s.encode())
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    out = tmp_path / "o"
+    assert bmvit(["detect", str(cut), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress", "--no-video"]) == 0
+    warn = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warn) == 1 and str(cut) in warn[0] and "truncated video" in warn[0] and "6.000 s" in warn[0], warn
+    doc = json.loads((out / "detections.json").read_text())
+    assert 0 < doc["video"]["num_frames"] < 60 and "truncated video" in doc["video"]["warning"]
+    assert bmvit(["detect", str(full), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o2"), "--no-progress", "--no-video"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert "warning" not in json.loads((tmp_path / "o2" / "detections.json").read_text())["video"]

@@ -150,6 +150,8 @@ def _detect_one(args, det, input_path: str, out: Path, video_id: str, progress: 
 
     source = open_source(input_path, args.fps)
     result = det.predict(source, args.fps_keyframes, with_outputs=args.explain, progress=progress, on_frame=on_frame)
+    if result.video.warning:  # e.g. a file cut short: its detections cover only what decodes
+        print(f"warning: {input_path}: {result.video.warning}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     doc = result.to_dict()
     doc.update(checkpoint=str(args.checkpoint), input=str(input_path))

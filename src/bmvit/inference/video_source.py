@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from bmvit.data.sources.video import display_turns, main_video_stream, upright
+from bmvit.data.sources.video import display_turns, main_video_stream, stream_end, upright
 from bmvit.errors import DataError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -55,6 +55,7 @@ class VideoInfo:
     width: int
     height: int
     num_frames: int | None  # None when unknown (streams, some containers)
+    warning: str | None = None  # set after reading: a file whose data ends before its metadata says
 
 
 def is_remote_file(source: str) -> bool:
@@ -183,6 +184,8 @@ class PyAVSource(VideoSource):
         self.info = VideoInfo(name, kind, float(rate) if rate else DEFAULT_FPS, width, height, frames)
         self._stream = stream
         self._grid_rate = Fraction(rate) if kind == "file" and not fps and rate else None  # constant_rate's fps
+        self._end = stream_end(self._container, stream) if kind == "file" else None
+        self._last_end: Fraction | None = None  # end (s after the stream start) of the last decoded frame
         self._used = False
 
     def _frames(self) -> Iterator:
@@ -191,12 +194,16 @@ class PyAVSource(VideoSource):
         if self._grid_rate is None:
             return frames
         tb = self._stream.time_base
+        start = self._stream.start_time or 0
 
         def timed():
             for f in frames:
                 t = f.pts * tb if f.pts is not None and tb else None
                 d = getattr(f, "duration", None)
-                yield f, t, (d * tb if d and tb else None)
+                d = d * tb if d and tb else None
+                if t is not None:
+                    self._last_end = max(self._last_end or 0, t - start * tb + (d or 1 / self._grid_rate))
+                yield f, t, d
 
         return constant_rate(timed(), self._grid_rate)
 
@@ -228,6 +235,10 @@ class PyAVSource(VideoSource):
         if n == 0:
             raise DataError(f"{self._name}: no decodable video frames (empty or corrupt video)")
         self.info.num_frames = n
+        if self._end is not None and self._last_end is not None and self._grid_rate:
+            if self._last_end < self._end - 2 / self._grid_rate - Fraction(1, 20):  # more than rounding
+                self.info.warning = (f"truncated video: data ends at {float(self._last_end):.3f} s, the metadata says "
+                                     f"{float(self._end):.3f} s; the detections cover the frames that decode")
 
     def reopen(self) -> VideoSource:
         if self._kind == "stream":

@@ -12,7 +12,7 @@ error).
 
 A video has ``ceil((E - offset) * fps)`` frames, ``E`` the stream's end (last frame time + its
 duration) from the container's metadata: the video track's own (an audio track that lasts longer
-does not count; :meth:`_Stream.metadata_end`), else found by decoding once. Reading seeks to the
+does not count; :func:`stream_end`), else found by decoding once. Reading seeks to the
 key frame before the first needed frame and decodes forward to the last one. Errors name the file: missing video, no video
 stream, undecodable data, and a *truncated* file (the data ends before the needed time that
 the metadata promises).
@@ -40,7 +40,7 @@ import torch
 from bmvit.errors import DataError
 
 __all__ = ["VIDEO_EXTENSIONS", "GridTimes", "VideoFrames", "display_turns", "frame_count", "frame_time", "grid_frames",
-           "iter_grid_frames", "main_video_stream", "upright"]
+           "iter_grid_frames", "main_video_stream", "stream_end", "upright"]
 
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")
 
@@ -128,6 +128,23 @@ def _duration_tag(metadata: dict) -> Fraction | None:
         return None
 
 
+def stream_end(container: av.container.InputContainer, stream: av.VideoStream) -> Fraction | None:
+    """Where the metadata says the video track ends, in seconds after its start: the stream's
+    duration, else its Matroska ``DURATION`` tag (the track's end time, as FFmpeg and mkvmerge write
+    it), else the container's duration when the video is its only stream (with audio it is the
+    longest track's); None when unknown."""
+    tb = Fraction(stream.time_base.numerator, stream.time_base.denominator) if stream.time_base else Fraction(1, 1_000_000)
+    start = (stream.start_time or 0) * tb
+    if stream.duration:
+        return stream.duration * tb
+    tag = _duration_tag(stream.metadata)
+    if tag is not None:
+        return tag - start
+    if container.duration and len(container.streams) == 1:
+        return Fraction(container.duration, 1_000_000) - start
+    return None
+
+
 class _Stream:
     """An open video stream with exact times (seconds as Fractions after the stream start)."""
 
@@ -172,19 +189,8 @@ class _Stream:
         return d * self.tb if d else self.frame_dur
 
     def metadata_end(self) -> Fraction | None:
-        """The video track's end after its start: the stream's duration, else its Matroska
-        ``DURATION`` tag (the track's end time, as FFmpeg and mkvmerge write it), else the
-        container's duration when the video is its only stream (with audio it is the longest
-        track's); None when unknown."""
-        s = self.stream
-        if s.duration:
-            return s.duration * self.tb
-        tag = _duration_tag(s.metadata)
-        if tag is not None:
-            return tag - self.start * self.tb
-        if self.container.duration and len(self.container.streams) == 1:
-            return Fraction(self.container.duration, 1_000_000) - self.start * self.tb
-        return None
+        """:func:`stream_end` of this stream."""
+        return stream_end(self.container, self.stream)
 
     @property
     def turns(self) -> int:
