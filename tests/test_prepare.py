@@ -106,3 +106,27 @@ def test_prepare_start_past_the_end_is_one_error_or_a_skip(tmp_path, videos, cap
     report = json.loads((out / "prepare_report.json").read_text())
     assert [(v["video"], v["status"], v["frames"]) for v in report["videos"]] == [("clipA", "written", 9), ("clipB", "failed", 0)]
     assert not (out / "clipB").exists() and not list(out.glob(".*partial"))
+
+
+def test_prepare_and_video_reader_take_camera_and_phone_extensions(tmp_path, videos):
+    """Camcorders write .MTS (MPEG-TS), iTunes .m4v, phones .3gp: ``prepare frames`` and
+    ``data.source=video`` take every extension ``bmvit detect`` takes, not only mp4/mkv/webm/avi/mov."""
+    import av
+
+    from bmvit.data.sources.video import VideoFrames
+
+    src = tmp_path / "v"
+    src.mkdir()
+    (src / "phone.m4v").symlink_to(videos / "clipB.mp4")
+    with av.open(str(src / "cam.MTS"), "w", format="mpegts") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for f in range(1, 26):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(frame_image(f), format="rgb24")))
+        c.mux(s.encode())
+    assert main(["prepare", "frames", "--videos", str(src), "--out", str(tmp_path / "o"), "--fps", "25"]) == 0
+    assert len(_frames(tmp_path / "o", "phone")) == 25 and len(_frames(tmp_path / "o", "cam")) == 25
+    vf = VideoFrames(src, fps=25)
+    assert vf.num_frames("cam") == 25
+    for f in ([1, 2], [12, 20], [25]):  # the start, the middle (a seek: MPEG-TS seeks by byte estimates), the end
+        assert list(decode_frame_numbers(vf.read("cam", np.array(f), lambda im: im))) == f

@@ -32,12 +32,12 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from bmvit.data.sources.video import VIDEO_EXTENSIONS as _VIDEO_EXTENSIONS
 from bmvit.data.sources.video import display_turns, main_video_stream, stream_end, upright
 from bmvit.errors import DataError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
-                              ".m2ts", ".flv", ".wmv", ".3gp", ".ogv"})
+VIDEO_EXTENSIONS = frozenset(f".{e}" for e in _VIDEO_EXTENSIONS)  # the video reader's: one list
 _REMOTE_FILE_SCHEMES = ("http", "https", "ftp")
 MAX_GAP_S = 10  # a timestamp jump larger than this (or backwards) is a discontinuity, not a pause
 _T = TypeVar("_T")

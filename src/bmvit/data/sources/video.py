@@ -29,6 +29,7 @@ engine) works where PyAV is not installed.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
@@ -42,7 +43,10 @@ from bmvit.errors import DataError
 __all__ = ["VIDEO_EXTENSIONS", "GridTimes", "VideoFrames", "display_turns", "frame_count", "frame_time", "grid_frames",
            "iter_grid_frames", "main_video_stream", "stream_end", "upright"]
 
-VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")
+# Looked up in this order; the common containers, then camcorders' MPEG-TS (.mts/.m2ts), iTunes
+# (.m4v), phones (.3gp) and older formats: every extension `bmvit detect` reads (any case).
+VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov", "m4v", "mts", "m2ts", "ts", "mpg", "mpeg", "3gp", "flv",
+                    "wmv", "ogv")
 
 Resize = Callable[[np.ndarray], "np.ndarray | object"]  # (n, H, W, 3) uint8 -> (n, h, w, 3) uint8
 
@@ -149,8 +153,19 @@ class _Stream:
     """An open video stream with exact times (seconds as Fractions after the stream start)."""
 
     def __init__(self, path: Path, threads: int, turns: int | None = None) -> None:
-        av = _av()
-        self.path = path
+        self.path, self.threads = path, threads
+        self._open()
+        s = self.stream
+        self.decode_error = ""
+        self.tb = Fraction(s.time_base.numerator, s.time_base.denominator) if s.time_base else Fraction(1, 1_000_000)
+        self.start = s.start_time if s.start_time is not None else 0
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        self.frame_dur = Fraction(rate.denominator, rate.numerator) if rate else Fraction(1, 30)
+        self._turns = turns  # None: found from the first frame when needed
+
+    def _open(self) -> None:
+        """Open the container at its start (``fresh``) and pick the video stream."""
+        av, path = _av(), self.path
         try:
             self.container = av.open(str(path))
         except FileNotFoundError:
@@ -166,14 +181,9 @@ class _Stream:
         if s.codec_context is None:  # a video track whose codec FFmpeg does not know (damaged header)
             self.container.close()
             raise DataError(f"{path}: the video stream has no decodable codec (damaged or unsupported file)")
-        s.thread_type = "AUTO" if threads != 1 else "SLICE"
-        s.codec_context.thread_count = threads
-        self.decode_error = ""
-        self.tb = Fraction(s.time_base.numerator, s.time_base.denominator) if s.time_base else Fraction(1, 1_000_000)
-        self.start = s.start_time if s.start_time is not None else 0
-        rate = s.average_rate or s.guessed_rate or s.base_rate
-        self.frame_dur = Fraction(rate.denominator, rate.numerator) if rate else Fraction(1, 30)
-        self._turns = turns  # None: found from the first frame when needed
+        s.thread_type = "AUTO" if self.threads != 1 else "SLICE"
+        s.codec_context.thread_count = self.threads
+        self.fresh = True  # nothing read yet: positioned at the first frame
 
     def __enter__(self) -> _Stream:  # noqa: PYI034 (Python 3.10 has no typing.Self)
         return self
@@ -221,8 +231,17 @@ class _Stream:
         return upright(frame.to_ndarray(format="rgb24"), self.turns)
 
     def seek(self, t: Fraction) -> None:
+        """Position at the key frame before ``t``; ``t <= 0``: at the first frame, by opening the
+        file again (seeking to the start is unreliable in some formats: in MPEG-TS it can land past
+        the first frames, or past the end of a short file)."""
         av = _av()
+        if t <= 0:
+            if not self.fresh:
+                self.container.close()
+                self._open()
+            return
         target = math.floor(self.start + t / self.tb)
+        self.fresh = False
         try:
             self.container.seek(max(target, self.start), stream=self.stream, backward=True, any_frame=False)
         except av.FFmpegError as e:
@@ -232,7 +251,7 @@ class _Stream:
         """Decoded frames in presentation order; undecodable data ends the stream (``decode_error``
         keeps why), so that a cut file reads as truncated at the last good frame."""
         av = _av()
-        self.decode_error = ""
+        self.decode_error, self.fresh = "", False
         try:
             for frame in self.container.decode(self.stream):
                 if frame.pts is not None:
@@ -241,16 +260,16 @@ class _Stream:
             self.decode_error = str(e)
 
 
-def iter_grid_frames(stream: _Stream, times: list[Fraction], truncated_at: Fraction | None = None
-                     ) -> Iterator[tuple[int, av.VideoFrame]]:
+def iter_grid_frames(stream: _Stream, times: list[Fraction], truncated_at: Fraction | None = None,
+                     frames: Iterator[av.VideoFrame] | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
     """``(k, frame)`` for each of the increasing ``times``: the frame on screen at ``times[k]``.
 
-    Decodes from wherever the stream is positioned. Times past the last decoded frame's end
+    Decodes from wherever the stream is positioned (or takes ``frames``, decoded from there). Times past the last decoded frame's end
     raise a truncation DataError when ``truncated_at`` (the end the metadata promises) is
     later than them, and are otherwise not yielded.
     """
     k, prev, end = 0, None, None
-    for frame in stream.frames():
+    for frame in stream.frames() if frames is None else frames:
         t = stream.time(frame)
         while k < len(times) and times[k] < t:
             yield k, prev if prev is not None else frame
@@ -272,8 +291,9 @@ def grid_frames(stream: _Stream, times: list[Fraction], truncated_at: Fraction |
                 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """:func:`iter_grid_frames` after seeking to the key frame before ``times[0]``.
 
-    If the first frame decoded after the seek lies after ``times[0]`` (a seek that landed late),
-    seeks 1, 4, 16, ... seconds earlier, down to the stream start. No ``times``: nothing.
+    If the first frame decoded after the seek lies after ``times[0]``, or none decodes (a seek
+    that landed late: MPEG-TS seeks by byte estimates), seeks 1, 4, 16, ... seconds earlier, down
+    to the stream start. No ``times``: nothing.
     """
     if not len(times):  # e.g. a start past the video's end
         return
@@ -281,15 +301,12 @@ def grid_frames(stream: _Stream, times: list[Fraction], truncated_at: Fraction |
     while True:
         seek_to = max(Fraction(0), times[0] - back)
         stream.seek(seek_to)
-        it = iter_grid_frames(stream, times, truncated_at)
-        first = next(it, None)
-        if first is None:
-            return
-        if seek_to > 0 and stream.time(first[1]) > times[0]:
+        frames = stream.frames()
+        first = next(frames, None)
+        if seek_to > 0 and (first is None or stream.time(first) > times[0]):
             back = max(Fraction(1), back * 4)
             continue
-        yield first
-        yield from it
+        yield from iter_grid_frames(stream, times, truncated_at, itertools.chain([] if first is None else [first], frames))
         return
 
 
