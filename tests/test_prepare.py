@@ -130,3 +130,16 @@ def test_prepare_and_video_reader_take_camera_and_phone_extensions(tmp_path, vid
     assert vf.num_frames("cam") == 25
     for f in ([1, 2], [12, 20], [25]):  # the start, the middle (a seek: MPEG-TS seeks by byte estimates), the end
         assert list(decode_frame_numbers(vf.read("cam", np.array(f), lambda im: im))) == f
+
+
+def test_prepare_names_an_empty_file_plainly(tmp_path, capsys):
+    """A 0-byte .mp4 (an interrupted copy) is 'empty file (0 bytes)', as in ``bmvit detect``, and
+    FFmpeg's error numbers stay out of the line."""
+    src = tmp_path / "v"
+    src.mkdir()
+    (src / "copy.mp4").write_bytes(b"")
+    (src / "junk.mkv").write_text("not a video\n")
+    assert main(["prepare", "frames", "--videos", str(src), "--out", str(tmp_path / "o"), "--on-error", "skip"]) == 1
+    failed = {v["video"]: v["message"] for v in json.loads((tmp_path / "o" / "prepare_report.json").read_text())["videos"]}
+    assert failed["copy"].endswith("copy.mp4: empty file (0 bytes), not a video")
+    assert "junk.mkv: cannot open video (Invalid data found" in failed["junk"] and "Errno" not in failed["junk"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -166,12 +167,15 @@ class _Stream:
     def _open(self) -> None:
         """Open the container at its start (``fresh``) and pick the video stream."""
         av, path = _av(), self.path
+        if path.is_file() and path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file (0 bytes), not a video")
         try:
             self.container = av.open(str(path))
         except FileNotFoundError:
             raise DataError(f"{path}: video not found") from None
         except av.FFmpegError as e:
-            raise DataError(f"{path}: cannot open video ({e})") from None
+            why = re.sub(r"^\[Errno -?\d+\] *", "", str(e))  # without FFmpeg's error number
+            raise DataError(f"{path}: cannot open video ({why})") from None
         except (UnicodeDecodeError, ValueError) as e:  # PyAV decoding damaged metadata text
             raise DataError(f"{path}: cannot open video: damaged metadata ({type(e).__name__}: {e})") from None
         if not self.container.streams.video:
