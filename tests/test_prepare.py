@@ -71,6 +71,7 @@ def test_prepare_bad_video_error_and_skip(tmp_path, videos, capsys):
     assert main(["prepare", "frames", "--videos", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert len(err) == 1 and err[0].startswith("error: ") and "broken.mp4: cannot open video" in err[0]
+    assert err[0].endswith("(pass --on-error skip to leave such videos out, counted)")  # this verb's option
     assert main(["prepare", "frames", "--videos", str(bad), "--out", str(tmp_path / "o"), "--on-error", "skip"]) == 1
     out = capsys.readouterr()
     assert "1 written (45 frames), 0 kept, 1 failed" in out.out and "1 bad input(s)" in out.err
