@@ -351,3 +351,15 @@ def test_video_cut_short_is_detected_with_a_warning(tmp_path, ckpt, capsys):
     assert bmvit(["detect", str(full), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o2"), "--no-progress", "--no-video"]) == 0
     assert "warning" not in capsys.readouterr().err
     assert "warning" not in json.loads((tmp_path / "o2" / "detections.json").read_text())["video"]
+
+
+def test_frames_folder_with_gaps_in_its_numbering_is_said(tmp_path, ckpt, capsys):
+    """Frames 1-3, 7, 8 (4-6 deleted): read one after the other, the times after the gap would be
+    early without a word; detect warns naming the jump (stderr, ``video.warning``)."""
+    for i in (1, 2, 3, 7, 8):
+        Image.new("RGB", (16, 12), (i * 20, 0, 0)).save(tmp_path / f"cam_{i:06d}.jpg")
+    out = tmp_path / "o"
+    assert bmvit(["detect", str(tmp_path), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress", "--no-video"]) == 0
+    warn = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warn) == 1 and "cam_000003.jpg" in warn[0] and "cam_000007.jpg" in warn[0], warn
+    assert "cam_000007.jpg" in json.loads((out / "detections.json").read_text())["video"]["warning"]

@@ -259,6 +259,21 @@ def _number_order(path: Path) -> tuple:
     return tuple(int(t) if k % 2 else t for k, t in enumerate(parts)), path.name
 
 
+def _numbering_gaps(files: list[Path]) -> str | None:
+    """A warning when frame files numbered in one pattern (``cam_000001.jpg``, ...) skip numbers:
+    they are read one after the other, so the times after a gap come early."""
+    m = [re.fullmatch(r"(.*?)(\d+)", p.stem) for p in files]
+    if len(files) < 2 or not all(m) or len({x.group(1) for x in m}) > 1:  # type: ignore[union-attr]
+        return None
+    nums = [int(x.group(2)) for x in m]  # type: ignore[union-attr]
+    jumps = [k for k in range(1, len(nums)) if nums[k] != nums[k - 1] + 1]
+    if not jumps:
+        return None
+    k = jumps[0]
+    return (f"frame numbering jumps from {files[k - 1].name} to {files[k].name} ({len(jumps)} place(s)): the frames "
+            f"are read one after the other, so the times after a jump are early")
+
+
 class FrameFolder(VideoSource):
     """Image files in a folder (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``), in file-name order with
     numbers compared as numbers (``frame9.png`` before ``frame10.png``): the AVA layout
@@ -280,7 +295,8 @@ class FrameFolder(VideoSource):
                 width, height = im.size
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise DataError(f"{self.files[0]}: cannot read frame ({_short(e)})") from None
-        self.info = VideoInfo(str(self.folder), "frames", float(fps or DEFAULT_FPS), width, height, len(self.files))
+        self.info = VideoInfo(str(self.folder), "frames", float(fps or DEFAULT_FPS), width, height, len(self.files),
+                              _numbering_gaps(self.files))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         from PIL import Image
