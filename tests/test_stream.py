@@ -133,3 +133,38 @@ def test_detect_stream_mode_on_a_file(tmp_path, capsys):
     assert ("keeps up" in capsys.readouterr().out) == s["keeps_up"]
     with av.open(str(out / "annotated.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 30
+
+
+def test_live_stream_that_drops_keeps_its_detections(tmp_path, capsys):
+    """A live source whose connection drops mid-way (here: a local HTTP server that sends part of
+    a Matroska stream and hangs up): the predictions made until then are written, with a warning
+    naming the stream and ``stream.error`` in detections.json, and exit status 1 — not an error
+    that throws the whole session's detections away."""
+    import http.server
+    import threading
+
+    ck = make_checkpoint(tmp_path / "model.safetensors")
+    data = write_video(tmp_path / "v.mkv", n=100, fps=25).read_bytes()
+
+    class Drops(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(data[: len(data) * 6 // 10])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drops)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/live"
+    out = tmp_path / "out"
+    try:
+        rc = bmvit(["detect", url, "--checkpoint", str(ck), "--out", str(out), "--every", "4", "--no-progress", "--no-video"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    warn = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert rc == 1 and len(warn) == 1 and url in warn[0], warn
+    doc = json.loads((out / "detections.json").read_text())
+    assert doc["stream"]["error"] and 0 < doc["stream"]["frames"] < 100 and doc["keyframes"]

@@ -297,4 +297,8 @@ def _run_stream(args, det, out: Path, video_id: str) -> int:
     if video is not None:
         print(f"annotated video -> {video}")
     print(f"detections -> {out / 'detections.json'}, {out / 'detections.csv'}")
+    if report.error:  # a dropped live stream: what came before is written above
+        print(f"warning: the stream ended with an error after {report.frames} frames, the detections until then "
+              f"are kept: {report.error}", file=sys.stderr)
+        return 1
     return 0

@@ -66,6 +66,7 @@ class StreamReport:
     latency_p95_s: float
     compute_median_s: float
     interrupted: bool = False
+    error: str | None = None  # a live source that failed after frames came: the error (what came is kept)
     latencies_s: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -103,7 +104,8 @@ def run_stream(detector: Detector, source: VideoSource, every: int = 8, realtime
                on_prediction: Callable[[StreamPrediction], None] | None = None,
                stop: threading.Event | None = None) -> tuple[StreamReport, list[StreamPrediction]]:
     """Run ``detector`` live over ``source`` (module docstring) until it ends, ``max_frames`` were
-    captured, ``stop`` is set or Ctrl-C.
+    captured, ``stop`` is set or Ctrl-C. A live source (``info.kind == "stream"``) that fails after
+    frames came ends there: ``report.error`` says why and the predictions are returned.
 
     ``realtime`` paces files, folders and arrays to their frame rate (default: on for them; live
     sources are never paced). ``on_frame(i, frame, latest)`` is called in the capture thread with
@@ -185,15 +187,16 @@ def run_stream(detector: Detector, source: VideoSource, every: int = 8, realtime
     finally:
         stop.set()
         thread.join()
-    if state["error"] is not None and not isinstance(state["error"], KeyboardInterrupt):
-        raise state["error"]
+    error = state["error"] if not isinstance(state["error"], KeyboardInterrupt) else None
+    if error is not None and not (info.kind == "stream" and isinstance(error, BmvitError) and ring.count):
+        raise error  # a live source's dropped connection instead ends the stream, its detections kept
     lat = [p.latency_s for p in predictions]
     report = StreamReport(
         frames=ring.count, predictions=len(predictions), frames_dropped=dropped, every=every, fps=info.fps,
         delay_s=after / info.fps, latency_median_s=statistics.median(lat) if lat else math.nan,
         latency_p95_s=_percentile(lat, 95),
         compute_median_s=statistics.median([p.compute_s for p in predictions]) if predictions else math.nan,
-        interrupted=interrupted, latencies_s=lat,
+        interrupted=interrupted, error=None if error is None else str(error), latencies_s=lat,
     )
     return report, predictions
 
