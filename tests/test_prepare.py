@@ -144,3 +144,16 @@ def test_prepare_names_an_empty_file_plainly(tmp_path, capsys):
     failed = {v["video"]: v["message"] for v in json.loads((tmp_path / "o" / "prepare_report.json").read_text())["videos"]}
     assert failed["copy"].endswith("copy.mp4: empty file (0 bytes), not a video")
     assert "junk.mkv: cannot open video (Invalid data found" in failed["junk"] and "Errno" not in failed["junk"]
+
+
+def test_prepare_reports_a_broken_link(tmp_path, videos, capsys):
+    """A video that is a symbolic link to a file gone (an unmounted disk) is a failed video in the
+    report, not silently absent from it."""
+    src = tmp_path / "v"
+    src.mkdir()
+    (src / "ok.mp4").symlink_to(videos / "clipB.mp4")
+    (src / "gone.mp4").symlink_to(tmp_path / "unmounted" / "gone.mp4")
+    assert main(["prepare", "frames", "--videos", str(src), "--out", str(tmp_path / "o"), "--on-error", "skip"]) == 1
+    report = json.loads((tmp_path / "o" / "prepare_report.json").read_text())
+    assert [(v["video"], v["status"]) for v in report["videos"]] == [("gone", "failed"), ("ok", "written")]
+    assert "gone.mp4: video not found" in report["videos"][0]["message"]

@@ -148,7 +148,8 @@ def prepare_frames(videos: str | Path, out: str | Path, recipe: Recipe = Recipe(
     videos, out = Path(videos), Path(out)
     if not videos.is_dir():
         raise DataError(f"{videos}: videos folder not found")
-    files = sorted(p for p in videos.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in VIDEO_EXTENSIONS)
+    files = sorted(p for p in videos.iterdir()  # a broken link is kept: it fails as 'video not found'
+                   if (p.is_file() or p.is_symlink() and not p.is_dir()) and p.suffix.lower().lstrip(".") in VIDEO_EXTENSIONS)
     if not files:
         raise DataError(f"{videos}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
     stems = [p.stem for p in files]
