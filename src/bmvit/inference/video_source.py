@@ -33,7 +33,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from bmvit.data.sources.video import VIDEO_EXTENSIONS as _VIDEO_EXTENSIONS
-from bmvit.data.sources.video import display_turns, main_video_stream, stream_end, upright
+from bmvit.data.sources.video import display_turns, main_video_stream, upright
+from bmvit.data.sources.video_end import stream_end
 from bmvit.errors import DataError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")

@@ -12,10 +12,10 @@ error).
 
 A video has ``ceil((E - offset) * fps)`` frames, ``E`` the stream's end (last frame time + its
 duration) from the container's metadata: the video track's own (an audio track that lasts longer
-does not count; :func:`stream_end`), else found by decoding once. Reading seeks to the
-key frame before the first needed frame and decodes forward to the last one. Errors name the file: missing video, no video
-stream, undecodable data, and a *truncated* file (the data ends before the needed time that
-the metadata promises).
+does not count; :mod:`~bmvit.data.sources.video_end`), else found by decoding once. Reading
+seeks to the key frame before the first needed frame and decodes forward to the last one. Errors
+name the file: missing video, no video stream, undecodable data, and a *truncated* file (the data
+ends before the needed time that the metadata promises).
 
 Frames are returned as players show them: a display-matrix rotation in the file (phones store
 video filmed upright as landscape frames plus a 90° turn) is applied in quarter turns, as FFmpeg's
@@ -39,10 +39,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bmvit.data.sources.video_end import stream_end
 from bmvit.errors import DataError
 
 __all__ = ["VIDEO_EXTENSIONS", "GridTimes", "VideoFrames", "display_turns", "frame_count", "frame_time", "grid_frames",
-           "iter_grid_frames", "main_video_stream", "stream_end", "upright"]
+           "iter_grid_frames", "main_video_stream", "upright"]
 
 # Looked up in this order; the common containers, then camcorders' MPEG-TS (.mts/.m2ts), iTunes
 # (.m4v), phones (.3gp) and older formats: every extension `bmvit detect` reads (any case).
@@ -123,33 +124,6 @@ class GridTimes(Sequence[Fraction]):
         return self.offset + Fraction(k) / self.fps
 
 
-def _duration_tag(metadata: dict) -> Fraction | None:
-    """A Matroska track's ``DURATION`` tag (``HH:MM:SS.nnnnnnnnn``) in seconds; None if absent or unreadable."""
-    text = next((v for k, v in metadata.items() if k.upper().startswith("DURATION")), None)
-    try:
-        h, m, sec = str(text).strip().split(":")
-        return Fraction(int(h) * 3600 + int(m) * 60) + Fraction(sec)
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def stream_end(container: av.container.InputContainer, stream: av.VideoStream) -> Fraction | None:
-    """Where the metadata says the video track ends, in seconds after its start: the stream's
-    duration, else its Matroska ``DURATION`` tag (the track's end time, as FFmpeg and mkvmerge write
-    it), else the container's duration when the video is its only stream (with audio it is the
-    longest track's); None when unknown."""
-    tb = Fraction(stream.time_base.numerator, stream.time_base.denominator) if stream.time_base else Fraction(1, 1_000_000)
-    start = (stream.start_time or 0) * tb
-    if stream.duration:
-        return stream.duration * tb
-    tag = _duration_tag(stream.metadata)
-    if tag is not None:
-        return tag - start
-    if container.duration and len(container.streams) == 1:
-        return Fraction(container.duration, 1_000_000) - start
-    return None
-
-
 class _Stream:
     """An open video stream with exact times (seconds as Fractions after the stream start)."""
 
@@ -203,7 +177,7 @@ class _Stream:
         return d * self.tb if d else self.frame_dur
 
     def metadata_end(self) -> Fraction | None:
-        """:func:`stream_end` of this stream."""
+        """:func:`~bmvit.data.sources.video_end.stream_end` of this stream."""
         return stream_end(self.container, self.stream)
 
     @property
