@@ -9,7 +9,8 @@ import av
 import numpy as np
 import pytest
 import torch
-from inference_fixtures import LABELS, decode, make_checkpoint, tiny_config, tiny_model, write_dataset, write_video
+from inference_fixtures import (LABELS, decode, make_checkpoint, synthetic_frames, tiny_config, tiny_model, write_dataset,
+                                write_video)
 from PIL import Image
 
 from bmvit.cli.main import main as bmvit
@@ -363,3 +364,21 @@ def test_frames_folder_with_gaps_in_its_numbering_is_said(tmp_path, ckpt, capsys
     warn = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warn) == 1 and "cam_000003.jpg" in warn[0] and "cam_000007.jpg" in warn[0], warn
     assert "cam_000007.jpg" in json.loads((out / "detections.json").read_text())["video"]["warning"]
+
+
+def test_annotated_video_of_an_extreme_portrait_frame(tmp_path, ckpt):
+    """A 16x1200 video: scaled up to 480 wide, the annotated video would be 480x36000 (past what
+    H.264 encodes: the run failed after the detections); it is scaled up only while the long side
+    stays within 1920."""
+    video = tmp_path / "needle.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 16, 1200, "yuv420p"
+        for f in synthetic_frames(3, 16, 1200):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    out = tmp_path / "o"
+    assert bmvit(["detect", str(video), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress"]) == 0
+    with av.open(str(out / "annotated.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 3 and frames[0].shape == (1920, 26, 3)  # 1.6x: 1200 -> 1920 (width made even)

@@ -251,7 +251,7 @@ def _render(args, det, source, result, out: Path, verbose: bool = True) -> None:
 def _run_stream(args, det, out: Path, video_id: str) -> int:
     from bmvit.inference.detector import VideoResult
     from bmvit.inference.outputs import frame_boxes, write_csv, write_json
-    from bmvit.inference.render import draw_frame
+    from bmvit.inference.render import display_scale, draw_frame
     from bmvit.inference.stream import BackgroundVideoWriter, run_stream
     from bmvit.inference.video_source import open_source
 
@@ -262,7 +262,7 @@ def _run_stream(args, det, out: Path, video_id: str) -> int:
     source = open_source(args.input[0], args.fps)
     out.mkdir(parents=True, exist_ok=True)
     writer = None if args.no_video else BackgroundVideoWriter(out / "annotated.mp4", source.info.fps)
-    scale = max(1.0, 480 / max(source.info.width, 1))
+    scale = display_scale(source.info.width, source.info.height)
 
     def on_frame(i, frame, latest):
         if writer is not None:
