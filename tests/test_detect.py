@@ -364,6 +364,9 @@ def test_frames_folder_with_gaps_in_its_numbering_is_said(tmp_path, ckpt, capsys
     warn = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warn) == 1 and "cam_000003.jpg" in warn[0] and "cam_000007.jpg" in warn[0], warn
     assert "cam_000007.jpg" in json.loads((out / "detections.json").read_text())["video"]["warning"]
+    assert bmvit(["detect", str(tmp_path), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress", "--no-video",
+                  "--stream", "--every", "2"]) == 0  # streaming mode says it too
+    assert sum(line.startswith("warning:") and "cam_000007.jpg" in line for line in capsys.readouterr().err.splitlines()) == 1
 
 
 def test_annotated_video_of_an_extreme_portrait_frame(tmp_path, ckpt):

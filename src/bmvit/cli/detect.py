@@ -292,6 +292,8 @@ def _run_stream(args, det, out: Path, video_id: str) -> int:
     write_json(out / "detections.json", doc)
     write_csv(out / "detections.csv", result, video_id, args.first_second)
     print(report.summary())
+    if result.video.warning:  # a frames folder whose numbering jumps, a file cut short
+        print(f"warning: {args.input[0]}: {result.video.warning}", file=sys.stderr)
     if writer is not None and writer.skipped:
         print(f"annotated video: {writer.skipped} frames not written (the encoder fell behind)")
     if video is not None:
