@@ -240,3 +240,23 @@ def test_audio_longer_than_the_video_is_not_truncation(tmp_path):
     (tmp_path / "v" / "talk.mkv").write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(DataError, match=r"talk\.mkv: truncated video"):
         VideoFrames(tmp_path / "v", fps=10).read("talk", np.array([9, 10]), lambda im: im)
+
+
+def test_mp4_whose_duration_is_shorter_than_its_frames(tmp_path, ava_video):
+    """An mp4 whose track header (mdhd) says 1/3 of what its 75 frames last (a broken muxer): the
+    metadata contradicts itself, so the end is found by decoding — all frames are read, not the
+    first 0.8 s silently."""
+    import struct
+
+    data = bytearray((ava_video / "videos" / "vidA.mp4").read_bytes())
+    i = data.find(b"mdhd")
+    assert data[i + 4] == 0  # version 0: 32-bit duration at +20
+    (dur,) = struct.unpack(">I", data[i + 20:i + 24])
+    data[i + 20:i + 24] = struct.pack(">I", dur // 3)
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "vidA.mp4").write_bytes(bytes(data))
+    vf, ref = VideoFrames(tmp_path / "v"), VideoFrames(ava_video / "videos")
+    assert vf.num_frames("vidA") == N
+    assert np.array_equal(vf.read("vidA", np.array([N - 1, N]), lambda im: im), ref.read("vidA", np.array([N - 1, N]), lambda im: im))
+    reports = prepare_frames(tmp_path / "v", tmp_path / "f", Recipe(), log=lambda *_: None)
+    assert [(r.status, r.frames) for r in reports] == [("written", N)]

@@ -27,10 +27,15 @@ def stream_end(container, stream) -> Fraction | None:  # a PyAV InputContainer a
     """Where the metadata says the video track ends, in seconds after its start: the stream's
     duration, else its Matroska ``DURATION`` tag (the track's end time, as FFmpeg and mkvmerge write
     it), else the container's duration when the video is its only stream (with audio it is the
-    longest track's); None when unknown."""
+    longest track's); None when unknown, or when the duration is shorter than the stream's frame
+    count at its average rate says (a broken track header: the frames are there, decoding finds
+    their end)."""
     tb = Fraction(stream.time_base.numerator, stream.time_base.denominator) if stream.time_base else Fraction(1, 1_000_000)
     start = (stream.start_time or 0) * tb
     if stream.duration:
+        rate = stream.average_rate
+        if stream.frames and rate and Fraction(stream.frames - 2) / Fraction(rate) > stream.duration * tb:
+            return None
         return stream.duration * tb
     tag = _duration_tag(stream.metadata)
     if tag is not None:
