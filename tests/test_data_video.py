@@ -183,3 +183,80 @@ def test_rendering_a_split_read_from_video_files(ava_video, tmp_path):
             got = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
             assert float(s.average_rate) == fps
         assert len(got) == frames and got[0].shape[:2] == (max(48, 480 * 48 // 64), 480)  # drawn at 480 px wide
+
+
+def test_upper_case_extension_is_found(tmp_path, ava_video):
+    """Cameras write ``GOPR0001.MP4``: the reader finds a video whose extension differs in case,
+    as ``bmvit prepare frames`` and ``bmvit detect`` do, and reads the same frames."""
+    (tmp_path / "CAM1.MP4").symlink_to(ava_video / "videos" / "vidA.mp4")
+    (tmp_path / "cam2.Mkv").write_bytes(b"")
+    vf, ref = VideoFrames(tmp_path), VideoFrames(ava_video / "videos")
+    assert vf.has_video("CAM1") and vf.has_video("cam2") and not vf.has_video("cam1")
+    assert vf.num_frames("CAM1") == ref.num_frames("vidA") == N
+    idx = np.array([1, 40, 75])
+    assert np.array_equal(vf.read("CAM1", idx, lambda im: im), ref.read("vidA", idx, lambda im: im))
+
+
+def _mkv_with_longer_audio(path, frames, fps=10, audio_s=2.0):
+    """A Matroska file whose audio track lasts longer than its video (common in web and phone
+    videos): the container's duration is the audio's, the video track's is in its DURATION tag."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.height, v.width = frames[0].shape[:2]
+        v.pix_fmt = "yuv420p"
+        a = c.add_stream("aac", rate=16000)
+        a.layout = "mono"
+        for im in frames:
+            c.mux(v.encode(av.VideoFrame.from_ndarray(im, format="rgb24")))
+        c.mux(v.encode())
+        for k in range(int(audio_s * 16000) // 1024 + 1):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 16000, k * 1024
+            c.mux(a.encode(f))
+        c.mux(a.encode())
+    return path
+
+
+def test_audio_longer_than_the_video_is_not_truncation(tmp_path):
+    """The video track's own end counts: a 1 s video with 2 s of audio has 10 frames at 10 fps
+    (not 'truncated video: data ends at 1.000 s, the metadata says 2.0 s'), in the reader and in
+    ``prepare frames``; a file cut short is still reported as truncated."""
+    rng = np.random.default_rng(2)  # noise: the video data, not the header, makes up the file
+    frames = [np.clip(frame_image(f) + rng.integers(0, 40, (48, 64, 3)), 0, 255).astype(np.uint8) for f in range(1, 11)]
+    p = _mkv_with_longer_audio(tmp_path / "v" / "talk.mkv", frames)
+    vf = VideoFrames(tmp_path / "v", fps=10)
+    assert vf.num_frames("talk") == 10
+    import av
+
+    with av.open(str(p)) as c:
+        want = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])  # (10, H, W, 3)
+    assert np.array_equal(vf.read("talk", np.arange(1, 11), lambda im: im), want)
+    reports = prepare_frames(tmp_path / "v", tmp_path / "f", Recipe(fps=10), log=lambda *_: None)
+    assert [(r.status, r.frames) for r in reports] == [("written", 10)]
+    data = p.read_bytes()
+    (tmp_path / "v" / "talk.mkv").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(DataError, match=r"talk\.mkv: truncated video"):
+        VideoFrames(tmp_path / "v", fps=10).read("talk", np.array([9, 10]), lambda im: im)
+
+
+def test_mp4_whose_duration_is_shorter_than_its_frames(tmp_path, ava_video):
+    """An mp4 whose track header (mdhd) says 1/3 of what its 75 frames last (a broken muxer): the
+    metadata contradicts itself, so the end is found by decoding — all frames are read, not the
+    first 0.8 s silently."""
+    import struct
+
+    data = bytearray((ava_video / "videos" / "vidA.mp4").read_bytes())
+    i = data.find(b"mdhd")
+    assert data[i + 4] == 0  # version 0: 32-bit duration at +20
+    (dur,) = struct.unpack(">I", data[i + 20:i + 24])
+    data[i + 20:i + 24] = struct.pack(">I", dur // 3)
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "vidA.mp4").write_bytes(bytes(data))
+    vf, ref = VideoFrames(tmp_path / "v"), VideoFrames(ava_video / "videos")
+    assert vf.num_frames("vidA") == N
+    assert np.array_equal(vf.read("vidA", np.array([N - 1, N]), lambda im: im), ref.read("vidA", np.array([N - 1, N]), lambda im: im))
+    reports = prepare_frames(tmp_path / "v", tmp_path / "f", Recipe(), log=lambda *_: None)
+    assert [(r.status, r.frames) for r in reports] == [("written", N)]

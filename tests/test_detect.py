@@ -9,7 +9,8 @@ import av
 import numpy as np
 import pytest
 import torch
-from inference_fixtures import LABELS, decode, make_checkpoint, tiny_config, tiny_model, write_dataset, write_video
+from inference_fixtures import (LABELS, decode, make_checkpoint, synthetic_frames, tiny_config, tiny_model, write_dataset,
+                                write_video)
 from PIL import Image
 
 from bmvit.cli.main import main as bmvit
@@ -319,3 +320,71 @@ def test_show_with_a_time_tta_override_runs_the_moved_clips(tmp_path, capsys):
     assert clip.shape[1] == 2 * det.num_frames
     d = det.detect(det.forward(normalize_clips(clip[None], KINETICS_MEAN, KINETICS_STD)))[0]
     assert n == len(d.tokens)
+
+
+def test_frames_folder_reads_unpadded_numbers_in_number_order(tmp_path):
+    """``ffmpeg -i v.mp4 frame%d.png`` writes frame1, frame2, ..., frame10: frame order is number
+    order (frame10 after frame9), not the characters' order (frame10 after frame1)."""
+    from bmvit.inference.video_source import open_source
+
+    for i in range(1, 13):
+        Image.new("RGB", (8, 6), (i * 20, 0, 0)).save(tmp_path / f"frame{i}.{'png' if i % 2 else 'bmp'}")
+    assert [int(f[0, 0, 0]) // 20 for f in open_source(str(tmp_path))] == list(range(1, 13))
+
+
+def test_video_cut_short_is_detected_with_a_warning(tmp_path, ckpt, capsys):
+    """An mp4 with its index first (faststart), cut: the index still promises 6 s, the data stops
+    sooner. The frames that decode are detected, and the shortfall is said (a stderr warning naming
+    the file, ``video.warning`` in detections.json), never passed off as the whole video."""
+    rng = np.random.default_rng(3)
+    full = tmp_path / "full.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(60):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), format="rgb24")))
+        c.mux(s.encode())
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    out = tmp_path / "o"
+    assert bmvit(["detect", str(cut), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress", "--no-video"]) == 0
+    warn = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warn) == 1 and str(cut) in warn[0] and "truncated video" in warn[0] and "6.000 s" in warn[0], warn
+    doc = json.loads((out / "detections.json").read_text())
+    assert 0 < doc["video"]["num_frames"] < 60 and "truncated video" in doc["video"]["warning"]
+    assert bmvit(["detect", str(full), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o2"), "--no-progress", "--no-video"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert "warning" not in json.loads((tmp_path / "o2" / "detections.json").read_text())["video"]
+
+
+def test_frames_folder_with_gaps_in_its_numbering_is_said(tmp_path, ckpt, capsys):
+    """Frames 1-3, 7, 8 (4-6 deleted): read one after the other, the times after the gap would be
+    early without a word; detect warns naming the jump (stderr, ``video.warning``)."""
+    for i in (1, 2, 3, 7, 8):
+        Image.new("RGB", (16, 12), (i * 20, 0, 0)).save(tmp_path / f"cam_{i:06d}.jpg")
+    out = tmp_path / "o"
+    assert bmvit(["detect", str(tmp_path), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress", "--no-video"]) == 0
+    warn = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warn) == 1 and "cam_000003.jpg" in warn[0] and "cam_000007.jpg" in warn[0], warn
+    assert "cam_000007.jpg" in json.loads((out / "detections.json").read_text())["video"]["warning"]
+    assert bmvit(["detect", str(tmp_path), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress", "--no-video",
+                  "--stream", "--every", "2"]) == 0  # streaming mode says it too
+    assert sum(line.startswith("warning:") and "cam_000007.jpg" in line for line in capsys.readouterr().err.splitlines()) == 1
+
+
+def test_annotated_video_of_an_extreme_portrait_frame(tmp_path, ckpt):
+    """A 16x1200 video: scaled up to 480 wide, the annotated video would be 480x36000 (past what
+    H.264 encodes: the run failed after the detections); it is scaled up only while the long side
+    stays within 1920."""
+    video = tmp_path / "needle.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 16, 1200, "yuv420p"
+        for f in synthetic_frames(3, 16, 1200):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    out = tmp_path / "o"
+    assert bmvit(["detect", str(video), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress"]) == 0
+    with av.open(str(out / "annotated.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 3 and frames[0].shape == (1920, 26, 3)  # 1.6x: 1200 -> 1920 (width made even)

@@ -277,3 +277,31 @@ def test_merged_files_clear_what_a_kill_mid_write_left(tmp_path):
     write_merged(tmp_path, [VideoInput("a", "a.mp4")], [Entry("a", "a.mp4", "ok", None, 1, 1, 0.1)])
     assert not any(p.exists() for p in stale)
     assert (tmp_path / "detections.csv").read_text() == "a,0900,0.1,0.1,0.5,0.5,1,0.9\n"
+
+
+def test_ids_of_non_latin_file_names(tmp_path):
+    """Names in other scripts keep their letters (a folder of 会议.mp4, 走路.mp4 is not refused as two
+    inputs mapping to one output folder); names without letters or digits get distinct ids."""
+    names = ["会议.mp4", "走路.mp4", "Ωμέγα 2.mkv", "cafe\u0301.mov", "😀.mp4", "😎.mp4"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    got = {Path(v.path).name: v.id for v in expand_inputs([str(tmp_path)])}
+    assert [got[n] for n in names[:4]] == ["会议", "走路", "Ωμέγα_2", "café"]
+    assert len(set(got.values())) == len(names) and all(got[n].startswith("input_") for n in names[4:])
+    assert expand_inputs([str(tmp_path)]) == expand_inputs([str(tmp_path)])  # stable across runs (resume)
+
+
+def test_folder_of_videos_with_a_thumbnail_is_a_batch(tmp_path):
+    """A folder of videos that also holds an image (a thumbnail, a poster) is a folder of videos,
+    the image an ignored other file — not a one-frame 'frames folder' with the videos ignored."""
+    (tmp_path / "a.mp4").write_bytes(b"")
+    (tmp_path / "b.MKV").write_bytes(b"")
+    Image.new("RGB", (8, 8)).save(tmp_path / "thumbnail.jpg")
+    sub = tmp_path / "day2"
+    sub.mkdir()
+    (sub / "c.mp4").write_bytes(b"")
+    Image.new("RGB", (8, 8)).save(sub / "cover.png")
+    logged = []
+    assert is_collection(str(tmp_path))
+    got = expand_inputs([str(tmp_path)], log=logged.append)
+    assert [v.id for v in got] == ["a", "b", "c"] and "2 file(s)" in logged[0]

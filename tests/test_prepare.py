@@ -80,6 +80,7 @@ def test_prepare_bad_video_error_and_skip(tmp_path, videos, capsys):
     assert main(["prepare", "frames", "--videos", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert len(err) == 1 and err[0].startswith("error: ") and "broken.mp4: cannot open video" in err[0]
+    assert err[0].endswith("(pass --on-error skip to leave such videos out, counted)")  # this verb's option
     assert main(["prepare", "frames", "--videos", str(bad), "--out", str(tmp_path / "o"), "--on-error", "skip"]) == 1
     out = capsys.readouterr()
     assert "1 written (45 frames), 0 kept, 1 failed" in out.out and "1 bad input(s)" in out.err
@@ -101,3 +102,67 @@ def test_prepare_act_gt(tmp_path, capsys):
     rows = read_rows(root / "annotations" / "jhmdb_split3_test.csv")
     assert len(rows) == n_boxes and set(rows.actions.tolist()) <= {1, 2}
     assert rows.boxes.max() <= 1.0 and read_label_map(root / "annotations" / "jhmdb_label_map.pbtxt") == {1: "Jump", 2: "Run"}
+
+
+def test_prepare_start_past_the_end_is_one_error_or_a_skip(tmp_path, videos, capsys):
+    """--start after a video's end gives no grid time at all: one error naming the file (a skip
+    with --on-error skip, the other videos written), not an IndexError from the empty grid."""
+    out = tmp_path / "o"
+    assert main(["prepare", "frames", "--videos", str(videos), "--out", str(out), "--start", "1.2"]) == 2
+    err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(err) == 1 and "clipB.mp4: no frame at or after 1.2 s" in err[0] and "ends at 1.000 s" in err[0], err
+    assert main(["prepare", "frames", "--videos", str(videos), "--out", str(out), "--start", "1.2", "--on-error", "skip",
+                 "--overwrite"]) == 1
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert [(v["video"], v["status"], v["frames"]) for v in report["videos"]] == [("clipA", "written", 9), ("clipB", "failed", 0)]
+    assert not (out / "clipB").exists() and not list(out.glob(".*partial"))
+
+
+def test_prepare_and_video_reader_take_camera_and_phone_extensions(tmp_path, videos):
+    """Camcorders write .MTS (MPEG-TS), iTunes .m4v, phones .3gp: ``prepare frames`` and
+    ``data.source=video`` take every extension ``bmvit detect`` takes, not only mp4/mkv/webm/avi/mov."""
+    import av
+
+    from bmvit.data.sources.video import VideoFrames
+
+    src = tmp_path / "v"
+    src.mkdir()
+    (src / "phone.m4v").symlink_to(videos / "clipB.mp4")
+    with av.open(str(src / "cam.MTS"), "w", format="mpegts") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for f in range(1, 26):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(frame_image(f), format="rgb24")))
+        c.mux(s.encode())
+    assert main(["prepare", "frames", "--videos", str(src), "--out", str(tmp_path / "o"), "--fps", "25"]) == 0
+    assert len(_frames(tmp_path / "o", "phone")) == 25 and len(_frames(tmp_path / "o", "cam")) == 25
+    vf = VideoFrames(src, fps=25)
+    assert vf.num_frames("cam") == 25
+    for f in ([1, 2], [12, 20], [25]):  # the start, the middle (a seek: MPEG-TS seeks by byte estimates), the end
+        assert list(decode_frame_numbers(vf.read("cam", np.array(f), lambda im: im))) == f
+
+
+def test_prepare_names_an_empty_file_plainly(tmp_path, capsys):
+    """A 0-byte .mp4 (an interrupted copy) is 'empty file (0 bytes)', as in ``bmvit detect``, and
+    FFmpeg's error numbers stay out of the line."""
+    src = tmp_path / "v"
+    src.mkdir()
+    (src / "copy.mp4").write_bytes(b"")
+    (src / "junk.mkv").write_text("not a video\n")
+    assert main(["prepare", "frames", "--videos", str(src), "--out", str(tmp_path / "o"), "--on-error", "skip"]) == 1
+    failed = {v["video"]: v["message"] for v in json.loads((tmp_path / "o" / "prepare_report.json").read_text())["videos"]}
+    assert failed["copy"].endswith("copy.mp4: empty file (0 bytes), not a video")
+    assert "junk.mkv: cannot open video (Invalid data found" in failed["junk"] and "Errno" not in failed["junk"]
+
+
+def test_prepare_reports_a_broken_link(tmp_path, videos, capsys):
+    """A video that is a symbolic link to a file gone (an unmounted disk) is a failed video in the
+    report, not silently absent from it."""
+    src = tmp_path / "v"
+    src.mkdir()
+    (src / "ok.mp4").symlink_to(videos / "clipB.mp4")
+    (src / "gone.mp4").symlink_to(tmp_path / "unmounted" / "gone.mp4")
+    assert main(["prepare", "frames", "--videos", str(src), "--out", str(tmp_path / "o"), "--on-error", "skip"]) == 1
+    report = json.loads((tmp_path / "o" / "prepare_report.json").read_text())
+    assert [(v["video"], v["status"]) for v in report["videos"]] == [("gone", "failed"), ("ok", "written")]
+    assert "gone.mp4: video not found" in report["videos"][0]["message"]

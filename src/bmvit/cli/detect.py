@@ -151,6 +151,8 @@ def _detect_one(args, det, input_path: str, out: Path, video_id: str, progress: 
 
     source = open_source(input_path, args.fps)
     result = det.predict(source, args.fps_keyframes, with_outputs=args.explain, progress=progress, on_frame=on_frame)
+    if result.video.warning:  # e.g. a file cut short: its detections cover only what decodes
+        print(f"warning: {input_path}: {result.video.warning}", file=sys.stderr)
     make_folder(out)
     doc = result.to_dict()
     doc.update(checkpoint=str(args.checkpoint), input=str(input_path))
@@ -250,7 +252,7 @@ def _render(args, det, source, result, out: Path, verbose: bool = True) -> None:
 def _run_stream(args, det, out: Path, video_id: str) -> int:
     from bmvit.inference.detector import VideoResult
     from bmvit.inference.outputs import frame_boxes, write_csv, write_json
-    from bmvit.inference.render import draw_frame
+    from bmvit.inference.render import display_scale, draw_frame
     from bmvit.inference.stream import BackgroundVideoWriter, run_stream
     from bmvit.inference.video_source import open_source
 
@@ -261,7 +263,7 @@ def _run_stream(args, det, out: Path, video_id: str) -> int:
     source = open_source(args.input[0], args.fps)
     make_folder(out)
     writer = None if args.no_video else BackgroundVideoWriter(out / "annotated.mp4", source.info.fps)
-    scale = max(1.0, 480 / max(source.info.width, 1))
+    scale = display_scale(source.info.width, source.info.height)
 
     def on_frame(i, frame, latest):
         if writer is not None:
@@ -291,6 +293,8 @@ def _run_stream(args, det, out: Path, video_id: str) -> int:
     write_json(out / "detections.json", doc)
     write_csv(out / "detections.csv", result, video_id, args.first_second)
     print(report.summary())
+    if result.video.warning:  # a frames folder whose numbering jumps, a file cut short
+        print(f"warning: {args.input[0]}: {result.video.warning}", file=sys.stderr)
     if writer is not None and writer.skipped:
         print(f"annotated video: {writer.skipped} frames not written (the encoder fell behind)")
     if video is not None:

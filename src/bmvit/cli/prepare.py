@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("prepare", help="extract frames from videos (AVA layout) / export UCF-JHMDB ground truth")
     verbs = p.add_subparsers(dest="what", required=True)
     f = verbs.add_parser("frames", help="videos -> <out>/<id>/<id>_%%06d.jpg at a fixed frame rate (PyAV)")
-    f.add_argument("--videos", required=True, type=Path, help="folder of video files (mp4, mkv, webm, avi, mov)")
+    f.add_argument("--videos", required=True, type=Path, help="folder of video files (mp4, mkv, webm, avi, mov, m4v, mts, ...)")
     f.add_argument("--out", required=True, type=Path, help="frames folder to write (data.frames_dir)")
     f.add_argument("--fps", type=count(1), default=30, help="frame rate of the grid (default 30; data.fps)")
     f.add_argument("--start", type=number(0), default=0.0,

@@ -48,14 +48,15 @@ def _check_policy(policy: str) -> None:
 class SkipLog:
     """Collects skipped inputs of one file under ``policy`` (``error`` raises at once)."""
 
-    def __init__(self, policy: str, what: str) -> None:
+    def __init__(self, policy: str, what: str,
+                 hint: str = "set data.on_error=skip to leave such inputs out, counted") -> None:
         _check_policy(policy)
-        self.policy, self.what = policy, what
+        self.policy, self.what, self.hint = policy, what, hint  # hint: how to skip, in the caller's terms
         self.messages: list[str] = []
 
     def handle(self, message: str) -> None:
         if self.policy == "error":
-            raise DataError(message + " (set data.on_error=skip to leave such inputs out, counted)")
+            raise DataError(f"{message} ({self.hint})")
         self.messages.append(message)
         log.warning("skipped: %s", message)
 

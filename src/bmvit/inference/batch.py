@@ -4,15 +4,17 @@ Inputs (:func:`expand_inputs`): files, folders, remote files (``https://host/cli
 :func:`~bmvit.inference.video_source.is_remote_file`) and ``@list.txt`` files (one path or URL per
 line, blank lines and ``#`` comments skipped, relative paths relative to the list's folder).
 
-* A folder that directly holds frame images (``.jpg .jpeg .png .bmp``) is *one* frames-video, as for
-  a single input. Any other folder is searched recursively (sorted): every file with a video
-  extension (:data:`VIDEO_EXTENSIONS`) and every sub-folder holding frame images is one input;
-  other files are ignored (their count is reported).
+* A folder that directly holds frame images (``.jpg .jpeg .png .bmp``) and no video file is *one*
+  frames-video, as for a single input. Any other folder (one of videos with a thumbnail image too)
+  is searched recursively (sorted): every file with a video extension (:data:`VIDEO_EXTENSIONS`)
+  and every sub-folder that is a frames-video is one input; other files are ignored (their count
+  is reported).
 * A path named explicitly (argument or list line) is always an input, even if it is not a video:
   it then fails like any unreadable video.
 * Video ids (the output sub-folder and the CSV's ``video_id``): the file stem (of a URL: its path's
   file name), or the folder name of a frames-video; where two inputs share one, their path relative to the folder they were found
-  in (``/`` → ``__``; then ``_<extension>`` appended if still needed). Characters other than letters, digits, ``.-_`` become ``_``.
+  in (``/`` → ``__``; then ``_<extension>`` appended if still needed). Characters other than letters
+  and digits (of any script: ``会议.mp4`` is ``会议``), ``.-_`` become ``_``.
 
 Outputs of a batch in ``out``:
 
@@ -32,11 +34,13 @@ the index and the merged CSV, which are therefore those of a single process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import sys
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -78,12 +82,16 @@ class Entry:
 
 
 def _has_frames(folder: Path) -> bool:
-    return any(p.suffix.lower() in FRAME_EXTENSIONS and p.is_file() for p in folder.iterdir())
+    """True for a frames-video: frame images directly in ``folder`` and no video file (a folder of
+    videos with a thumbnail image in it is a folder of videos)."""
+    kinds = {p.suffix.lower() for p in folder.iterdir() if p.is_file()}
+    return bool(kinds & set(FRAME_EXTENSIONS)) and not kinds & VIDEO_EXTENSIONS
 
 
 def is_collection(arg: str) -> bool:
-    """True when ``arg`` names a batch: an ``@list``, or a folder without frame images directly in it
-    but with videos or frames folders below (an empty folder stays a -- failing -- frames folder)."""
+    """True when ``arg`` names a batch: an ``@list``, or a folder that is not a frames-video
+    (:func:`_has_frames`) but has videos or frames folders in or below it (an empty folder stays
+    a -- failing -- frames folder)."""
     if arg.startswith("@"):
         return True
     p = Path(arg)
@@ -103,7 +111,7 @@ def _walk(folder: Path) -> tuple[list[Path], int]:
                 ignored += n
         elif p.suffix.lower() in VIDEO_EXTENSIONS:
             found.append(p)
-        elif p.suffix.lower() not in FRAME_EXTENSIONS:
+        else:  # a text file, or an image next to videos (a thumbnail)
             ignored += 1
     return found, ignored
 
@@ -123,7 +131,10 @@ def _read_list(arg: str) -> list[str]:
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._") or "input"
+    """``text`` with characters other than letters and digits (of any script), ``.-_`` turned into
+    ``_``; a name with none of them (``😀``) is ``input_`` plus a hash of it, distinct per name."""
+    text = unicodedata.normalize("NFC", text)  # macOS spells é as e + a combining accent
+    return re.sub(r"[^\w.-]", "_", text).strip("._") or f"input_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
 def _ids(names: list[Path], rels: list[str], dirs: list[bool]) -> list[str]:

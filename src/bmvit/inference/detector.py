@@ -115,7 +115,7 @@ class VideoResult:
         return {
             "schema_version": SCHEMA_VERSION,
             "video": {"source": v.name, "kind": v.kind, "fps": v.fps, "width": v.width, "height": v.height,
-                      "num_frames": v.num_frames},
+                      "num_frames": v.num_frames, **({"warning": v.warning} if v.warning else {})},
             "settings": self.settings,
             "labels": {str(k): n for k, n in self.labels.items()},
             "keyframes": [kf.to_dict() for kf in self.keyframes],

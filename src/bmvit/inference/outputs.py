@@ -22,7 +22,7 @@ import numpy as np
 
 from bmvit.atomic import atomic_output, write_text
 from bmvit.inference.detector import KeyFrameResult, VideoResult
-from bmvit.inference.render import FrameBoxes, color_for, draw_frame, write_mp4
+from bmvit.inference.render import FrameBoxes, color_for, display_scale, draw_frame, write_mp4
 from bmvit.inference.video_source import VideoSource
 
 
@@ -86,7 +86,7 @@ def annotated_frames(source: VideoSource, result: VideoResult, min_width: int = 
     """Every frame of ``source`` (a fresh pass over the input) with the detections of its nearest
     key frame drawn on it (frames narrower than ``min_width`` scaled up); ``on_keyframe(i, frame, kf)``
     sees the undrawn key frames (e.g. for explanations). ``draw=False`` yields the frames as read."""
-    scale = max(1.0, min_width / max(result.video.width, 1))
+    scale = display_scale(result.video.width, result.video.height, min_width)
     keys = {kf.frame_index: kf for kf in result.keyframes}
     near = nearest_keyframes(result, result.video.num_frames or 10**12)
     for i, (frame, kf) in enumerate(zip(source, near)):

@@ -59,6 +59,14 @@ def _dashed_line(draw: ImageDraw.ImageDraw, p: np.ndarray, q: np.ndarray, color:
         draw.line([tuple(a), tuple(b)], fill=color, width=width)
 
 
+def display_scale(width: int, height: int, min_width: int = 480, max_side: int = 1920) -> float:
+    """How much a rendered ``width × height`` frame is enlarged: up to ``min_width`` wide (small
+    inputs stay legible), but not past ``max_side`` on the long side (a 16×1200 frame at 480 wide
+    would be taller than H.264 encodes); never shrunk."""
+    w, h = max(width, 1), max(height, 1)
+    return max(1.0, min(min_width / w, max_side / max(w, h)))
+
+
 def draw_frame(frame: np.ndarray, fb: FrameBoxes, scale: float = 1.0) -> np.ndarray:
     """Draw ``fb`` on ``frame`` ``(H, W, 3)`` uint8 RGB; returns a new ``(H*scale, W*scale, 3)`` uint8 array.
 

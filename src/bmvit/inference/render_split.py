@@ -16,7 +16,7 @@ from PIL import Image
 
 from bmvit.data.skips import reader_of
 from bmvit.data.sources.frame_folder import FrameFolder
-from bmvit.inference.render import FrameBoxes, color_for, draw_frame, write_mp4
+from bmvit.inference.render import FrameBoxes, color_for, display_scale, draw_frame, write_mp4
 
 __all__ = ["render_split_video", "videos_to_render"]
 
@@ -63,7 +63,7 @@ def render_split_video(ds, dets, vid: str, path: Path, min_score: float = 0.3) -
                 if caption:
                     boxes.append(np.array(b) * scale); labels.append(caption); colors.append(color_for(i)); style.append("solid")
             fb = FrameBoxes(np.array(boxes, dtype=np.float64).reshape(-1, 4), labels, colors, style)
-            yield draw_frame(frame, fb, scale=max(1.0, 480 / W))
+            yield draw_frame(frame, fb, scale=display_scale(W, H))
 
     # the grid rate of a video source; frame folders: the data's frame rate (ACT, whose timestamps are
     # frame numbers, has none: 25 fps, UCF101's)

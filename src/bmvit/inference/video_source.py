@@ -32,12 +32,13 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from bmvit.data.sources.video import VIDEO_EXTENSIONS as _VIDEO_EXTENSIONS
 from bmvit.data.sources.video import display_turns, main_video_stream, upright
+from bmvit.data.sources.video_end import stream_end
 from bmvit.errors import DataError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
-                              ".m2ts", ".flv", ".wmv", ".3gp", ".ogv"})
+VIDEO_EXTENSIONS = frozenset(f".{e}" for e in _VIDEO_EXTENSIONS)  # the video reader's: one list
 _REMOTE_FILE_SCHEMES = ("http", "https", "ftp")
 MAX_GAP_S = 10  # a timestamp jump larger than this (or backwards) is a discontinuity, not a pause
 _T = TypeVar("_T")
@@ -56,6 +57,7 @@ class VideoInfo:
     width: int
     height: int
     num_frames: int | None  # None when unknown (streams, some containers)
+    warning: str | None = None  # set after reading: a file whose data ends before its metadata says
 
 
 def is_remote_file(source: str) -> bool:
@@ -185,6 +187,8 @@ class PyAVSource(VideoSource):
         self.info = VideoInfo(name, kind, float(rate) if rate else DEFAULT_FPS, width, height, frames)
         self._stream = stream
         self._grid_rate = Fraction(rate) if kind == "file" and not fps and rate else None  # constant_rate's fps
+        self._end = stream_end(self._container, stream) if kind == "file" else None
+        self._last_end: Fraction | None = None  # end (s after the stream start) of the last decoded frame
         self._used = False
 
     def _frames(self) -> Iterator:
@@ -193,12 +197,16 @@ class PyAVSource(VideoSource):
         if self._grid_rate is None:
             return frames
         tb = self._stream.time_base
+        start = self._stream.start_time or 0
 
         def timed():
             for f in frames:
                 t = f.pts * tb if f.pts is not None and tb else None
                 d = getattr(f, "duration", None)
-                yield f, t, (d * tb if d and tb else None)
+                d = d * tb if d and tb else None
+                if t is not None:
+                    self._last_end = max(self._last_end or 0, t - start * tb + (d or 1 / self._grid_rate))
+                yield f, t, d
 
         return constant_rate(timed(), self._grid_rate)
 
@@ -231,6 +239,10 @@ class PyAVSource(VideoSource):
         if n == 0:
             raise DataError(f"{self._name}: no decodable video frames (empty or corrupt video)")
         self.info.num_frames = n
+        if self._end is not None and self._last_end is not None and self._grid_rate:
+            if self._last_end < self._end - 2 / self._grid_rate - Fraction(1, 20):  # more than rounding
+                self.info.warning = (f"truncated video: data ends at {float(self._last_end):.3f} s, the metadata says "
+                                     f"{float(self._end):.3f} s; the detections cover the frames that decode")
 
     def _why(self, e: BaseException) -> str:
         """A PyAV error on one line; FFmpeg's time-out (its interrupt callback) in words."""
@@ -252,9 +264,32 @@ class PyAVSource(VideoSource):
             pass
 
 
+def _number_order(path: Path) -> tuple:
+    """Sort key of a frame file: its name with each run of digits compared as a number
+    (``frame2.png`` before ``frame10.png``, as ``ffmpeg ... frame%d.png`` numbers them)."""
+    parts = re.split(r"(\d+)", path.name)  # text, digits, text, ...: the digit runs are at odd places
+    return tuple(int(t) if k % 2 else t for k, t in enumerate(parts)), path.name
+
+
+def _numbering_gaps(files: list[Path]) -> str | None:
+    """A warning when frame files numbered in one pattern (``cam_000001.jpg``, ...) skip numbers:
+    they are read one after the other, so the times after a gap come early."""
+    m = [re.fullmatch(r"(.*?)(\d+)", p.stem) for p in files]
+    if len(files) < 2 or not all(m) or len({x.group(1) for x in m}) > 1:  # type: ignore[union-attr]
+        return None
+    nums = [int(x.group(2)) for x in m]  # type: ignore[union-attr]
+    jumps = [k for k in range(1, len(nums)) if nums[k] != nums[k - 1] + 1]
+    if not jumps:
+        return None
+    k = jumps[0]
+    return (f"frame numbering jumps from {files[k - 1].name} to {files[k].name} ({len(jumps)} place(s)): the frames "
+            f"are read one after the other, so the times after a jump are early")
+
+
 class FrameFolder(VideoSource):
-    """Image files in a folder (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``), in file-name order: the
-    AVA layout ``<vid>/<vid>_000001.jpg ...`` reads as one video."""
+    """Image files in a folder (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``), in file-name order with
+    numbers compared as numbers (``frame9.png`` before ``frame10.png``): the AVA layout
+    ``<vid>/<vid>_000001.jpg ...`` reads as one video."""
 
     def __init__(self, folder: str | Path, fps: float | None = None) -> None:
         from PIL import Image
@@ -262,7 +297,8 @@ class FrameFolder(VideoSource):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: frames folder not found")
-        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and p.is_file())
+        self.files = sorted((p for p in self.folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and p.is_file()),
+                            key=_number_order)
         if not self.files:
             raise DataError(f"{self.folder}: no frames ({', '.join(FRAME_EXTENSIONS)} files) in the folder")
         self._fps = fps
@@ -271,7 +307,8 @@ class FrameFolder(VideoSource):
                 width, height = im.size
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise DataError(f"{self.files[0]}: cannot read frame ({_short(e)})") from None
-        self.info = VideoInfo(str(self.folder), "frames", float(fps or DEFAULT_FPS), width, height, len(self.files))
+        self.info = VideoInfo(str(self.folder), "frames", float(fps or DEFAULT_FPS), width, height, len(self.files),
+                              _numbering_gaps(self.files))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         from PIL import Image

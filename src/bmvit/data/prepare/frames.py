@@ -130,7 +130,8 @@ def extract_frames(video_path: str | Path, out_root: str | Path, recipe: Recipe 
                 written += 1
             fps = float(1 / s.frame_dur)
         if written == 0:
-            raise DataError(f"{video_path}: no frame at or after {recipe.start} s")
+            ends = f" (the video ends at {float(meta_end):.3f} s)" if meta_end is not None else ""
+            raise DataError(f"{video_path}: no frame at or after {recipe.start:g} s{ends}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -151,7 +152,8 @@ def prepare_frames(videos: str | Path, out: str | Path, recipe: Recipe = Recipe(
     videos, out = Path(videos), Path(out)
     if not videos.is_dir():
         raise DataError(f"{videos}: videos folder not found")
-    files = sorted(p for p in videos.iterdir() if p.is_file() and p.suffix.lower().lstrip(".") in VIDEO_EXTENSIONS)
+    files = sorted(p for p in videos.iterdir()  # a broken link is kept: it fails as 'video not found'
+                   if (p.is_file() or p.is_symlink() and not p.is_dir()) and p.suffix.lower().lstrip(".") in VIDEO_EXTENSIONS)
     if not files:
         raise DataError(f"{videos}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
     stems = [p.stem for p in files]
@@ -162,7 +164,7 @@ def prepare_frames(videos: str | Path, out: str | Path, recipe: Recipe = Recipe(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise output_error(out, e) from None
-    skips = SkipLog(on_error, str(videos))
+    skips = SkipLog(on_error, str(videos), hint="pass --on-error skip to leave such videos out, counted")
     reports: list[VideoReport] = []
     for p in files:
         if (out / p.stem).is_dir() and not overwrite:

@@ -1,19 +1,21 @@
 """Frames read straight from video files with PyAV, on a fixed frame-rate grid.
 
 Contract: :class:`VideoFrames` is a frame source (see :mod:`bmvit.data.clips`) for
-``<root>/<video_id>.<ext>``. Frame number ``i`` (1-based) is the picture on screen at time
-``t_i = offset + (i - 1) / fps`` seconds after the stream's start: the decoded frame with the
-largest presentation time ``<= t_i`` (the first frame for a ``t_i`` before it). This is a pure
-function of the file, whatever its own frame rate (25, 29.97, 60 fps or variable) — and it is
-the rule :mod:`bmvit.data.prepare.frames` extracts frames with, so the video reader and the frames
-folder written by ``bmvit prepare frames`` return the same pixels for the same frame numbers
-(identical with ``--ext png``; JPEG adds its compression error).
+``<root>/<video_id>.<ext>`` (the extension in any case: ``.mp4`` or ``.MP4``). Frame number ``i``
+(1-based) is the picture on screen at time ``t_i = offset + (i - 1) / fps`` seconds after the
+stream's start: the decoded frame with the largest presentation time ``<= t_i`` (the first frame
+for a ``t_i`` before it). This is a pure function of the file, whatever its own frame rate (25,
+29.97, 60 fps or variable) — and it is the rule :mod:`bmvit.data.prepare.frames` extracts frames
+with, so the video reader and the frames folder written by ``bmvit prepare frames`` return the
+same pixels for the same frame numbers (identical with ``--ext png``; JPEG adds its compression
+error).
 
 A video has ``ceil((E - offset) * fps)`` frames, ``E`` the stream's end (last frame time + its
-duration) from the container's metadata. Reading seeks to the key frame before the first
-needed frame and decodes forward to the last one. Errors name the file: missing video, no video
-stream, undecodable data, and a *truncated* file (the data ends before the needed time that
-the metadata promises).
+duration) from the container's metadata: the video track's own (an audio track that lasts longer
+does not count; :mod:`~bmvit.data.sources.video_end`), else found by decoding once. Reading
+seeks to the key frame before the first needed frame and decodes forward to the last one. Errors
+name the file: missing video, no video stream, undecodable data, and a *truncated* file (the data
+ends before the needed time that the metadata promises).
 
 Frames are returned as players show them: a display-matrix rotation in the file (phones store
 video filmed upright as landscape frames plus a 90° turn) is applied in quarter turns, as FFmpeg's
@@ -27,7 +29,9 @@ engine) works where PyAV is not installed.
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -35,12 +39,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bmvit.data.sources.video_end import stream_end
 from bmvit.errors import DataError
 
 __all__ = ["VIDEO_EXTENSIONS", "GridTimes", "VideoFrames", "display_turns", "frame_count", "frame_time", "grid_frames",
            "iter_grid_frames", "main_video_stream", "upright"]
 
-VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov")
+# Looked up in this order; the common containers, then camcorders' MPEG-TS (.mts/.m2ts), iTunes
+# (.m4v), phones (.3gp) and older formats: every extension `bmvit detect` reads (any case).
+VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "avi", "mov", "m4v", "mts", "m2ts", "ts", "mpg", "mpeg", "3gp", "flv",
+                    "wmv", "ogv")
 
 Resize = Callable[[np.ndarray], "np.ndarray | object"]  # (n, H, W, 3) uint8 -> (n, h, w, 3) uint8
 
@@ -120,14 +128,28 @@ class _Stream:
     """An open video stream with exact times (seconds as Fractions after the stream start)."""
 
     def __init__(self, path: Path, threads: int, turns: int | None = None) -> None:
-        av = _av()
-        self.path = path
+        self.path, self.threads = path, threads
+        self._open()
+        s = self.stream
+        self.decode_error = ""
+        self.tb = Fraction(s.time_base.numerator, s.time_base.denominator) if s.time_base else Fraction(1, 1_000_000)
+        self.start = s.start_time if s.start_time is not None else 0
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        self.frame_dur = Fraction(rate.denominator, rate.numerator) if rate else Fraction(1, 30)
+        self._turns = turns  # None: found from the first frame when needed
+
+    def _open(self) -> None:
+        """Open the container at its start (``fresh``) and pick the video stream."""
+        av, path = _av(), self.path
+        if path.is_file() and path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file (0 bytes), not a video")
         try:
             self.container = av.open(str(path))
         except FileNotFoundError:
             raise DataError(f"{path}: video not found") from None
         except av.FFmpegError as e:
-            raise DataError(f"{path}: cannot open video ({e})") from None
+            why = re.sub(r"^\[Errno -?\d+\] *", "", str(e))  # without FFmpeg's error number
+            raise DataError(f"{path}: cannot open video ({why})") from None
         except (UnicodeDecodeError, ValueError) as e:  # PyAV decoding damaged metadata text
             raise DataError(f"{path}: cannot open video: damaged metadata ({type(e).__name__}: {e})") from None
         if not self.container.streams.video:
@@ -137,14 +159,9 @@ class _Stream:
         if s.codec_context is None:  # a video track whose codec FFmpeg does not know (damaged header)
             self.container.close()
             raise DataError(f"{path}: the video stream has no decodable codec (damaged or unsupported file)")
-        s.thread_type = "AUTO" if threads != 1 else "SLICE"
-        s.codec_context.thread_count = threads
-        self.decode_error = ""
-        self.tb = Fraction(s.time_base.numerator, s.time_base.denominator) if s.time_base else Fraction(1, 1_000_000)
-        self.start = s.start_time if s.start_time is not None else 0
-        rate = s.average_rate or s.guessed_rate or s.base_rate
-        self.frame_dur = Fraction(rate.denominator, rate.numerator) if rate else Fraction(1, 30)
-        self._turns = turns  # None: found from the first frame when needed
+        s.thread_type = "AUTO" if self.threads != 1 else "SLICE"
+        s.codec_context.thread_count = self.threads
+        self.fresh = True  # nothing read yet: positioned at the first frame
 
     def __enter__(self) -> _Stream:  # noqa: PYI034 (Python 3.10 has no typing.Self)
         return self
@@ -160,12 +177,8 @@ class _Stream:
         return d * self.tb if d else self.frame_dur
 
     def metadata_end(self) -> Fraction | None:
-        s = self.stream
-        if s.duration:
-            return s.duration * self.tb
-        if self.container.duration:
-            return Fraction(self.container.duration, 1_000_000) - self.start * self.tb
-        return None
+        """:func:`~bmvit.data.sources.video_end.stream_end` of this stream."""
+        return stream_end(self.container, self.stream)
 
     @property
     def turns(self) -> int:
@@ -196,8 +209,17 @@ class _Stream:
         return upright(frame.to_ndarray(format="rgb24"), self.turns)
 
     def seek(self, t: Fraction) -> None:
+        """Position at the key frame before ``t``; ``t <= 0``: at the first frame, by opening the
+        file again (seeking to the start is unreliable in some formats: in MPEG-TS it can land past
+        the first frames, or past the end of a short file)."""
         av = _av()
+        if t <= 0:
+            if not self.fresh:
+                self.container.close()
+                self._open()
+            return
         target = math.floor(self.start + t / self.tb)
+        self.fresh = False
         try:
             self.container.seek(max(target, self.start), stream=self.stream, backward=True, any_frame=False)
         except av.FFmpegError as e:
@@ -207,7 +229,7 @@ class _Stream:
         """Decoded frames in presentation order; undecodable data ends the stream (``decode_error``
         keeps why), so that a cut file reads as truncated at the last good frame."""
         av = _av()
-        self.decode_error = ""
+        self.decode_error, self.fresh = "", False
         try:
             for frame in self.container.decode(self.stream):
                 if frame.pts is not None:
@@ -216,16 +238,16 @@ class _Stream:
             self.decode_error = str(e)
 
 
-def iter_grid_frames(stream: _Stream, times: list[Fraction], truncated_at: Fraction | None = None
-                     ) -> Iterator[tuple[int, av.VideoFrame]]:
+def iter_grid_frames(stream: _Stream, times: list[Fraction], truncated_at: Fraction | None = None,
+                     frames: Iterator[av.VideoFrame] | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
     """``(k, frame)`` for each of the increasing ``times``: the frame on screen at ``times[k]``.
 
-    Decodes from wherever the stream is positioned. Times past the last decoded frame's end
+    Decodes from wherever the stream is positioned (or takes ``frames``, decoded from there). Times past the last decoded frame's end
     raise a truncation DataError when ``truncated_at`` (the end the metadata promises) is
     later than them, and are otherwise not yielded.
     """
     k, prev, end = 0, None, None
-    for frame in stream.frames():
+    for frame in stream.frames() if frames is None else frames:
         t = stream.time(frame)
         while k < len(times) and times[k] < t:
             yield k, prev if prev is not None else frame
@@ -247,22 +269,22 @@ def grid_frames(stream: _Stream, times: list[Fraction], truncated_at: Fraction |
                 ) -> Iterator[tuple[int, av.VideoFrame]]:
     """:func:`iter_grid_frames` after seeking to the key frame before ``times[0]``.
 
-    If the first frame decoded after the seek lies after ``times[0]`` (a seek that landed late),
-    seeks 1, 4, 16, ... seconds earlier, down to the stream start.
+    If the first frame decoded after the seek lies after ``times[0]``, or none decodes (a seek
+    that landed late: MPEG-TS seeks by byte estimates), seeks 1, 4, 16, ... seconds earlier, down
+    to the stream start. No ``times``: nothing.
     """
+    if not len(times):  # e.g. a start past the video's end
+        return
     back = Fraction(0)
     while True:
         seek_to = max(Fraction(0), times[0] - back)
         stream.seek(seek_to)
-        it = iter_grid_frames(stream, times, truncated_at)
-        first = next(it, None)
-        if first is None:
-            return
-        if seek_to > 0 and stream.time(first[1]) > times[0]:
+        frames = stream.frames()
+        first = next(frames, None)
+        if seek_to > 0 and (first is None or stream.time(first) > times[0]):
             back = max(Fraction(1), back * 4)
             continue
-        yield first
-        yield from it
+        yield from iter_grid_frames(stream, times, truncated_at, itertools.chain([] if first is None else [first], frames))
         return
 
 
@@ -278,6 +300,7 @@ class VideoFrames:
         self._info: dict[str, tuple[int, tuple[int, int], Fraction]] = {}
         self._turns: dict[str, int] = {}  # display rotation per video, found once by info()
         self._rgb = None  # one PyAV VideoReformatter for every frame: its conversion context is reused
+        self._cased: dict[str, Path] | None = None  # video id -> file whose extension differs in case only
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_rgb": None}  # a reformatter does not pickle (DataLoader workers)
@@ -287,7 +310,22 @@ class VideoFrames:
             p = self.root / f"{video}.{ext}"
             if p.is_file():
                 return p
-        return None
+        return self._other_case().get(video)
+
+    def _other_case(self) -> dict[str, Path]:
+        """Videos whose extension is one of :attr:`extensions` in another case (cameras write
+        ``GOPR0001.MP4``), by id; the folder is listed once."""
+        if self._cased is None:
+            self._cased = {}
+            try:
+                entries = sorted(self.root.iterdir())
+            except OSError:  # no such folder: every video is then 'not found'
+                entries = []
+            for p in entries:
+                ext = p.suffix[1:]
+                if ext not in self.extensions and ext.lower() in self.extensions and p.is_file():
+                    self._cased.setdefault(p.stem, p)
+        return self._cased
 
     def has_video(self, video: str) -> bool:
         return self.path(video) is not None
