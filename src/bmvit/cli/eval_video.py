@@ -38,7 +38,7 @@ def write_tubes(path: Path, tubes, classes: list[str]) -> Path:
     """Write tubes as ``video,frame,class_name,tube_id,score,x1,y1,x2,y2`` rows (score = tube score)."""
     from bmvit.atomic import atomic_output
 
-    with atomic_output(path) as tmp, open(tmp, "w") as f:  # a kill leaves no half file; OutputError if unwritable
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:  # a kill leaves no half file; OutputError if unwritable
         for t in range(len(tubes)):
             lo, hi = tubes.offsets[t], tubes.offsets[t + 1]
             head = f"{tubes.videos[t]}"

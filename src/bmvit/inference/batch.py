@@ -119,7 +119,7 @@ def _walk(folder: Path) -> tuple[list[Path], int]:
 def _read_list(arg: str) -> list[str]:
     path = Path(arg[1:])
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise DataError(f"{path}: cannot read the input list ({e.strerror or e})") from None
     out = []
@@ -215,7 +215,7 @@ def shard(items: Sequence[Any], rank: int, world: int) -> list[Any]:
 def read_status(folder: Path) -> dict | None:
     """The ``status.json`` of a video folder, or None if absent or unreadable (a half-written run)."""
     try:
-        doc = json.loads((folder / STATUS_FILE).read_text())
+        doc = json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
@@ -275,7 +275,7 @@ def write_merged(out: Path, inputs: Sequence[VideoInput], entries: Sequence[Entr
     rows = []
     for e in ordered:
         if e.status in ("ok", "skipped"):
-            rows.append((out / e.id / MERGED_CSV).read_text())
+            rows.append((out / e.id / MERGED_CSV).read_text(encoding="utf-8"))
     write_text(out / MERGED_CSV, "".join(rows))
     return out / INDEX_FILE, out / MERGED_CSV
 

@@ -43,7 +43,7 @@ def write_csv(path: str | Path, result: VideoResult, video_id: str, first_second
     """Write the AVA-format CSV of ``result`` (all classes of every actor)."""
     path = Path(path)
     ids = list(result.labels)
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         for kf in result.keyframes:
             ts = csv_timestamp(kf.time, result.video.fps, first_second)
             for a in kf.actors:

@@ -41,10 +41,10 @@ def write_act_gt(ann: ActAnnotations, split: int, out: str | Path, prefix: str) 
         "ava": out / f"{prefix}_split{split}_test.csv",
         "label_map": out / f"{prefix}_label_map.pbtxt",
     }
-    paths["classes"].write_text("".join(f"{name}\n" for name in ann.labels))
+    paths["classes"].write_text("".join(f"{name}\n" for name in ann.labels), encoding="utf-8")
     write_label_map(paths["label_map"], {i + 1: name for i, name in enumerate(ann.labels)})
     vids, ts, boxes, acts, tube_ids = [], [], [], [], []
-    with open(paths["tubes"], "w") as f:
+    with open(paths["tubes"], "w", encoding="utf-8") as f:
         for v in videos:
             H, W = ann.resolution[v]
             for j, tube in enumerate(ann.tubes[v]):

@@ -127,7 +127,7 @@ class _State:
         self.path = path
         self.lock = threading.Lock()
         try:
-            self.doc = json.loads(path.read_text()) if path.is_file() else {}
+            self.doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: unreadable state file ({e}); delete it to start over") from None
         self.doc.setdefault("downloads", {})
