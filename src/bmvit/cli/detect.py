@@ -208,6 +208,10 @@ def _run_batch(args, det) -> int:
         wall = time.perf_counter() - t0
         entries = gather_entries(mine, d)
         failed = [e for e in entries if e.status == "failed"]
+        if runner.error is not None:  # --on-error error under torchrun: the failing rank says why
+            raise runner.error
+        if args.on_error == "error" and failed:  # another rank stopped the run (and printed its error)
+            return 2
         if d.rank == 0:
             index, merged = write_merged(out, inputs, entries)
             count = {s: sum(e.status == s for e in entries) for s in ("ok", "skipped", "failed")}

@@ -299,6 +299,7 @@ class BatchRun:
         self.required, self.overwrite, self.on_error = list(required), overwrite, on_error
         self.dist = dist or Dist()
         self.share = shard(self.inputs, self.dist.rank, self.dist.world)
+        self.error: BmvitError | None = None  # the input error that stopped this rank (on_error='error')
 
     def previous(self, inp: VideoInput) -> dict | None:
         """The status of a complete earlier run of ``inp`` (None: to be done). Raises ConfigError when
@@ -322,7 +323,9 @@ class BatchRun:
         return doc
 
     def run(self, process: ProcessFn, progress: bool = True) -> list[Entry]:
-        """This rank's entries, in input order (raises the input's error under ``on_error='error'``)."""
+        """This rank's entries, in input order. Under ``on_error='error'`` the first bad input stops
+        this rank's share: one process raises its error; under torchrun it is kept in :attr:`error`
+        (raised after the ranks have met, so that no rank waits on one that left)."""
         done = {inp.id: self.previous(inp) for inp in self.share}  # settings checked before any work
         bar = None
         if progress:
@@ -341,9 +344,13 @@ class BatchRun:
                     entries.append(self._one(inp, process, bar))
                 if bar is not None:
                     bar.update(1)
+                if self.error is not None:
+                    break
         finally:
             if bar is not None:
                 bar.close()
+        if self.error is not None and self.dist.world == 1:
+            raise self.error
         return entries
 
     def _one(self, inp: VideoInput, process: ProcessFn, bar) -> Entry:
@@ -365,7 +372,8 @@ class BatchRun:
             entry = Entry(inp.id, inp.path, "failed", " ".join(str(e).split()), None, None, time.perf_counter() - t0)
             write_text(folder / STATUS_FILE, json.dumps({**entry.to_dict(), "fingerprint": self.fingerprint}, indent=1) + "\n")
             if self.on_error == "error":
-                raise
+                self.error = e
+                return entry
             (bar.write if bar is not None else lambda m: print(m, file=sys.stderr))(f"failed [{inp.id}]: {entry.error}")
             return entry
         write_text(folder / STATUS_FILE, json.dumps({**entry.to_dict(), "fingerprint": self.fingerprint,
