@@ -66,3 +66,13 @@ def test_export_cli_prints_parity(tmp_path, capsys):
     assert bmvit(["export", "--checkpoint", str(ck), "--out", str(tmp_path / "b.onnx"), "--threads", "1"]) == 0
     text = capsys.readouterr().out
     assert "max abs diff" in text and "parity vs PyTorch" in text
+
+
+def test_export_cli_unwritable_out_is_one_error_line(tmp_path, capsys):
+    """--out under a file (a file where a folder should be) was a FileExistsError traceback."""
+    ck = make_checkpoint(tmp_path / "model.safetensors")
+    (tmp_path / "taken").write_text("a file")
+    out = tmp_path / "taken" / "model.onnx"
+    assert bmvit(["export", "--checkpoint", str(ck), "--out", str(out), "--no-check", "--threads", "1"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(out) in last and "cannot write output" in last
