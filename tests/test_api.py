@@ -123,3 +123,18 @@ def test_string_threshold_still_reads_as_a_number(tmp_path):
     from bmvit import Detector
 
     assert Detector.from_checkpoint(make_checkpoint(tmp_path / "m.safetensors"), threshold="0.25").threshold == 0.25
+
+
+def test_a_pytorch_or_converted_backbone_file_says_what_a_detector_checkpoint_is(tmp_path):
+    """A .pyth given as the detector said only 'header too large'; a converted backbone only 'no embedded config'."""
+    from safetensors.torch import save_file
+
+    from bmvit import Detector
+    from bmvit.errors import CheckpointError
+
+    torch.save({"model_state": {"patch_embed.proj.weight": torch.zeros(2)}}, tmp_path / "k400.pyth")
+    with pytest.raises(CheckpointError, match=r"k400.pyth: .*it is a PyTorch \(.pth / .pyth\) or pickle file: .*bmvit convert"):
+        Detector.from_checkpoint(tmp_path / "k400.pyth")
+    save_file({"patch_embed.weight": torch.zeros(2)}, tmp_path / "b.safetensors", metadata={"format": "bmvit-mvit-backbone"})
+    with pytest.raises(CheckpointError, match="b.safetensors: .*a backbone written by `bmvit convert`"):
+        Detector.from_checkpoint(tmp_path / "b.safetensors")
