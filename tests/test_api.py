@@ -138,3 +138,11 @@ def test_a_pytorch_or_converted_backbone_file_says_what_a_detector_checkpoint_is
     save_file({"patch_embed.weight": torch.zeros(2)}, tmp_path / "b.safetensors", metadata={"format": "bmvit-mvit-backbone"})
     with pytest.raises(CheckpointError, match="b.safetensors: .*a backbone written by `bmvit convert`"):
         Detector.from_checkpoint(tmp_path / "b.safetensors")
+
+
+def test_iter_keyframes_takes_what_predict_takes(api_det):
+    """The documented generator took only a VideoSource: a path or an array was AttributeError: no attribute 'info'."""
+    frames = np.stack(synthetic_frames(7))
+    got = list(api_det.iter_keyframes(frames))
+    want = api_det.predict(frames).keyframes  # the same, plus track ids
+    assert [kf.frame_index for kf in got] == [0] and [a.box for a in got[0].actors] == [a.box for a in want[0].actors]

@@ -347,7 +347,7 @@ class Detector:
         finally:
             source.close()
 
-    def iter_keyframes(self, source: VideoSource, keyframes_per_second: float = 1.0,
+    def iter_keyframes(self, source: str | Path | np.ndarray | VideoSource, keyframes_per_second: float = 1.0,
                        with_outputs: bool = False, progress: bool = False,
                        on_frame: Callable[[int, int | None], None] | None = None,
                        prefetch_batches: int = 2) -> Iterator[KeyFrameResult]:
@@ -356,7 +356,9 @@ class Detector:
 
         Decoding and preprocessing run on a background thread up to ``prefetch_batches`` batches
         ahead of the model (0: in the caller's thread). ``on_frame(frames_decoded, total_or_None)``
-        is called (from that thread) after every frame; ``progress`` shows a frame bar."""
+        is called (from that thread) after every frame; ``progress`` shows a frame bar. ``source``: a
+        :class:`VideoSource`, or anything :meth:`predict` takes."""
+        source = open_source(source)
         info = source.info
         bar = None
         if progress:
