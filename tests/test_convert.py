@@ -229,3 +229,12 @@ def test_convert_cli_refuses_the_wrong_layout_and_names_the_file(tmp_path, capsy
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith("error: ") and re.search(match, last), last
         assert not out.exists()
+
+
+def test_convert_cli_config_of_another_backbone_family_is_refused(tmp_path, capsys):
+    """MViT weights 'fitted' to a Hiera config reported 'lacks 2 weights, e.g. pos_embed_spatial' (the rest matched by name)."""
+    torch.save({"model_state": reference_state_dict(MViT(TINY, (8, 32, 32)), "slowfast")}, tmp_path / "sf.pyth")
+    assert bmvit(["convert", str(tmp_path / "sf.pyth"), "--from", "slowfast", "--out", str(tmp_path / "o.safetensors"),
+                  "--set", "model.backbone=hiera_tiny", "--set", "data.size=64"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: model.backbone=hiera_tiny: convert fits MViTv2 checkpoints to an MViT backbone")

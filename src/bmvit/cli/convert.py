@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bmvit.errors import CheckpointError
+from bmvit.errors import CheckpointError, ConfigError
 
 
 def add_parser(sub) -> None:
@@ -45,9 +45,13 @@ def run(args) -> int:
     if args.config or args.overrides:
         from bmvit.config import load_config
         from bmvit.models.build import BACKBONES
+        from bmvit.models.mvit import MViT
 
         cfg = load_config(args.config, args.overrides)
         target = BACKBONES[cfg.model.backbone](cfg.model, (cfg.data.num_frames, cfg.data.size, cfg.data.size))
+        if not isinstance(target, MViT):  # MViT weights "fitted" to a Hiera / ViT kept the few names they share
+            raise ConfigError(f"model.backbone={cfg.model.backbone}: convert fits MViTv2 checkpoints to an MViT "
+                              "backbone; Hiera and VideoMAE checkpoints go straight into model.pretrained")
     try:
         out = convert(sd, fmt, target)
     except CheckpointError as e:  # a shape that does not fit the configured backbone names the key, not the file
