@@ -93,6 +93,7 @@ def test_wrong_frames_get_one_clear_error(api_det, video, match):
     ({"nms_iou": "0.5x"}, "nms_iou: expected a number"),
     ({"batch_size": 2.5}, "batch_size: expected an integer ≥ 1, got 2.5"),
     ({"topk": None}, "topk: expected an integer"),
+    ({"hflip_tta": "off"}, "hflip_tta: expected True or False .* got 'off'"),  # was truthy: flip TTA on
     ({"device": "gpu"}, "device 'gpu': not a device name; expected cpu, cuda or cuda:N"),
     ({"device": None}, "device None: not a device name"),
     ({"labels": ["a", "b", "c"]}, r"labels: expected a dict \{id: name\} or a label-map file, got list"),

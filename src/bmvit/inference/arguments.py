@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 import torch
 
 from bmvit.errors import ConfigError
 
-__all__ = ["count", "probability", "resolve_device"]
+__all__ = ["count", "flag", "probability", "resolve_device"]
 
 
 def probability(name: str, value: object, allow_none: bool = False) -> float | None:
@@ -38,6 +39,13 @@ def count(name: str, value: object) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"{name}: expected an integer ≥ 1, got {value!r}")
     return int(value)
+
+
+def flag(name: str, value: object) -> bool:
+    """``True`` / ``False`` (numpy's too); a string such as ``"off"`` would be truthy."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name}: expected True or False (leave it out for the checkpoint's setting), got {value!r}")
+    return bool(value)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

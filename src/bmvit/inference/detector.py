@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from bmvit.config import Config
 from bmvit.data.transforms import ClipTransform, normalize_clips, views_of
 from bmvit.errors import CheckpointError, ConfigError, DataError
-from bmvit.inference.arguments import count, probability, resolve_device
+from bmvit.inference.arguments import count, flag, probability, resolve_device
 from bmvit.inference.prefetch import prefetch
 from bmvit.inference.tracking import IoUTracker
 from bmvit.inference.video_source import VideoInfo, VideoSource, open_source
@@ -190,7 +190,7 @@ class Detector:
         self.model = prepare_model(model.eval().to(self.device), dtype, quantize, self.device)
         self.labels = dict(labels)
         self.class_ids = list(self.labels)
-        self.hflip_tta = bool(cfg.eval.hflip_tta if hflip_tta is FROM_CHECKPOINT else hflip_tta)
+        self.hflip_tta = bool(cfg.eval.hflip_tta) if hflip_tta is FROM_CHECKPOINT else flag("hflip_tta", hflip_tta)
         if self.hflip_tta:
             self.model = FlipTTA(self.model, swap_columns(cfg.data.hflip_swap, self.class_ids))
         self.views = views_of(cfg.eval.time_tta if time_tta is FROM_CHECKPOINT else time_tta)  # frame offsets
