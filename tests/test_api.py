@@ -57,3 +57,93 @@ def test_api_errors_are_bmvit_errors(tmp_path):
         det.predict(np.zeros((3, 8, 8), np.float32))
     with pytest.raises(DataError, match=str(tmp_path / "missing.mp4")):
         det.predict(tmp_path / "missing.mp4")
+
+
+@pytest.fixture(scope="module")
+def api_det(tmp_path_factory):
+    from bmvit import Detector
+
+    return Detector.from_checkpoint(make_checkpoint(tmp_path_factory.mktemp("api") / "m.safetensors"))
+
+
+def test_tensors_and_array_like_frames_are_read_as_arrays(api_det):
+    frames = np.stack(synthetic_frames(4))  # (N, H, W, 3) uint8
+    want = api_det.predict(frames, fps=4).to_dict()["keyframes"]
+    assert api_det.predict(torch.from_numpy(frames), fps=4).to_dict()["keyframes"] == want  # was OSError: File name too long
+
+
+@pytest.mark.parametrize("video, match", [
+    (np.zeros((40, 50, 3), np.uint8), r"got \(40, 50, 3\) uint8; one frame\? pass frame\[None\]"),
+    (np.zeros((2, 40, 50, 4), np.uint8), r"RGBA\? pass frames\[\.\.\., :3\]"),
+    (np.zeros((2, 0, 10, 3), np.uint8), "10×0 pixels"),
+    (None, "expected a path, URL, .* got NoneType"),
+    ((f for f in synthetic_frames(2)), "got generator"),
+])
+def test_wrong_frames_get_one_clear_error(api_det, video, match):
+    from bmvit.errors import DataError
+
+    with pytest.raises(DataError, match=match):
+        api_det.predict(video)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"threshold": 2}, r"threshold: expected a number in \[0, 1\], got 2"),
+    ({"threshold": float("nan")}, "threshold: expected a number"),
+    ({"nms_iou": -0.5}, r"nms_iou: expected a number in \[0, 1\] or None"),
+    ({"nms_iou": "0.5x"}, "nms_iou: expected a number"),
+    ({"batch_size": 2.5}, "batch_size: expected an integer ≥ 1, got 2.5"),
+    ({"topk": None}, "topk: expected an integer"),
+    ({"hflip_tta": "off"}, "hflip_tta: expected True or False .* got 'off'"),  # was truthy: flip TTA on
+    ({"device": "gpu"}, "device 'gpu': not a device name; expected cpu, cuda or cuda:N"),
+    ({"device": None}, "device None: not a device name"),
+    ({"labels": ["a", "b", "c"]}, r"labels: expected a dict \{id: name\} or a label-map file, got list"),
+    ({"labels": {"a": "x", "b": "y", "c": "z"}}, "labels: keys must be integer class ids"),
+])
+def test_wrong_detector_arguments_are_config_errors(tmp_path, kwargs, match):
+    from bmvit import Detector
+    from bmvit.errors import ConfigError
+
+    ckpt = make_checkpoint(tmp_path / "m.safetensors")
+    with pytest.raises(ConfigError, match=match):
+        Detector.from_checkpoint(ckpt, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"fps": 0}, "fps: expected a positive frame rate or None, got 0"),
+    ({"fps": float("inf")}, "fps: expected a positive frame rate"),
+    ({"keyframes_per_second": "2"}, "key frames per second must be a positive number, got '2'"),
+])
+def test_wrong_predict_arguments_are_config_errors(api_det, kwargs, match):
+    from bmvit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        api_det.predict(np.stack(synthetic_frames(2)), **kwargs)
+
+
+def test_string_threshold_still_reads_as_a_number(tmp_path):
+    from bmvit import Detector
+
+    assert Detector.from_checkpoint(make_checkpoint(tmp_path / "m.safetensors"), threshold="0.25").threshold == 0.25
+
+
+def test_a_pytorch_or_converted_backbone_file_says_what_a_detector_checkpoint_is(tmp_path):
+    """A .pyth given as the detector said only 'header too large'; a converted backbone only 'no embedded config'."""
+    from safetensors.torch import save_file
+
+    from bmvit import Detector
+    from bmvit.errors import CheckpointError
+
+    torch.save({"model_state": {"patch_embed.proj.weight": torch.zeros(2)}}, tmp_path / "k400.pyth")
+    with pytest.raises(CheckpointError, match=r"k400.pyth: .*it is a PyTorch \(.pth / .pyth\) or pickle file: .*bmvit convert"):
+        Detector.from_checkpoint(tmp_path / "k400.pyth")
+    save_file({"patch_embed.weight": torch.zeros(2)}, tmp_path / "b.safetensors", metadata={"format": "bmvit-mvit-backbone"})
+    with pytest.raises(CheckpointError, match="b.safetensors: .*a backbone written by `bmvit convert`"):
+        Detector.from_checkpoint(tmp_path / "b.safetensors")
+
+
+def test_iter_keyframes_takes_what_predict_takes(api_det):
+    """The documented generator took only a VideoSource: a path or an array was AttributeError: no attribute 'info'."""
+    frames = np.stack(synthetic_frames(7))
+    got = list(api_det.iter_keyframes(frames))
+    want = api_det.predict(frames).keyframes  # the same, plus track ids
+    assert [kf.frame_index for kf in got] == [0] and [a.box for a in got[0].actors] == [a.box for a in want[0].actors]

@@ -1,5 +1,6 @@
 """Checkpoint import: key layouts both ways, rel-pos resizing, safe loading (self-made fixtures only)."""
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -207,3 +208,33 @@ def test_convert_cli_and_config_pretrained(tmp_path, capsys):
     cfg = load_config(None, ["model.backbone=mvit_tiny", "data.size=32", f"model.pretrained={tmp_path / 'nope.pyth'}"])
     with pytest.raises(CheckpointError, match="'model.pretrained'.*not found"):
         build_detector(cfg.model, cfg.data, num_classes=3)
+
+
+def test_convert_cli_refuses_the_wrong_layout_and_names_the_file(tmp_path, capsys):
+    """--from slowfast on a torchvision file wrote a file of leftovers (exit 0); a shape error did not name the file."""
+    model = MViT(TINY, (8, 32, 32))
+    torch.save(reference_state_dict(model, "torchvision"), tmp_path / "tv.pth")
+    torch.save({"model_state": reference_state_dict(model, "slowfast")}, tmp_path / "sf.pyth")
+    (tmp_path / "zero.pyth").write_bytes(b"")
+    out = tmp_path / "o.safetensors"
+    cases = [(["tv.pth", "--from", "slowfast"], r"tv.pth: the keys are in the torchvision layout \(e.g. 'conv_proj\.[a-z]+'\), "
+                                                r"not slowfast: use --from torchvision"),
+             (["sf.pyth", "--from", "torchvision"], "sf.pyth: the keys are in the slowfast layout .* use --from slowfast"),
+             (["zero.pyth", "--from", "slowfast"], r"zero.pyth: empty file \(0 bytes\), not a checkpoint"),
+             (["sf.pyth", "--from", "slowfast", "--set", "model.backbone=mvit_tiny_fast", "--set", "data.size=32"],
+              r"sf.pyth: 'blocks.3.norm2.weight': checkpoint shape \(128,\) does not fit the model's \(64,\)")]
+    for args, match in cases:
+        args[0] = str(tmp_path / args[0])
+        assert bmvit(["convert", *args, "--out", str(out)]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("error: ") and re.search(match, last), last
+        assert not out.exists()
+
+
+def test_convert_cli_config_of_another_backbone_family_is_refused(tmp_path, capsys):
+    """MViT weights 'fitted' to a Hiera config reported 'lacks 2 weights, e.g. pos_embed_spatial' (the rest matched by name)."""
+    torch.save({"model_state": reference_state_dict(MViT(TINY, (8, 32, 32)), "slowfast")}, tmp_path / "sf.pyth")
+    assert bmvit(["convert", str(tmp_path / "sf.pyth"), "--from", "slowfast", "--out", str(tmp_path / "o.safetensors"),
+                  "--set", "model.backbone=hiera_tiny", "--set", "data.size=64"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: model.backbone=hiera_tiny: convert fits MViTv2 checkpoints to an MViT backbone")

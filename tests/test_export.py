@@ -68,9 +68,11 @@ def test_export_cli_prints_parity(tmp_path, capsys):
     assert "max abs diff" in text and "parity vs PyTorch" in text
 
 
-def test_export_to_a_folder_under_a_file_is_one_line(tmp_path, capsys):
-    ckpt = make_checkpoint(tmp_path / "m.safetensors")
-    (tmp_path / "file").write_text("")
-    rc = bmvit(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "file" / "m.onnx"), "--no-check"])
-    assert rc == 2
-    assert f"error: {tmp_path / 'file'}: cannot write output" in capsys.readouterr().err
+def test_export_cli_unwritable_out_is_one_error_line(tmp_path, capsys):
+    """--out under a file (a file where a folder should be) was a FileExistsError traceback."""
+    ck = make_checkpoint(tmp_path / "model.safetensors")
+    (tmp_path / "taken").write_text("a file")
+    out = tmp_path / "taken" / "model.onnx"
+    assert bmvit(["export", "--checkpoint", str(ck), "--out", str(out), "--no-check", "--threads", "1"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(out) in last and "cannot write output" in last

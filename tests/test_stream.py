@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 
 import av
@@ -13,6 +14,7 @@ import torch
 from inference_fixtures import LABELS, make_checkpoint, synthetic_frames, tiny_config, tiny_model, write_video
 
 from bmvit.cli.main import main as bmvit
+from bmvit.errors import ConfigError
 from bmvit.inference.detector import Detector
 from bmvit.inference.stream import BackgroundVideoWriter, StreamReport, run_stream
 from bmvit.inference.video_source import ArraySource
@@ -51,6 +53,23 @@ def test_keyframe_schedule():
     assert keyframe_indices(95, fps=30, per_second=1) == [0, 30, 60, 90]
     assert keyframe_indices(10, fps=29.97, per_second=0.5) == [0]
     assert keyframe_indices(4, fps=10, per_second=100) == [0, 1, 2, 3]  # every frame at most
+
+
+@pytest.mark.parametrize("fps, per_second", [(1e-9, 1.0), (30.0, 1e300), (30.0, math.inf), (10.0, 10.0)])
+def test_keyframe_schedule_of_every_frame_ends(fps, per_second):
+    """A key-frame step ≤ 1 frame is every frame; a step near 0 (--fps 1e-9) looped forever on frame 0."""
+    found = []
+    worker = threading.Thread(target=lambda: found.append(keyframe_indices(5, fps=fps, per_second=per_second)),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    assert found == [[0, 1, 2, 3, 4]]
+
+
+@pytest.mark.parametrize("fps, per_second", [(math.inf, 1.0), (math.nan, 1.0), (30.0, 0.0), (30.0, "1")])
+def test_keyframe_schedule_refuses_bad_rates(fps, per_second):
+    with pytest.raises(ConfigError, match="must be a positive number"):
+        keyframe_indices(5, fps=fps, per_second=per_second)
 
 
 @pytest.fixture(scope="module")

@@ -118,9 +118,9 @@ def run(args) -> int:
     if args.onnx and (args.dtype != "fp32" or args.compile):
         raise ConfigError("--onnx times the fp32 (or --quantize int8) ONNX export with onnxruntime: drop --dtype bf16 / --compile")
     cfg = load_config(args.config, args.overrides)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device available")
+    from bmvit.inference.arguments import resolve_device
+
+    device = resolve_device(args.device)  # one error line for a misspelt / absent device
     if args.threads:
         torch.set_num_threads(args.threads)
     size = (cfg.data.num_frames, cfg.data.size, cfg.data.size)

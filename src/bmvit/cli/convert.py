@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bmvit.errors import CheckpointError
+from bmvit.errors import CheckpointError, ConfigError
 
 
 def add_parser(sub) -> None:
@@ -33,17 +33,29 @@ def run(args) -> int:
 
     from bmvit.atomic import atomic_output, output_error
 
-    from bmvit.models.checkpoints.mvit import convert, read_checkpoint
+    from bmvit.models.checkpoints.mvit import convert, detect_format, read_checkpoint
 
     sd, fmt = read_checkpoint(args.src, args.source)
+    found = detect_format(sd)
+    if found is not None and found != fmt:  # the other layout's keys would all be dropped as unexpected
+        key = next(k for k in sd if k.removeprefix("module.").startswith(("conv_proj.", "pos_encoding.", "patch_embed.")))
+        todo = "it is already a bmvit backbone (model.pretrained reads it)" if found == "bmvit" else f"use --from {found}"
+        raise CheckpointError(f"{args.src}: the keys are in the {found} layout (e.g. '{key}'), not {fmt}: {todo}")
     target = None
     if args.config or args.overrides:
         from bmvit.config import load_config
         from bmvit.models.build import BACKBONES
+        from bmvit.models.mvit import MViT
 
         cfg = load_config(args.config, args.overrides)
         target = BACKBONES[cfg.model.backbone](cfg.model, (cfg.data.num_frames, cfg.data.size, cfg.data.size))
-    out = convert(sd, fmt, target)
+        if not isinstance(target, MViT):  # MViT weights "fitted" to a Hiera / ViT kept the few names they share
+            raise ConfigError(f"model.backbone={cfg.model.backbone}: convert fits MViTv2 checkpoints to an MViT "
+                              "backbone; Hiera and VideoMAE checkpoints go straight into model.pretrained")
+    try:
+        out = convert(sd, fmt, target)
+    except CheckpointError as e:  # a shape that does not fit the configured backbone names the key, not the file
+        raise CheckpointError(f"{args.src}: {e}") from None
     report = out.report
     if target is not None and report.missing:
         raise CheckpointError(f"{args.src}: lacks {len(report.missing)} weights of the configured backbone, "

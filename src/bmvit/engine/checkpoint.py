@@ -39,9 +39,11 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, dic
             metadata = f.metadata() or {}
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e}){_foreign_hint(path)}") from None
     if "config" not in metadata:
-        raise CheckpointError(f"{path}: checkpoint has no embedded bmvit config (metadata key 'config')")
+        hint = (": it is a backbone written by `bmvit convert`; train a detector from it (model.pretrained)"
+                if metadata.get("format") == "bmvit-mvit-backbone" else "; expected a model.safetensors of `bmvit train`")
+        raise CheckpointError(f"{path}: checkpoint has no embedded bmvit config (metadata key 'config'){hint}")
     try:
         stored = json.loads(metadata["config"])
     except ValueError as e:
@@ -52,6 +54,19 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, dic
     _apply(cfg, stored, "", f"{path} (embedded config): ")
     meta = {k: _json_or_text(v) for k, v in metadata.items() if k != "config"}
     return state, cfg, meta
+
+
+def _foreign_hint(path: Path) -> str:
+    """Why a file that is not safetensors was given, when its first bytes tell (a torch.save file)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return ""
+    if head == b"PK" or head[:1] == b"\x80":  # torch.save's zip archive / a raw pickle
+        return ("; it is a PyTorch (.pth / .pyth) or pickle file: a detector is the model.safetensors of `bmvit train`, "
+                "a PySlowFast / torchvision backbone goes through `bmvit convert` and model.pretrained")
+    return ""
 
 
 def _json_or_text(value: str):

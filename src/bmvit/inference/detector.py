@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from torch import Tensor, nn
 from bmvit.config import Config
 from bmvit.data.transforms import ClipTransform, normalize_clips, views_of
 from bmvit.errors import CheckpointError, ConfigError, DataError
+from bmvit.inference.arguments import count, flag, probability, resolve_device
 from bmvit.inference.prefetch import prefetch
 from bmvit.inference.tracking import IoUTracker
 from bmvit.inference.video_source import VideoInfo, VideoSource, open_source
@@ -144,7 +146,12 @@ def resolve_labels(labels: str | Path | dict[int, str] | None, cfg: Config, meta
     if isinstance(labels, dict):
         if len(labels) != num_classes:
             raise ConfigError(f"labels: {len(labels)} names given, the checkpoint's action head has {num_classes} classes")
-        return {int(k): str(v) for k, v in labels.items()}
+        try:
+            return {int(k): str(v) for k, v in labels.items()}
+        except (TypeError, ValueError):
+            raise ConfigError(f"labels: keys must be integer class ids, got {list(labels)[:3]!r}") from None
+    if labels is not None:
+        raise ConfigError(f"labels: expected a dict {{id: name}} or a label-map file, got {type(labels).__name__}")
     if isinstance(meta.get("labels"), dict) and len(meta["labels"]) == num_classes:
         return {int(k): str(v) for k, v in sorted(meta["labels"].items(), key=lambda kv: int(kv[0]))}
     path = cfg.data.path(cfg.data.label_map)
@@ -167,13 +174,6 @@ def eval_transform(cfg: Config) -> ClipTransform:
     return ClipTransform(size=cfg.data.size, train=False, resize=cfg.data.resize, **checked_mean_std(cfg.data))
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda: no CUDA device available (use --device cpu)")
-    return dev
-
-
 class Detector:
     """A BMViT model plus the preprocessing and post-processing of its checkpoint (module docstring)."""
 
@@ -190,20 +190,18 @@ class Detector:
         self.model = prepare_model(model.eval().to(self.device), dtype, quantize, self.device)
         self.labels = dict(labels)
         self.class_ids = list(self.labels)
-        self.hflip_tta = bool(cfg.eval.hflip_tta if hflip_tta is FROM_CHECKPOINT else hflip_tta)
+        self.hflip_tta = bool(cfg.eval.hflip_tta) if hflip_tta is FROM_CHECKPOINT else flag("hflip_tta", hflip_tta)
         if self.hflip_tta:
             self.model = FlipTTA(self.model, swap_columns(cfg.data.hflip_swap, self.class_ids))
         self.views = views_of(cfg.eval.time_tta if time_tta is FROM_CHECKPOINT else time_tta)  # frame offsets
         if len(self.views) > 1:
             self.model = TimeTTA(self.model, len(self.views), cfg.data.num_frames)  # clips (B, 3, V·T, S, S)
-        self.threshold = cfg.eval.threshold if threshold is FROM_CHECKPOINT else float(threshold)
-        self.nms_iou = cfg.eval.nms_iou if nms_iou is FROM_CHECKPOINT else nms_iou
+        self.threshold = cfg.eval.threshold if threshold is FROM_CHECKPOINT else probability("threshold", threshold)
+        self.nms_iou = cfg.eval.nms_iou if nms_iou is FROM_CHECKPOINT else probability("nms_iou", nms_iou, allow_none=True)
         self.score = cfg.eval.score if score is FROM_CHECKPOINT else score
         if self.score not in ("action", "actor*action"):
             raise ConfigError(f"score: {self.score!r} is not one of action, actor*action")
-        if batch_size < 1 or topk < 1:
-            raise ConfigError(f"batch size and topk must be at least 1, got {batch_size} and {topk}")
-        self.batch_size, self.topk = batch_size, topk
+        self.batch_size, self.topk = count("batch_size", batch_size), count("topk", topk)
         self.transform = eval_transform(cfg)
         self.forward_seconds, self.forward_clips = 0.0, 0  # time in forward() (model + copy back), clips
 
@@ -220,6 +218,8 @@ class Detector:
         from bmvit.engine.checkpoint import load_weights
         from bmvit.models.build import build_detector
 
+        if not isinstance(path, (str, PathLike)):
+            raise CheckpointError(f"checkpoint: expected a path to model.safetensors, got {type(path).__name__}")
         path = Path(path)
         state, cfg, meta = load_weights(path)
         k = _num_classes(state, path)
@@ -347,7 +347,7 @@ class Detector:
         finally:
             source.close()
 
-    def iter_keyframes(self, source: VideoSource, keyframes_per_second: float = 1.0,
+    def iter_keyframes(self, source: str | Path | np.ndarray | VideoSource, keyframes_per_second: float = 1.0,
                        with_outputs: bool = False, progress: bool = False,
                        on_frame: Callable[[int, int | None], None] | None = None,
                        prefetch_batches: int = 2) -> Iterator[KeyFrameResult]:
@@ -356,7 +356,9 @@ class Detector:
 
         Decoding and preprocessing run on a background thread up to ``prefetch_batches`` batches
         ahead of the model (0: in the caller's thread). ``on_frame(frames_decoded, total_or_None)``
-        is called (from that thread) after every frame; ``progress`` shows a frame bar."""
+        is called (from that thread) after every frame; ``progress`` shows a frame bar. ``source``: a
+        :class:`VideoSource`, or anything :meth:`predict` takes."""
+        source = open_source(source)
         info = source.info
         bar = None
         if progress:

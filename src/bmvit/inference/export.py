@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bmvit.atomic import make_folder
+from bmvit.atomic import atomic_output
 from bmvit.boxes import cxcywh_to_xyxy
 from bmvit.errors import BmvitError, ConfigError
 
@@ -81,21 +81,17 @@ def export_module(module: nn.Module, path: str | Path, input_shape: tuple[int, .
     backbone's ``forward_features``). Raises :class:`~bmvit.errors.BmvitError` naming ``path``."""
     require_onnx()
     path = Path(path)
-    make_folder(path.parent)
     model = (ExportModel(module) if detector else module).eval().to("cpu").float()
     names = list(OUTPUT_NAMES) if detector else ["features"]
     clip = torch.randn(*input_shape)
-    tmp = path.with_name(f".{path.name}.tmp")
     axes = {n: {0: "batch"} for n in ["clip", *names]} if dynamic_batch else None
     try:
-        with warnings.catch_warnings():
+        with atomic_output(path) as tmp, warnings.catch_warnings():  # OSError (no folder, a file in the way): OutputError
             warnings.simplefilter("ignore")  # TracerWarnings on shape-dependent Python branches; legacy-exporter notice
             with torch.no_grad():
                 torch.onnx.export(model, (clip,), str(tmp), dynamo=False, input_names=["clip"], output_names=names,
                                   dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True)
-        tmp.replace(path)
     except Exception as e:
-        tmp.unlink(missing_ok=True)
         if isinstance(e, BmvitError):
             raise
         raise BmvitError(f"{path}: ONNX export failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e

@@ -22,10 +22,12 @@ that is a *remote file*, read like a local one (every key frame; re-read to rend
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from os import PathLike
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -35,7 +37,7 @@ import numpy as np
 from bmvit.data.sources.video import VIDEO_EXTENSIONS as _VIDEO_EXTENSIONS
 from bmvit.data.sources.video import display_turns, main_video_stream, upright
 from bmvit.data.sources.video_end import stream_end
-from bmvit.errors import DataError
+from bmvit.errors import ConfigError, DataError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = frozenset(f".{e}" for e in _VIDEO_EXTENSIONS)  # the video reader's: one list
@@ -332,11 +334,17 @@ class ArraySource(VideoSource):
     """Frames already in memory: an ``(N, H, W, 3)`` uint8 array or a sequence of ``(H, W, 3)`` arrays."""
 
     def __init__(self, frames: np.ndarray | Sequence[np.ndarray], fps: float | None = None, name: str = "<frames>") -> None:
+        if isinstance(frames, np.ndarray) and frames.dtype != object and (frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8):
+            raise DataError(f"{name}: frames must be an (N, H, W, 3) uint8 RGB array, got {frames.shape} {frames.dtype}"
+                            f"{_array_hint(frames)}")
         if len(frames) == 0:
             raise DataError(f"{name}: no frames")
         first = np.asarray(frames[0])
         if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
-            raise DataError(f"{name}: frames must be (H, W, 3) uint8 RGB arrays, got {first.shape} {first.dtype}")
+            raise DataError(f"{name}: frames must be (H, W, 3) uint8 RGB arrays, got {first.shape} {first.dtype}"
+                            f"{_array_hint(first[None] if first.ndim == 3 else first)}")
+        if 0 in first.shape:
+            raise DataError(f"{name}: frames are {first.shape[1]}×{first.shape[0]} pixels; expected at least 1×1")
         self.frames = frames
         self.info = VideoInfo(name, "array", float(fps or DEFAULT_FPS), first.shape[1], first.shape[0], len(frames))
 
@@ -357,8 +365,25 @@ def open_source(source: str | Path | np.ndarray | Sequence[np.ndarray], fps: flo
     or frames in memory. ``fps`` overrides the container's rate (folders and arrays: default 30)."""
     if isinstance(source, VideoSource):
         return source
+    if fps is not None:
+        try:
+            rate = float(fps)
+        except (TypeError, ValueError):
+            rate = math.nan
+        if not (math.isfinite(rate) and rate > 0):
+            raise ConfigError(f"fps: expected a positive frame rate or None, got {fps!r}")
+        fps = rate
+    if hasattr(source, "__array__") and not isinstance(source, np.ndarray):  # a torch tensor, a PIL image, ...
+        try:
+            source = np.asarray(source)
+        except (TypeError, RuntimeError, ValueError) as e:  # a CUDA tensor, one that requires grad, ...
+            raise DataError(f"frames: cannot read {type(source).__name__} as a numpy array ({_short(e)}); "
+                            "pass a CPU (N, H, W, 3) uint8 array") from None
     if isinstance(source, (np.ndarray, list, tuple)):
         return ArraySource(source, fps)
+    if not isinstance(source, (str, PathLike, int)) or isinstance(source, bool):
+        raise DataError(f"video: expected a path, URL, camera number, (N, H, W, 3) uint8 array or list of frames, "
+                        f"got {type(source).__name__}")
     name = str(source)
     if is_stream(name):
         return PyAVSource(name, "stream", fps)
@@ -368,6 +393,21 @@ def open_source(source: str | Path | np.ndarray | Sequence[np.ndarray], fps: flo
     if path.is_dir():
         return FrameFolder(path, fps)
     return PyAVSource(name, "file", fps)
+
+
+def _array_hint(frames: np.ndarray) -> str:
+    """How to turn a common wrong frames array into ``(N, H, W, 3)`` uint8 RGB (empty when none applies)."""
+    if frames.ndim == 3 and frames.shape[2] == 3:
+        return "; one frame? pass frame[None]"
+    if frames.ndim == 4 and frames.shape[3] == 4:
+        return "; RGBA? pass frames[..., :3]"
+    if frames.ndim == 3:
+        return "; grayscale? pass np.repeat(frames[..., None], 3, axis=-1)"
+    if frames.ndim == 4 and frames.shape[3] == 3 and frames.dtype.kind == "f":
+        return "; floats in [0, 1]? pass (frames * 255).round().astype(np.uint8)"
+    if frames.ndim == 4 and frames.shape[3] == 3:
+        return "; convert with frames.astype(np.uint8) after scaling to 0..255"
+    return ""
 
 
 def _short(e: BaseException) -> str:

@@ -13,7 +13,9 @@ remaining ones (clamped to the last frame) when the video ends.
 
 from __future__ import annotations
 
+import itertools
 import math
+import numbers
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
@@ -43,11 +45,13 @@ def clip_span(num_frames: int, stride: int, views: tuple[int, ...] = (0,)) -> tu
 def keyframe_schedule(fps: float, per_second: float) -> Iterator[int]:
     """Increasing 0-based key-frame indices: ``floor(j · fps / per_second + 1/2)`` for ``j = 0, 1, ...``
     (the nearest frame, halves up; duplicates dropped, so ``per_second ≥ fps`` means every frame). Infinite; stop at the video end."""
-    if not per_second > 0:
-        raise ConfigError(f"key frames per second must be positive, got {per_second}")
-    if not fps > 0:
-        raise ConfigError(f"frame rate must be positive, got {fps}")
+    if not _positive(per_second):
+        raise ConfigError(f"key frames per second must be a positive number, got {per_second!r}")
+    if not (_positive(fps) and math.isfinite(fps)):
+        raise ConfigError(f"frame rate must be a positive number, got {fps!r}")
     step = fps / per_second
+    if step <= 1:  # consecutive values differ by at most 1: every frame (a step near 0 would loop on k = 0)
+        yield from itertools.count()
     last, j = -1, 0
     while True:
         k = math.floor(j * step + 0.5)
@@ -55,6 +59,10 @@ def keyframe_schedule(fps: float, per_second: float) -> Iterator[int]:
         if k > last:
             last = k
             yield k
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and x > 0  # NaN is not > 0
 
 
 def keyframe_indices(total: int, fps: float, per_second: float) -> list[int]:

@@ -211,7 +211,10 @@ def load_mvit_checkpoint(model: nn.Module, path: str | Path, fmt: str = "auto") 
     (naming the first), or leaves parameters of the model unset.
     """
     sd, fmt = read_checkpoint(path, fmt)
-    fitted = convert(sd, fmt, target=model)
+    try:
+        fitted = convert(sd, fmt, target=model)
+    except CheckpointError as e:  # a shape that does not fit: the message names the key, add the file
+        raise CheckpointError(f"{path}: {e}") from None
     refuse_foreign_keys(path, fitted.report, "MViT", fmt)
     if fitted.report.missing:
         raise CheckpointError(f"{path}: checkpoint ({fmt} layout) lacks {len(fitted.report.missing)} weights of the "
