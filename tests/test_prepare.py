@@ -83,7 +83,7 @@ def test_prepare_bad_video_error_and_skip(tmp_path, videos, capsys):
     assert err[0].endswith("(pass --on-error skip to leave such videos out, counted)")  # this verb's option
     assert main(["prepare", "frames", "--videos", str(bad), "--out", str(tmp_path / "o"), "--on-error", "skip"]) == 1
     out = capsys.readouterr()
-    assert "1 written (45 frames), 0 kept, 1 failed" in out.out and "1 bad input(s)" in out.err
+    assert "1 written (45 frames), 0 kept, 1 failed" in out.out and "--on-error skip: 1 bad input(s)" in out.err
     assert not (tmp_path / "o" / "broken").exists()
     assert main(["prepare", "frames", "--videos", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
     assert "videos folder not found" in capsys.readouterr().err

@@ -49,9 +49,11 @@ class SkipLog:
     """Collects skipped inputs of one file under ``policy`` (``error`` raises at once)."""
 
     def __init__(self, policy: str, what: str,
-                 hint: str = "set data.on_error=skip to leave such inputs out, counted") -> None:
+                 hint: str = "set data.on_error=skip to leave such inputs out, counted",
+                 option: str = "data.on_error=skip") -> None:
         _check_policy(policy)
         self.policy, self.what, self.hint = policy, what, hint  # hint: how to skip, in the caller's terms
+        self.option = option  # the setting that skips, as the caller's user wrote it (summary line)
         self.messages: list[str] = []
 
     def handle(self, message: str) -> None:
@@ -63,7 +65,7 @@ class SkipLog:
     def summary(self) -> str | None:
         if not self.messages:
             return None
-        return f"data.on_error=skip: {len(self.messages)} bad input(s) of {self.what} left out (first: {self.messages[0]})"
+        return f"{self.option}: {len(self.messages)} bad input(s) of {self.what} left out (first: {self.messages[0]})"
 
     def print_summary(self) -> None:
         line = self.summary()

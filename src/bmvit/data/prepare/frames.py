@@ -164,7 +164,8 @@ def prepare_frames(videos: str | Path, out: str | Path, recipe: Recipe = Recipe(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise output_error(out, e) from None
-    skips = SkipLog(on_error, str(videos), hint="pass --on-error skip to leave such videos out, counted")
+    skips = SkipLog(on_error, str(videos), hint="pass --on-error skip to leave such videos out, counted",
+                     option="--on-error skip")
     reports: list[VideoReport] = []
     for p in files:
         if (out / p.stem).is_dir() and not overwrite:
