@@ -3,7 +3,8 @@
 For each chosen key frame of a split: the original key-frame image with the ground-truth actors
 (dashed white boxes, their action names) next to the same image with the checkpoint's detections
 (one colour per actor, top actions with scores). Without ``--checkpoint`` only the ground truth is
-drawn (``--config`` then names the dataset). One PNG per key frame: ``OUT/<video>_<timestamp>.png``.
+drawn (``--config`` then names the dataset). One PNG per key frame: ``OUT/<video>_<timestamp>.png``
+(UCF101-24 / JHMDB ids ``<Class>/<video>`` give ``OUT/<Class>/<video>_<frame>.png``).
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def run(args) -> int:
         gap = np.full((gt.shape[0], 4, 3), 255, np.uint8)
         image = np.concatenate([p for q in panels for p in (q, gap)][:-1], axis=1)
         path = out / f"{vid}_{int(ts):04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)  # UCF/JHMDB ids are "<Class>/<video>": a subfolder
         Image.fromarray(image).save(path)
         print(f"{path}: {len(gt_labels)} ground-truth actors" + (f", {n_pred} detections" if det is not None else ""))
     return 0
