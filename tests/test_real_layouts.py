@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import write_act
+from data_fixtures import decode_frame_numbers, unnormalize, write_act, write_ava
 
 from bmvit.cli.main import main as bmvit
+from bmvit.config import load_config
+from bmvit.data.build import make_dataset
+from bmvit.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
 JHMDB = REPO / "configs/paper/jhmdb/mvitv2s_16x256_out8x16_split1.yaml"
@@ -30,3 +33,40 @@ def test_show_writes_act_video_ids_with_a_class_folder(tmp_path, capsys):
     pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert pngs == ["Jump/v_jump_1_0020.png", "Run/v_run_1_0005.png"]
     assert "Run/v_run_1_0005.png: 1 ground-truth actors" in capsys.readouterr().out
+
+
+def _ava_cfg(root: Path, *over: str):
+    return load_config(None, [f"data.root={root}", "data.num_frames=4", "data.stride=4", "data.size=32", *over])
+
+
+def test_ava_keyframe_outside_the_frames_on_disk_is_named_not_clamped(tmp_path, capsys):
+    """A GT row whose key frame is not on disk (AVA: frames of the movie end early; own data: seconds
+    counted from 0 with data.first_second left at 900) was read from the clamped last / first frame:
+    silently the wrong picture for its boxes. Now an error naming the row, or a counted skip."""
+    ok = "vidA,0902,0.1,0.2,0.4,0.9,1,0"
+    root = write_ava(tmp_path / "ava", {"vidA": 100}, [ok, "vidA,0910,0.1,0.2,0.4,0.9,3,0"])  # frame 301 of 100
+    with pytest.raises(DataError, match=r"val\.csv:2: timestamp 910 is past the end of video 'vidA': its 100 frames "
+                                        r"\(.*vidA\) end at second 903\.33"):
+        make_dataset(_ava_cfg(root), "val")
+    ds = make_dataset(_ava_cfg(root, "data.on_error=skip"), "val")
+    assert [(kf.video_id, kf.timestamp) for kf in ds.keyframes] == [("vidA", 902)]
+    assert "1 bad input(s)" in capsys.readouterr().err
+    own = write_ava(tmp_path / "own", {"vidA": 100}, ["vidA,2,0.1,0.2,0.4,0.9,1,0"])  # seconds from 0
+    with pytest.raises(DataError, match=r"train\.csv:1: timestamp 2 is before the first frame of video 'vidA'.*"
+                                        r"data\.first_second=0"):
+        make_dataset(_ava_cfg(own), "train")
+    assert make_dataset(_ava_cfg(own, "data.first_second=0"), "train").frame_indices("vidA", 2)[2] == 61
+    # the video's end time itself reads the last frame (clamped by at most one frame)
+    end = write_ava(tmp_path / "end", {"vidA": 90}, ["vidA,0903,0.1,0.2,0.4,0.9,1,0"])  # key frame 91
+    assert list(make_dataset(_ava_cfg(end), "val").frame_indices("vidA", 903)) == [83, 87, 90, 90]
+
+
+def test_ava_frames_folder_with_a_gap_clamps_to_its_last_frame(tmp_path):
+    """A video's extent is its highest frame number, not its file count: with frames 50..60 missing the
+    clip of frame 91 was clamped to file count 89 (the key frame slot read frame 89)."""
+    root = write_ava(tmp_path / "ava", {"vidA": 100}, ["vidA,0903,0.1,0.2,0.4,0.9,1,0"])  # key frame 91
+    for f in range(50, 61):
+        (root / "frames" / "vidA" / f"vidA_{f:06d}.jpg").unlink()
+    ds = make_dataset(_ava_cfg(root), "val")
+    clip, _ = ds[0]
+    assert list(decode_frame_numbers(unnormalize(clip))) == [83, 87, 91, 95]

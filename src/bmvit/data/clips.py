@@ -141,7 +141,8 @@ class AvaClips(KeyFrameClips):
     the AVA file layout; ``__getitem__`` returns ``(clip, target)`` as documented there.
     ``cache_frames`` keeps decoded, resized frames in memory (small datasets such as the
     synthetic set). ``rows``: the CSV's rows already read (e.g. checked by
-    :mod:`bmvit.data.formats.ava_checks`); default: read ``csv_path``.
+    :mod:`bmvit.data.formats.ava_checks`); default: read ``csv_path``. ``source``: the frames folder
+    already opened over ``frames_root`` (its frame counts, found by those checks, are kept).
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class AvaClips(KeyFrameClips):
         first_second: int = 900,
         cache_frames: bool = False,
         rows: AvaRows | None = None,
+        source: FrameFolder | None = None,
     ) -> None:
         self.frames_root = Path(frames_root)
         if not self.frames_root.is_dir():
@@ -165,7 +167,7 @@ class AvaClips(KeyFrameClips):
         class_index = {c: i for i, c in enumerate(labels)}
         keyframes = group_keyframes(read_rows(csv_path) if rows is None else rows, class_index)
         super().__init__(KeyFrameTable.from_keyframes(keyframes, len(labels)), labels,
-                         FrameFolder(self.frames_root, AVA_TEMPLATE, cache=cache_frames), num_frames, stride,
+                         source or FrameFolder(self.frames_root, AVA_TEMPLATE, cache=cache_frames), num_frames, stride,
                          transform, first_timestamp=first_second, rate=fps)
 
 
