@@ -70,3 +70,30 @@ def test_ava_frames_folder_with_a_gap_clamps_to_its_last_frame(tmp_path):
     ds = make_dataset(_ava_cfg(root), "val")
     clip, _ = ds[0]
     assert list(decode_frame_numbers(unnormalize(clip))) == [83, 87, 91, 95]
+
+
+def _bytes_strings(x):
+    """What loading a Python 2 pickle with encoding='bytes' and dumping it again leaves: str -> bytes."""
+    if isinstance(x, str):
+        return x.encode()
+    if isinstance(x, dict):
+        return {_bytes_strings(k): _bytes_strings(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_bytes_strings(v) for v in x)
+    return x
+
+
+def test_act_pickle_with_bytes_keys_and_names_reads_as_str(tmp_path):
+    """An ACT pickle whose keys, class names and video names are bytes was 'missing key labels'
+    (and bytes class names would have become "b'Run'")."""
+    import pickle
+
+    from data_fixtures import act_annotations
+
+    root = write_act(tmp_path / "act")
+    want = make_dataset(load_config(str(JHMDB), _act_overrides(root)), "train")
+    (root / "GT.pkl").write_bytes(pickle.dumps(_bytes_strings(act_annotations()), protocol=2))
+    got = make_dataset(load_config(str(JHMDB), _act_overrides(root)), "train")
+    assert got.labels == want.labels == {1: "Jump", 2: "Run"}
+    assert [(k.video_id, k.timestamp) for k in got.keyframes] == [(k.video_id, k.timestamp) for k in want.keyframes]
+    assert np.array_equal(got.keyframes.boxes, want.keyframes.boxes)
