@@ -97,3 +97,21 @@ def test_act_pickle_with_bytes_keys_and_names_reads_as_str(tmp_path):
     assert got.labels == want.labels == {1: "Jump", 2: "Run"}
     assert [(k.video_id, k.timestamp) for k in got.keyframes] == [(k.video_id, k.timestamp) for k in want.keyframes]
     assert np.array_equal(got.keyframes.boxes, want.keyframes.boxes)
+
+
+def test_act_from_video_files_numbers_the_videos_own_frames(tmp_path):
+    """UCF101-24's videos are 25 fps and the ACT annotations number their frames: with data.source=video
+    frame f was read on the 30-fps grid (data.fps), i.e. the picture of frame ~0.83·f, silently."""
+    from PIL import Image
+
+    from data_fixtures import write_mp4
+
+    root = write_act(tmp_path / "act")
+    v = "Run/v_run_2"  # split 1's test video, 12 frames
+    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((root / "rgb-images" / v).glob("*.png"))]
+    write_mp4(root / "videos" / f"{v}.mp4", frames, fps=25)
+    ds = make_dataset(load_config(str(JHMDB), [*_act_overrides(root), "data.source=video"]), "val")
+    i = next(k for k, kf in enumerate(ds.keyframes) if kf.timestamp == 9)
+    clip, target = ds[i]
+    assert list(decode_frame_numbers(unnormalize(clip))) == [5, 7, 9, 11]
+    assert ds.num_video_frames(v) == 12

@@ -66,10 +66,11 @@ def _require_rows(rows, csv_path, split: str) -> None:
 
 
 def _video_source(d: DataConfig) -> VideoFrames:
+    """Video files; ACT frame numbers count each video's own frames (its rate: UCF101 25 fps, JHMDB 30)."""
     root = d.path(d.video_dir)
     if not root.is_dir():
         raise DataError(f"{root}: videos folder not found (data.video_dir; expected <root>/{d.video_dir}/<video_id>.mp4)")
-    return VideoFrames(root, fps=d.fps, offset=d.video_offset)
+    return VideoFrames(root, fps=None if d.format == "act" else d.fps, offset=d.video_offset)
 
 
 def build_dataset(d: DataConfig, split: str, transform: ClipTransform) -> ClipDataset:
