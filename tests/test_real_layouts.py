@@ -115,3 +115,18 @@ def test_act_from_video_files_numbers_the_videos_own_frames(tmp_path):
     clip, target = ds[i]
     assert list(decode_frame_numbers(unnormalize(clip))) == [5, 7, 9, 11]
     assert ds.num_video_frames(v) == 12
+
+
+def test_act_frames_folder_shorter_than_nframes_is_named_when_the_split_is_read(tmp_path):
+    """nframes larger than the frames on disk failed only when a clip first needed a missing frame
+    (after hours of training, or in the final evaluation); now when the split is read. Frames beyond
+    nframes on disk are fine (the pickle decides)."""
+    root = write_act(tmp_path / "act")
+    (root / "rgb-images" / "Run" / "v_run_1" / "00030.png").unlink()
+    from PIL import Image
+
+    Image.new("RGB", (64, 48)).save(root / "rgb-images" / "Jump" / "v_jump_1" / "00021.png")  # one past nframes
+    with pytest.raises(DataError, match=r"v_run_1: frames end at 00029\.png but GT\.pkl gives "
+                                        r"nframes\['Run/v_run_1'\] = 30"):
+        make_dataset(load_config(str(JHMDB), _act_overrides(root)), "train")
+    assert len(make_dataset(load_config(str(JHMDB), [*_act_overrides(root), "data.on_error=skip"]), "train")) == 41
