@@ -130,3 +130,15 @@ def test_act_frames_folder_shorter_than_nframes_is_named_when_the_split_is_read(
                                         r"nframes\['Run/v_run_1'\] = 30"):
         make_dataset(load_config(str(JHMDB), _act_overrides(root)), "train")
     assert len(make_dataset(load_config(str(JHMDB), [*_act_overrides(root), "data.on_error=skip"]), "train")) == 41
+
+
+def test_ava_rows_without_person_id_keep_their_people_apart(tmp_path):
+    """7-column GT rows (no person id, accepted as the official evaluator accepts them) all read as
+    person 1: every actor of a key frame was merged into the first one's box with all their actions."""
+    rows = ["vidA,0902,0.1,0.2,0.4,0.9,1", "vidA,0902,0.5,0.1,0.9,0.8,3", "vidA,0902,0.5,0.1,0.9,0.8,7",
+            "vidA,0903,0.1,0.2,0.4,0.9,1,5", "vidA,0903,0.1,0.2,0.4,0.9,3,5"]  # with ids: merged as before
+    ds = make_dataset(_ava_cfg(write_ava(tmp_path / "ava", {"vidA": 100}, rows)), "train")
+    k0, k1 = ds.keyframes
+    assert np.allclose(k0.boxes, [[0.1, 0.2, 0.4, 0.9], [0.5, 0.1, 0.9, 0.8]])
+    assert k0.labels.tolist() == [[1, 0, 0], [0, 1, 1]]  # ids 1, 3, 7
+    assert np.allclose(k1.boxes, [[0.1, 0.2, 0.4, 0.9]]) and k1.labels.tolist() == [[1, 1, 0]]
