@@ -142,3 +142,18 @@ def test_ava_rows_without_person_id_keep_their_people_apart(tmp_path):
     assert np.allclose(k0.boxes, [[0.1, 0.2, 0.4, 0.9], [0.5, 0.1, 0.9, 0.8]])
     assert k0.labels.tolist() == [[1, 0, 0], [0, 1, 1]]  # ids 1, 3, 7
     assert np.allclose(k1.boxes, [[0.1, 0.2, 0.4, 0.9]]) and k1.labels.tolist() == [[1, 1, 0]]
+
+
+def test_training_names_missing_evaluation_files_before_it_trains(tmp_path):
+    """The AVA paper configs evaluate with eval.label_map (the 60-class file) and data.exclusions; a
+    missing one was found by the first evaluation, i.e. after the whole training (25 epochs)."""
+    from bmvit.engine.train import train
+
+    root = write_ava(tmp_path / "ava", {"vidA": 100}, ["vidA,0902,0.1,0.2,0.4,0.9,1,0"])
+    tiny = ["model.backbone=mvit_tiny", "model.head_hidden=16", "train.batch_size=1", "train.max_steps=1",
+            "train.threads=1", f"train.out_dir={tmp_path / 'run'}"]
+    for over, missing in ((["eval.label_map=annotations/ava_60.pbtxt"], r"ava_60\.pbtxt: label map not found"),
+                          (["data.exclusions=annotations/excluded.csv"], r"excluded\.csv: exclusions file not found")):
+        with pytest.raises(DataError, match=missing):
+            train(_ava_cfg(root, *tiny, *over), progress=False, overwrite=True)
+        assert not (tmp_path / "run" / "model.safetensors").exists()
