@@ -157,3 +157,17 @@ def test_training_names_missing_evaluation_files_before_it_trains(tmp_path):
         with pytest.raises(DataError, match=missing):
             train(_ava_cfg(root, *tiny, *over), progress=False, overwrite=True)
         assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_eval_frame_given_the_ava_style_detections_of_bmvit_eval_says_so(tmp_path, capsys):
+    """`bmvit eval` on UCF/JHMDB writes detections_<split>.csv in the AVA layout; given to eval-frame /
+    eval-video it said only "unknown class '0'"."""
+    (tmp_path / "classes.txt").write_text("Jump\nRun\n")
+    (tmp_path / "gt.csv").write_text("Run/v_run_2,3,Run,0,4,4,30,30\n")
+    (tmp_path / "det.csv").write_text("Run/v_run_2,3,0.0625,0.083,0.47,0.625,2,0.9\n")
+    for verb in ("eval-frame", "eval-video"):
+        assert bmvit([verb, "--classes", str(tmp_path / "classes.txt"), "--gt", str(tmp_path / "gt.csv"),
+                      "--pred", str(tmp_path / "det.csv")]) == 2
+        err = capsys.readouterr().err
+        assert "det.csv:1: unknown class '0.0625'" in err and "looks like the AVA layout" in err
+        assert "video,frame,class_name,score,x1,y1,x2,y2 (boxes in pixels)" in err and len(err.splitlines()) == 1
