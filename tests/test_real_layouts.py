@@ -171,3 +171,13 @@ def test_eval_frame_given_the_ava_style_detections_of_bmvit_eval_says_so(tmp_pat
         err = capsys.readouterr().err
         assert "det.csv:1: unknown class '0.0625'" in err and "looks like the AVA layout" in err
         assert "video,frame,class_name,score,x1,y1,x2,y2 (boxes in pixels)" in err and len(err.splitlines()) == 1
+
+
+def test_prepare_act_gt_to_an_unwritable_folder_is_one_line(tmp_path, capsys):
+    """`bmvit prepare act-gt --out` on a file (or a folder that cannot be made) was a FileExistsError
+    traceback; its files were also written in place, half-written when interrupted."""
+    root = write_act(tmp_path / "act")
+    (tmp_path / "taken").write_text("")
+    assert bmvit(["prepare", "act-gt", "--pkl", str(root / "GT.pkl"), "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "taken/ucf24_classes.txt: cannot write output" in err and len(err.splitlines()) == 1
