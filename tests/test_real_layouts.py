@@ -181,3 +181,13 @@ def test_prepare_act_gt_to_an_unwritable_folder_is_one_line(tmp_path, capsys):
     assert bmvit(["prepare", "act-gt", "--pkl", str(root / "GT.pkl"), "--out", str(tmp_path / "taken")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "taken/ucf24_classes.txt: cannot write output" in err and len(err.splitlines()) == 1
+
+
+def test_show_to_an_unwritable_folder_is_one_line(tmp_path, capsys):
+    """`bmvit show --out FILE` was a FileExistsError traceback."""
+    root = write_act(tmp_path / "act")
+    (tmp_path / "taken").write_text("")
+    assert bmvit(["show", "--config", str(JHMDB), "--out", str(tmp_path / "taken"), "--num", "1",
+                  *_act_overrides(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "taken/Run/v_run_2_0001.png: cannot write output" in err

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bmvit.atomic import atomic_output
 from bmvit.cli.argtypes import count, probability
 from bmvit.data.skips import reader_of
 from bmvit.data.sources.frame_folder import FrameFolder
@@ -97,7 +98,6 @@ def run(args) -> int:
             raise DataError(f"the dataset has {len(ds.labels)} classes, the checkpoint {det.num_classes}")
         det.labels, det.class_ids = dict(ds.labels), list(ds.labels)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     names = [ds.labels[c] for c in ds.class_ids]
     for i in _pick(ds, args.video, args.num):
         clip, target = ds[i]
@@ -122,8 +122,8 @@ def run(args) -> int:
             panels.append(draw_frame(frame, frame_boxes(kf), scale=scale))
         gap = np.full((gt.shape[0], 4, 3), 255, np.uint8)
         image = np.concatenate([p for q in panels for p in (q, gap)][:-1], axis=1)
-        path = out / f"{vid}_{int(ts):04d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)  # UCF/JHMDB ids are "<Class>/<video>": a subfolder
-        Image.fromarray(image).save(path)
+        path = out / f"{vid}_{int(ts):04d}.png"  # UCF/JHMDB ids are "<Class>/<video>": a subfolder
+        with atomic_output(path) as tmp:  # makes the folders; an unwritable --out is one error line
+            Image.fromarray(image).save(tmp, format="PNG")
         print(f"{path}: {len(gt_labels)} ground-truth actors" + (f", {n_pred} detections" if det is not None else ""))
     return 0
