@@ -191,3 +191,18 @@ def test_show_to_an_unwritable_folder_is_one_line(tmp_path, capsys):
                   *_act_overrides(root)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "taken/Run/v_run_2_0001.png: cannot write output" in err
+
+
+def test_render_names_a_frame_missing_inside_the_video(tmp_path):
+    """`eval --render` over a frames folder with a hole said "could not write mp4: [Errno 2] No such
+    file ..." (an output problem, it seemed); it is a missing input frame."""
+    from bmvit.data.formats.ava import AvaRows
+    from bmvit.inference.render_split import render_split_video
+
+    root = write_ava(tmp_path / "ava", {"vidA": 100}, ["vidA,0902,0.1,0.2,0.4,0.9,1,0"])
+    (root / "frames" / "vidA" / "vidA_000090.jpg").unlink()
+    ds = make_dataset(_ava_cfg(root), "val")
+    none = AvaRows([], np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0))
+    with pytest.raises(DataError, match=r"vidA_000090\.jpg: frame not found \(rendering video 'vidA', frames 1\.\.100\)"):
+        render_split_video(ds, none, "vidA", tmp_path / "out" / "vidA.mp4")
+    assert not (tmp_path / "out" / "vidA.mp4").exists()
