@@ -206,3 +206,17 @@ def test_render_names_a_frame_missing_inside_the_video(tmp_path):
     with pytest.raises(DataError, match=r"vidA_000090\.jpg: frame not found \(rendering video 'vidA', frames 1\.\.100\)"):
         render_split_video(ds, none, "vidA", tmp_path / "out" / "vidA.mp4")
     assert not (tmp_path / "out" / "vidA.mp4").exists()
+
+
+def test_overrides_on_both_sides_of_an_option(tmp_path, capsys):
+    """`bmvit show --config C data.root=R --out O data.split=3` was "unrecognized arguments:
+    data.split=3" (argparse fills a positional list from one run of words); other words still are."""
+    root = write_act(tmp_path / "act")
+    out = tmp_path / "show"
+    first, *rest = _act_overrides(root)
+    assert bmvit(["show", "--config", str(JHMDB), first, "--out", str(out), "--num", "1", *rest, "data.split=3"]) == 0
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*.png")] == ["Run/v_run_1_0001.png"]  # split 3's test
+    with pytest.raises(SystemExit) as e:  # usage errors exit from the parser
+        bmvit(["show", "--config", str(JHMDB), first, "--out", str(out), "stray"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: stray" in capsys.readouterr().err

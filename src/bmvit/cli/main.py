@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # don't spin-wait: keeps steps fast on a busy machine
@@ -27,6 +28,9 @@ VERBS = {
     "detect": "bmvit.cli.detect", "export": "bmvit.cli.export", "show": "bmvit.cli.show",
     "prepare": "bmvit.cli.prepare",
 }
+
+
+_OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")  # a config override key=value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     verb = next((a for a in argv if not a.startswith("-")), None)
     for name in ([verb] if verb in VERBS else VERBS):
         importlib.import_module(VERBS[name]).add_parser(sub)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    positional = any(a.dest == "overrides" and not a.option_strings for a in sub.choices[args.command]._actions)
+    if extra and positional and all(_OVERRIDE.match(a) for a in extra):
+        args.overrides += extra  # key=value words after an option that follows earlier ones (argparse
+        # fills a positional list from one run of words only)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except BmvitError as e:
