@@ -220,3 +220,15 @@ def test_overrides_on_both_sides_of_an_option(tmp_path, capsys):
         bmvit(["show", "--config", str(JHMDB), first, "--out", str(out), "stray"])
     assert e.value.code == 2
     assert "unrecognized arguments: stray" in capsys.readouterr().err
+
+
+def test_show_video_option_takes_an_ava_id_beginning_with_a_dash(tmp_path, capsys):
+    """AVA ids such as '-5KQ66BBWC4' (the first movie of the train list) given as `--video ID` were
+    "argument --video: expected one argument" (argparse read the id as an option)."""
+    root = write_ava(tmp_path / "ava", {"-5KQ66BBWC4": 70, "053oq2xB3oU": 70},
+                     ["-5KQ66BBWC4,0902,0.1,0.2,0.4,0.9,1,0", "053oq2xB3oU,0902,0.1,0.2,0.4,0.9,3,0"])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data:\n  root: {root}\n  size: 32\n  num_frames: 4\n")
+    out = tmp_path / "show"
+    assert bmvit(["show", "--config", str(cfg), "--video", "-5KQ66BBWC4", "--out", str(out)]) == 0
+    assert [p.name for p in out.glob("*.png")] == ["-5KQ66BBWC4_0902.png"]

@@ -40,8 +40,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
 
 
+# options whose value is a video id: AVA ids may begin with '-' ("-5KQ66BBWC4"), which argparse
+# takes for an option unless given as --video=ID
+_VIDEO_ID_OPTIONS = ("--video", "--video-id")
+
+
+def _join_video_ids(argv: list[str]) -> list[str]:
+    """``--video -5KQ66BBWC4`` -> ``--video=-5KQ66BBWC4`` (a value that is not itself an option of bmvit)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if a in _VIDEO_ID_OPTIONS and nxt is not None and nxt.startswith("-") and not nxt.startswith("--"):
+            out.append(f"{a}={nxt}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _join_video_ids(sys.argv[1:] if argv is None else list(argv))
     parser = _Parser(prog="bmvit", description="Single-stage spatio-temporal action localization (BMViT).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
