@@ -168,8 +168,7 @@ class TrainingRun:
         cfg, tc, info, device = self.cfg, self.tc, self.info, self.device
         self.train_ds = make_dataset(cfg, "train", augment=True)
         self.val_ds = make_dataset(cfg, "val")
-        # the evaluation's inputs (eval.label_map, data.exclusions) are checked now, not when the first
-        # evaluation comes (at the end of a long training)
+        # eval.label_map, data.exclusions checked now, not by the first evaluation (maybe after training)
         build_evaluator(self.val_ds, cfg.data, cfg.eval, cfg.data.path(cfg.data.val_csv))
         self.model = build_detector(cfg.model, cfg.data, len(self.train_ds.labels), load_pretrained=load_pretrained).to(device)
         self.sampler = ResumableBatchSampler(len(self.train_ds), tc.batch_size, tc.seed, info.rank, info.world_size)
