@@ -232,3 +232,18 @@ def test_show_video_option_takes_an_ava_id_beginning_with_a_dash(tmp_path, capsy
     out = tmp_path / "show"
     assert bmvit(["show", "--config", str(cfg), "--video", "-5KQ66BBWC4", "--out", str(out)]) == 0
     assert [p.name for p in out.glob("*.png")] == ["-5KQ66BBWC4_0902.png"]
+
+
+def test_eval_of_a_checkpoint_with_another_class_count_is_one_line(tmp_path, capsys):
+    """`bmvit eval` of a checkpoint on data with another number of classes (a UCF model on JHMDB, the
+    60-class AVA label map as data.label_map for an 80-class model) was a RuntimeError traceback."""
+    from inference_fixtures import make_checkpoint, write_dataset
+
+    root = write_dataset(tmp_path / "ds")
+    ck = make_checkpoint(tmp_path / "model.safetensors", root=root)
+    (root / "annotations" / "one.pbtxt").write_text('item {\n  name: "walk"\n  id: 1\n}\n')
+    assert bmvit(["eval", "--checkpoint", str(ck), "--no-progress", "data.label_map=annotations/one.pbtxt",
+                  "data.unknown_actions=ignore", "data.hflip_swap=[]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {ck}: its weights do not fit the model of this config and data (1 classes): "
+                          "size mismatch for heads.action.")
