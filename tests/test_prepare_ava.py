@@ -25,6 +25,7 @@ from bmvit.data.prepare.download import DownloadError, fetch
 from bmvit.data.prepare.frames import Recipe, extract_frames
 from bmvit.data.sources.video import VideoFrames
 from bmvit.data.build import make_dataset
+from bmvit.errors import DataError
 
 PAPER_CONFIG = Path(__file__).resolve().parents[1] / "configs/paper/ava/mvitv2s_16x224_out8x7.yaml"
 START, END = 1, 2.5  # seconds of each 3 s movie kept: frames 31..75 of the source
@@ -110,10 +111,13 @@ def test_prepare_ava_skip_resume_report_and_rerun(tmp_path, server, capsys):
     assert server.requests == [] and _tree(out) == snap
     rep = json.loads((out / "prepare_ava_report.json").read_text())
     assert rep["videos"]["present"] == 4 and rep["videos"]["kept"] == 4 and rep["downloaded_bytes"] == 0
-    # the folder is what the paper configs read (only the movie seconds differ: frame 1 is second START)
-    cfg = load_config(PAPER_CONFIG, [f"data.root={out}", f"data.first_second={START}", "data.keyframe_range=null"])
-    train = make_dataset(cfg, "train")
-    assert len(train) == 6 and tuple(train[0][0].shape) == (3, 16, 224, 224)
+    # the folder is what the paper configs read (only the movie seconds differ: frame 1 is second START);
+    # vidA's second 3 lies after the prepared range (--end 2.5): its row is named, or left out with skip
+    over = [f"data.root={out}", f"data.first_second={START}", "data.keyframe_range=null"]
+    with pytest.raises(DataError, match=r"ava_train_v2\.2\.csv:3: timestamp 3 is past the end of video 'vidA'"):
+        make_dataset(load_config(PAPER_CONFIG, over), "train")
+    train = make_dataset(load_config(PAPER_CONFIG, [*over, "data.on_error=skip"]), "train")
+    assert len(train) == 5 and tuple(train[0][0].shape) == (3, 16, 224, 224)
     # another recipe on the same folder is refused
     assert main(_args(server, out, "--short-side", "24")) == 2
     assert "was prepared with" in capsys.readouterr().err

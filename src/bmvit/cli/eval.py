@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bmvit.cli.argtypes import count
 from bmvit.config import apply_overrides
-from bmvit.errors import ConfigError
+from bmvit.errors import CheckpointError, ConfigError
 
 
 def add_parser(sub) -> None:
@@ -45,7 +45,13 @@ def run(args) -> int:
     device = resolve_device(cfg.train.device)
     ds = make_dataset(cfg, args.split)
     model = build_detector(cfg.model, cfg.data, len(ds.labels), load_pretrained=False)  # trained weights follow
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # e.g. a dataset / label map with another number of classes than the checkpoint's
+        detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line),
+                      " ".join(str(e).split())[:200])
+        raise CheckpointError(f"{ckpt}: its weights do not fit the model of this config and data "
+                              f"({len(ds.labels)} classes): {detail}") from None
     model.to(device)
     gt_csv = cfg.data.path(cfg.data.val_csv if args.split == "val" else cfg.data.train_csv)
     result, dets = evaluate_split(model, ds, gt_csv, cfg, device, progress=not args.no_progress)

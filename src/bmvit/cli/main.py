@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # don't spin-wait: keeps steps fast on a busy machine
@@ -29,6 +30,9 @@ VERBS = {
 }
 
 
+_OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")  # a config override key=value
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line too: ``error: <prog>: <what>`` and how to get help, exit status 2."""
 
@@ -36,8 +40,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
 
 
+# options whose value is a video id: AVA ids may begin with '-' ("-5KQ66BBWC4"), which argparse
+# takes for an option unless given as --video=ID
+_VIDEO_ID_OPTIONS = ("--video", "--video-id")
+
+
+def _join_video_ids(argv: list[str]) -> list[str]:
+    """``--video -5KQ66BBWC4`` -> ``--video=-5KQ66BBWC4`` (a value that is not itself an option of bmvit)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if a in _VIDEO_ID_OPTIONS and nxt is not None and nxt.startswith("-") and not nxt.startswith("--"):
+            out.append(f"{a}={nxt}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _join_video_ids(sys.argv[1:] if argv is None else list(argv))
     parser = _Parser(prog="bmvit", description="Single-stage spatio-temporal action localization (BMViT).")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -45,11 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in ([verb] if verb in VERBS else VERBS):
         importlib.import_module(VERBS[name]).add_parser(sub)
     args, extra = parser.parse_known_args(argv)
-    if extra:  # key=value overrides after an option (`train --config C a=1 --resume auto b=2`): still overrides
-        positional = any(a.dest == "overrides" and not a.option_strings for a in sub.choices[args.command]._actions)
-        if not (positional and all("=" in a and not a.startswith("-") for a in extra)):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides = [*args.overrides, *extra]
+    positional = any(a.dest == "overrides" and not a.option_strings for a in sub.choices[args.command]._actions)
+    if extra and positional and all(_OVERRIDE.match(a) for a in extra):
+        args.overrides += extra  # key=value words after an option that follows earlier ones (argparse
+        # fills a positional list from one run of words only)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except BmvitError as e:

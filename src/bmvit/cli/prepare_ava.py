@@ -79,5 +79,8 @@ def run_ava(args) -> int:
         print(f"failed: {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''} (why: the lines above and the report; "
               "a re-run tries them again)", file=sys.stderr)
     src = "data.frames_dir=frames" if opts.frames else "data.source=video data.video_dir=videos data.video_offset=0"
-    print(f"use: data.root={args.out} {src} data.first_second={args.start:g}")
+    missing = sum(k["keyframes"] - k["present"] for k in rep["keyframes"].values())
+    skip = " data.on_error=skip" if missing else ""  # rows whose frames are not on disk are errors otherwise
+    print(f"use: data.root={args.out} {src} data.first_second={args.start:g}{skip}"
+          + (f"  ({missing} key frame(s) of the CSVs not on disk: left out, counted)" if missing else ""))
     return 1 if v["failed"] else 0

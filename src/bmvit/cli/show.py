@@ -3,14 +3,15 @@
 For each chosen key frame of a split: the original key-frame image with the ground-truth actors
 (dashed white boxes, their action names) next to the same image with the checkpoint's detections
 (one colour per actor, top actions with scores). Without ``--checkpoint`` only the ground truth is
-drawn (``--config`` then names the dataset). One PNG per key frame: ``OUT/<video>_<timestamp>.png``.
+drawn (``--config`` then names the dataset). One PNG per key frame: ``OUT/<video>_<timestamp>.png``
+(UCF101-24 / JHMDB ids ``<Class>/<video>`` give ``OUT/<Class>/<video>_<frame>.png``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bmvit.atomic import make_folder
+from bmvit.atomic import atomic_output, make_folder
 from bmvit.cli.argtypes import count, probability
 from bmvit.data.skips import reader_of
 from bmvit.data.sources.frame_folder import FrameFolder
@@ -119,7 +120,8 @@ def run(args) -> int:
             panels.append(draw_frame(frame, frame_boxes(kf), scale=scale))
         gap = np.full((gt.shape[0], 4, 3), 255, np.uint8)
         image = np.concatenate([p for q in panels for p in (q, gap)][:-1], axis=1)
-        path = out / f"{vid}_{int(ts):04d}.png"
-        Image.fromarray(image).save(path)
+        path = out / f"{vid}_{int(ts):04d}.png"  # UCF/JHMDB ids are "<Class>/<video>": a subfolder
+        with atomic_output(path) as tmp:  # makes the folders; an unwritable --out is one error line
+            Image.fromarray(image).save(tmp, format="PNG")
         print(f"{path}: {len(gt_labels)} ground-truth actors" + (f", {n_pred} detections" if det is not None else ""))
     return 0

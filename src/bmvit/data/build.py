@@ -16,8 +16,9 @@ act        frames    :class:`bmvit.data.clips.ActClips` + :class:`bmvit.data.sou
 act        video     :class:`bmvit.data.clips.ActClips` + :class:`bmvit.data.sources.video.VideoFrames`
 =========  ========  ==========================================================================
 
-AVA CSVs go through :func:`bmvit.data.formats.ava_checks.read_checked_rows` (every row checked) and
-videos absent on disk are found before training starts. Under ``data.on_error=skip`` the
+AVA CSVs go through :func:`bmvit.data.formats.ava_checks.read_checked_rows` (every row checked);
+videos absent on disk, and rows whose key frame is not a frame of its video, are found before
+training starts. Under ``data.on_error=skip`` the
 dataset is wrapped in :class:`bmvit.data.skips.SkipBadSamples` (bad frames at read time).
 """
 
@@ -29,10 +30,10 @@ from bmvit.config import Config, DataConfig
 from bmvit.data.clip_dataset import ClipDataset
 from bmvit.data.clips import ActClips, AvaClips, KeyFrameClips
 from bmvit.data.formats.ava import read_label_map
-from bmvit.data.formats.ava_checks import check_videos, read_checked_rows
+from bmvit.data.formats.ava_checks import check_keyframes, check_videos, read_checked_rows
 from bmvit.data.keyframes import KeyFrameTable, group_keyframes
 from bmvit.data.skips import SkipBadSamples
-from bmvit.data.sources.frame_folder import FrameFolder
+from bmvit.data.sources.frame_folder import AVA_TEMPLATE, FrameFolder
 from bmvit.data.sources.video import VideoFrames
 from bmvit.data.transforms import ClipTransform, views_of
 from bmvit.errors import ConfigError, DataError
@@ -65,10 +66,11 @@ def _require_rows(rows, csv_path, split: str) -> None:
 
 
 def _video_source(d: DataConfig) -> VideoFrames:
+    """Video files; ACT frame numbers count each video's own frames (its rate: UCF101 25 fps, JHMDB 30)."""
     root = d.path(d.video_dir)
     if not root.is_dir():
         raise DataError(f"{root}: videos folder not found (data.video_dir; expected <root>/{d.video_dir}/<video_id>.mp4)")
-    return VideoFrames(root, fps=d.fps, offset=d.video_offset)
+    return VideoFrames(root, fps=None if d.format == "act" else d.fps, offset=d.video_offset)
 
 
 def build_dataset(d: DataConfig, split: str, transform: ClipTransform) -> ClipDataset:
@@ -101,6 +103,8 @@ def build_dataset(d: DataConfig, split: str, transform: ClipTransform) -> ClipDa
             source = _video_source(d)
             rows, lines = check_videos(rows, lines, csv_path, source.has_video,
                                        lambda v: f"{source.root / v}.{{{','.join(source.extensions)}}}", d.on_error)
+            rows, lines = check_keyframes(rows, lines, csv_path, source.num_frames, lambda v: str(source.path(v)),
+                                          d.first_second, d.fps, d.on_error)
             _require_rows(rows, csv_path, split)
             class_index = {c: i for i, c in enumerate(labels)}
             table = KeyFrameTable.from_keyframes(group_keyframes(rows, class_index), len(labels))
@@ -108,9 +112,12 @@ def build_dataset(d: DataConfig, split: str, transform: ClipTransform) -> ClipDa
         else:
             rows, lines = check_videos(rows, lines, csv_path, lambda v: (frames_root / v).is_dir(),
                                        lambda v: str(frames_root / v), d.on_error)
+            folder = FrameFolder(frames_root, AVA_TEMPLATE, cache=d.cache_frames)  # frame counts: cached, shared
+            rows, lines = check_keyframes(rows, lines, csv_path, folder.num_frames, lambda v: str(frames_root / v),
+                                          d.first_second, d.fps, d.on_error)
             _require_rows(rows, csv_path, split)
             ds = AvaClips(frames_root, csv_path, d.path(d.label_map), d.num_frames, d.stride, transform, d.fps,
-                          d.first_second, d.cache_frames, rows=rows)
+                          d.first_second, d.cache_frames, rows=rows, source=folder)
     if d.on_error == "skip":
         ds = SkipBadSamples(ds, substitute=train)
     return ds

@@ -21,7 +21,8 @@ input index ``T // 2`` is the key frame.
   :mod:`bmvit.data.formats.act`) over frame folders or video files. Every frame read is checked
   to have the size the pickle states. Videos of the split whose frames folder (or video file) is
   absent raise a DataError naming the folder and the pickle key, or are left out and counted
-  under ``on_error="skip"``.
+  under ``on_error="skip"``; a frames folder that ends before ``nframes`` is an error when the
+  split is read (under ``skip``, the clips that need its missing frames are skipped when read).
 
 A frame source (:class:`bmvit.data.sources.frame_folder.FrameFolder`,
 :class:`bmvit.data.sources.video.VideoFrames`) provides ``num_frames(video)``,
@@ -141,7 +142,8 @@ class AvaClips(KeyFrameClips):
     the AVA file layout; ``__getitem__`` returns ``(clip, target)`` as documented there.
     ``cache_frames`` keeps decoded, resized frames in memory (small datasets such as the
     synthetic set). ``rows``: the CSV's rows already read (e.g. checked by
-    :mod:`bmvit.data.formats.ava_checks`); default: read ``csv_path``.
+    :mod:`bmvit.data.formats.ava_checks`); default: read ``csv_path``. ``source``: the frames folder
+    already opened over ``frames_root`` (its frame counts, found by those checks, are kept).
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class AvaClips(KeyFrameClips):
         first_second: int = 900,
         cache_frames: bool = False,
         rows: AvaRows | None = None,
+        source: FrameFolder | None = None,
     ) -> None:
         self.frames_root = Path(frames_root)
         if not self.frames_root.is_dir():
@@ -165,7 +168,7 @@ class AvaClips(KeyFrameClips):
         class_index = {c: i for i, c in enumerate(labels)}
         keyframes = group_keyframes(read_rows(csv_path) if rows is None else rows, class_index)
         super().__init__(KeyFrameTable.from_keyframes(keyframes, len(labels)), labels,
-                         FrameFolder(self.frames_root, AVA_TEMPLATE, cache=cache_frames), num_frames, stride,
+                         source or FrameFolder(self.frames_root, AVA_TEMPLATE, cache=cache_frames), num_frames, stride,
                          transform, first_timestamp=first_second, rate=fps)
 
 
@@ -194,6 +197,8 @@ class ActClips(KeyFrameClips):
                 skips.handle(f"{ann.path}: video '{v}' ({what}[{split - 1}]) is absent on disk: "
                              f"{_where(source, v)} not found")
                 continue
+            if on_error == "error" and isinstance(source, FrameFolder):
+                _check_frames_on_disk(source, v, ann)
             kept.append(v)
         skips.print_summary()
         self.annotations = ann
@@ -204,6 +209,16 @@ class ActClips(KeyFrameClips):
 
     def num_video_frames(self, vid: str) -> int:
         return self.annotations.nframes[vid]
+
+
+def _check_frames_on_disk(source: FrameFolder, video: str, ann: ActAnnotations) -> None:
+    """A frames folder that ends before the pickle's ``nframes``: one error now, not when a clip
+    first needs a missing frame (under ``on_error=skip`` those clips are skipped when read)."""
+    have, n = source.num_frames(video), ann.nframes[video]
+    if have < n:
+        raise DataError(f"{source.folder(video)}: frames end at {source.path(video, have).name} but "
+                        f"{ann.path.name} gives nframes['{video}'] = {n} (frames missing on disk; "
+                        "data.on_error=skip skips the clips that need them)")
 
 
 def _where(source: FrameSource, video: str) -> str:

@@ -8,7 +8,7 @@ yields :class:`KeyFrame` records. Two builders fill it:
 
 * :func:`group_keyframes` — AVA-layout CSV rows (:class:`~bmvit.data.formats.ava.AvaRows`):
   rows of one ``(video, timestamp, person_id)`` are merged into one box with a multi-hot label
-  vector.
+  vector (a person is its id and box: rows without a person id, read as id 1, are told apart by box).
 * :func:`act_keyframes` — videos of one split of an ACT / MOC-Detector pickle
   (:class:`~bmvit.data.formats.act.ActAnnotations`, UCF101-24 / JHMDB51-21): in **training**
   every frame ``f`` of the videos that at least one ground-truth tube covers (frames without an
@@ -97,17 +97,19 @@ def group_keyframes(rows: AvaRows, class_index: dict[int, int]) -> list[KeyFrame
     """Merge CSV rows into key frames; rows whose action is not in ``class_index`` are dropped.
 
     Rows are merged per ``(video, timestamp, person_id)``; the box of the first row of a person is
-    kept (AVA repeats the same box on every row of one person).
+    kept (AVA repeats the same box on every row of one person). Rows merge only when their boxes are
+    equal too: a 7-column row has no person id (read as 1), so people are told apart by box, as
+    PySlowFast groups rows; one id at two places of a frame is two people.
     """
     K = len(class_index)
-    frames: dict[tuple[str, int], dict[float, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
+    frames: dict[tuple[str, int], dict[tuple, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
     for i, vid in enumerate(rows.video_ids):
         key = (vid, int(rows.timestamps[i]))
         people = frames[key]  # creates the key frame even if the action is unknown
         cls = class_index.get(int(rows.actions[i]))
         if cls is None:
             continue
-        pid = float(rows.person_or_score[i])
+        pid = (float(rows.person_or_score[i]), *rows.boxes[i].tolist())  # person id and box
         if pid not in people:
             people[pid] = (rows.boxes[i].astype(np.float32), np.zeros(K, np.float32))
         people[pid][1][cls] = 1.0

@@ -68,6 +68,7 @@ from bmvit.engine.sampler import MicroBatches, ResumableBatchSampler
 from bmvit.engine.run_folder import MetricsLog, load_weights_and_optimizer, prepare_run_folder, truncate_metrics
 from bmvit.engine.state import Resumed, RunState, rng_state, save_checkpoint, set_rng_state
 from bmvit.errors import CheckpointError, ConfigError, TrainingError
+from bmvit.evaluation.evaluators import build_evaluator
 from bmvit.losses.criterion import SetCriterion
 from bmvit.models.build import build_detector
 
@@ -168,6 +169,8 @@ class TrainingRun:
         cfg, tc, info, device = self.cfg, self.tc, self.info, self.device
         self.train_ds = make_dataset(cfg, "train", augment=True)
         self.val_ds = make_dataset(cfg, "val")
+        # eval.label_map, data.exclusions checked now, not by the first evaluation (maybe after training)
+        build_evaluator(self.val_ds, cfg.data, cfg.eval, cfg.data.path(cfg.data.val_csv))
         self.model = build_detector(cfg.model, cfg.data, len(self.train_ds.labels), load_pretrained=load_pretrained).to(device)
         self.sampler = ResumableBatchSampler(len(self.train_ds), tc.batch_size, tc.seed, info.rank, info.world_size)
         if self.sampler.batches_per_epoch < tc.accum_steps:

@@ -87,6 +87,10 @@ class AvaSplitEvaluator:
     max_dets_per_frame: int  # headline protocol
     threshold: float  # θ of the actor metrics
 
+    def __post_init__(self) -> None:
+        if self.exclusions:
+            read_exclusions(self.exclusions)  # a missing or malformed file is named now, not after a training
+
     def evaluate(self, detections: AvaRows, actors: ActorRows | None) -> SplitEvaluation:
         exclusions = read_exclusions(self.exclusions) if self.exclusions else None
         gt = read_rows_fast(self.gt_csv)

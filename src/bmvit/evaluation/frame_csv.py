@@ -130,7 +130,7 @@ def _read(path: str | Path, classes: list[str], layout: tuple[str, ...], what: s
             frame = int(value)
         name = row[col["class_name"]].strip()
         if name not in index:
-            raise DataError(f"{where}: unknown class {name!r} (not in the class list)")
+            raise DataError(f"{where}: unknown class {name!r} (not in the class list){_ava_hint(row, layout)}")
         values = []
         for key in ("x1", "y1", "x2", "y2") + (("score",) if "score" in col else ()):
             v = _number(row[col[key]])
@@ -157,6 +157,18 @@ def _read(path: str | Path, classes: list[str], layout: tuple[str, ...], what: s
         tubes=np.asarray(tubes, dtype=str),
         lines=np.asarray(lines, dtype=np.int64),
     )
+
+
+def _ava_hint(row: list[str], layout: tuple[str, ...]) -> str:
+    """A pointer to the expected columns when ``row`` has the AVA layout instead
+    (``video,timestamp,x1,y1,x2,y2,action_id,score|person_id``, normalized boxes: e.g. the
+    ``detections_<split>.csv`` of ``bmvit eval``, or ``prepare act-gt``'s ``*_test.csv``)."""
+    ava = len(row) == 8 and all(_number(t) is not None for t in row[1:8]) and \
+        all(0 <= float(t) <= 1 for t in row[2:6])
+    if not ava:
+        return ""
+    return (f"; the row looks like the AVA layout video,timestamp,x1,y1,x2,y2,action_id,score with normalized "
+            f"boxes, this file takes {','.join(layout)} (boxes in pixels)")
 
 
 def _number(text: str) -> float | None:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from bmvit.data.skips import reader_of
 from bmvit.data.sources.frame_folder import FrameFolder
+from bmvit.errors import DataError
 from bmvit.inference.render import FrameBoxes, color_for, display_scale, draw_frame, write_mp4
 
 __all__ = ["render_split_video", "videos_to_render"]
@@ -76,8 +77,14 @@ def _full_frames(source, vid: str, n: int, chunk: int = 32):
     folder's cache holds frames resized for the model; a video source decodes ``chunk`` at a time."""
     if isinstance(source, FrameFolder):
         for f in range(1, n + 1):
-            with Image.open(source.path(vid, f)) as im:
-                yield np.asarray(im.convert("RGB"))
+            path = source.path(vid, f)
+            try:
+                with Image.open(path) as im:
+                    yield np.asarray(im.convert("RGB"))
+            except FileNotFoundError:
+                raise DataError(f"{path}: frame not found (rendering video '{vid}', frames 1..{n})") from None
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+                raise DataError(f"{path}: cannot decode frame ({e})") from None
         return
     for first in range(1, n + 1, chunk):
         yield from source.read(vid, np.arange(first, min(first + chunk, n + 1)), resize=lambda x: x)

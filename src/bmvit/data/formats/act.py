@@ -12,7 +12,8 @@ The pickle is a dict with these keys (the format ACT introduced and MOC-Detector
                                                              frame (1-based), x1, y1, x2, y2 (pixels)
 
 Frames are ``<frames_root>/<video>/%05d.jpg`` (UCF101-24, ``rgb-images``) or ``.png``
-(JHMDB, ``Frames``).
+(JHMDB, ``Frames``). The Python 2 strings of the released files load as ``str`` (latin-1); a copy
+re-pickled with them as ``bytes`` (loaded with ``encoding="bytes"``) reads the same.
 
 Contract: :func:`read_act_pkl` loads the file with the restricted unpickler
 (:mod:`bmvit.data.formats.safe_pickle`) and returns :class:`ActAnnotations`, or raises one
@@ -100,10 +101,27 @@ def _int(value, where: str) -> int:
     return out
 
 
+def _as_text(value):
+    """``value`` with every ``bytes`` (in dict keys, lists, tuples) decoded to ``str``: the Python 2
+    strings of a file loaded with ``encoding="bytes"`` and pickled again (UTF-8, else latin-1)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value.decode("latin-1")
+    if isinstance(value, dict):
+        return {_as_text(k): _as_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_text(v) for v in value)
+    return value
+
+
 def read_act_pkl(path: str | Path, on_error: str = "error") -> ActAnnotations:
     """Read and check an ACT-style ground-truth pickle (module docstring)."""
     path = Path(path)
     obj = load_pickle(path)
+    if isinstance(obj, dict) and any(isinstance(k, bytes) for k in obj):
+        obj = _as_text(obj)  # keys, class names and video names stored as bytes
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a dict with keys {', '.join(REQUIRED_KEYS)}, got {type(obj).__name__}")
     skips = SkipLog(on_error, str(path))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bmvit.atomic import atomic_output, write_text
 from bmvit.data.formats.act import ActAnnotations
 from bmvit.data.formats.ava import AvaRows, write_label_map, write_rows
 
@@ -32,8 +33,9 @@ __all__ = ["write_act_gt"]
 
 
 def write_act_gt(ann: ActAnnotations, split: int, out: str | Path, prefix: str) -> dict[str, Path]:
+    """The files of the module docstring, each written atomically (an output that cannot be written
+    is an :class:`~bmvit.errors.OutputError` naming it)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     videos = ann.split_videos(split, train=False)
     paths = {
         "classes": out / f"{prefix}_classes.txt",
@@ -41,10 +43,10 @@ def write_act_gt(ann: ActAnnotations, split: int, out: str | Path, prefix: str) 
         "ava": out / f"{prefix}_split{split}_test.csv",
         "label_map": out / f"{prefix}_label_map.pbtxt",
     }
-    paths["classes"].write_text("".join(f"{name}\n" for name in ann.labels), encoding="utf-8")
+    write_text(paths["classes"], "".join(f"{name}\n" for name in ann.labels))
     write_label_map(paths["label_map"], {i + 1: name for i, name in enumerate(ann.labels)})
     vids, ts, boxes, acts, tube_ids = [], [], [], [], []
-    with open(paths["tubes"], "w", encoding="utf-8") as f:
+    with atomic_output(paths["tubes"]) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for v in videos:
             H, W = ann.resolution[v]
             for j, tube in enumerate(ann.tubes[v]):

@@ -15,7 +15,9 @@ e.g. AVA's 80-class CSVs with the 60-class ``ava_action_list_v2.2_for_activityne
 the ignored rows are counted per action id and printed, never dropped silently.
 
 :func:`check_videos` applies the same policy to videos that the CSV lists but that are absent
-on disk (no frames folder / no video file), naming the first CSV line of each.
+on disk (no frames folder / no video file), naming the first CSV line of each, and
+:func:`check_keyframes` to rows whose key frame is not a frame of its video (a timestamp before
+``data.first_second`` or after the video's end).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from bmvit.data.formats.text_file import csv_rows
 from bmvit.data.skips import SkipLog
 from bmvit.errors import ConfigError, DataError
 
-__all__ = ["UNKNOWN_ACTIONS", "check_videos", "read_checked_rows"]
+__all__ = ["UNKNOWN_ACTIONS", "check_keyframes", "check_videos", "read_checked_rows"]
 
 UNKNOWN_ACTIONS = ("error", "ignore")
 _BOX = ("x1", "y1", "x2", "y2")
@@ -158,4 +160,42 @@ def check_videos(rows: AvaRows, lines: np.ndarray, csv_path: str | Path, exists:
     if not missing:
         return rows, lines
     keep = np.array([v not in missing for v in rows.video_ids], bool)
+    return rows.select(keep), lines[keep]
+
+
+def check_keyframes(rows: AvaRows, lines: np.ndarray, csv_path: str | Path, num_frames: Callable[[str], int],
+                    where: Callable[[str], str], first_second: int, fps: int, on_error: str = "error",
+                    ) -> tuple[AvaRows, np.ndarray]:
+    """Rows whose key frame lies in its video: frame ``(timestamp - first_second) * fps + 1`` in
+    ``1 .. n + 1`` for a video of ``num_frames(video)`` = ``n`` frames (a timestamp at the video's
+    end time reads its last frame, as clips near the ends are clamped). A timestamp before frame 1
+    (e.g. seconds counted from 0 with ``data.first_second`` left at AVA's 900) or after the end (its
+    frames are not on disk) is an error naming the row, or a counted skip; so is a video whose
+    frame count cannot be had (``num_frames`` raising DataError)."""
+    skips = SkipLog(on_error, str(csv_path))
+    first: dict[str, int] = {}
+    for i, v in enumerate(rows.video_ids):
+        first.setdefault(v, i)
+    n_of: dict[str, int] = {}
+    for v, i in first.items():
+        try:
+            n_of[v] = num_frames(v)
+        except DataError as e:
+            skips.handle(f"{csv_path}:{lines[i]}: video '{v}': {e}")
+            n_of[v] = -1  # all its rows fail below, silently: the video was reported once
+    n = np.array([n_of[v] for v in rows.video_ids], np.int64)  # (R,)
+    key = (rows.timestamps - first_second) * fps + 1  # (R,) 1-based key-frame numbers
+    keep = (n > 0) & (key >= 1) & (key <= n + 1)
+    for i in np.flatnonzero(~keep & (n > 0)):  # only bad rows cost Python time
+        v, ts = rows.video_ids[i], int(rows.timestamps[i])
+        place = f"frame 1 is second {first_second} at {fps} fps (data.first_second, data.fps)"
+        if key[i] < 1:
+            skips.handle(f"{csv_path}:{lines[i]}: timestamp {ts} is before the first frame of video '{v}': {place}; "
+                         "timestamps counted from the video's start need data.first_second=0")
+        else:
+            skips.handle(f"{csv_path}:{lines[i]}: timestamp {ts} is past the end of video '{v}': its {n[i]} frames "
+                         f"({where(v)}) end at second {first_second + n[i] / fps:g}, {place}")
+    skips.print_summary()
+    if keep.all():
+        return rows, lines
     return rows.select(keep), lines[keep]

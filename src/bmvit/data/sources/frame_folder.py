@@ -87,15 +87,17 @@ class FrameFolder:
         return self.folder(video).is_dir()
 
     def num_frames(self, video: str) -> int:
-        """Number of files of ``video`` that match the template (one directory listing, cached)."""
+        """The highest frame number among the files of ``video`` that match the template (one
+        directory listing, cached): the video's extent, which clips are clamped to. It is the number
+        of files when they run 1..n; a frame missing inside that range is an error when read."""
         n = self._counts.get(video)
         if n is None:
             folder = self.folder(video)
             if not folder.is_dir():
                 raise DataError(f"{folder}: frames folder of video '{video}' not found")
             sentinel = 987654321  # longer than any zero padding: formats to exactly these digits
-            rx = re.compile(re.escape(self.path(video, sentinel).name).replace(str(sentinel), r"\d+") + r"\Z")
-            n = sum(1 for name in os.listdir(folder) if rx.match(name))
+            rx = re.compile(re.escape(self.path(video, sentinel).name).replace(str(sentinel), r"(\d+)") + r"\Z")
+            n = max((int(m.group(1)) for m in map(rx.match, os.listdir(folder)) if m), default=0)
             if n == 0:
                 raise DataError(f"{folder}: no frames named like {self.path(video, 1).name}")
             self._counts[video] = n

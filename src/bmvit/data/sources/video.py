@@ -10,6 +10,10 @@ with, so the video reader and the frames folder written by ``bmvit prepare frame
 same pixels for the same frame numbers (identical with ``--ext png``; JPEG adds its compression
 error).
 
+With ``fps=None`` the grid is each video's own frame rate (its average rate): frame ``i`` is then
+the video's ``i``-th frame, as in frames extracted at the native rate (UCF101-24 at 25 fps and
+JHMDB at 30 fps, whose ACT annotations number those frames).
+
 A video has ``ceil((E - offset) * fps)`` frames, ``E`` the stream's end (last frame time + its
 duration) from the container's metadata: the video track's own (an audio track that lasts longer
 does not count; :mod:`~bmvit.data.sources.video_end`), else found by decoding once. Reading
@@ -291,10 +295,12 @@ def grid_frames(stream: _Stream, times: list[Fraction], truncated_at: Fraction |
 class VideoFrames:
     """Frame source over video files (module docstring)."""
 
-    def __init__(self, root: str | Path, fps: int = 30, offset: float = 0.0,
+    def __init__(self, root: str | Path, fps: int | None = 30, offset: float = 0.0,
                  extensions: tuple[str, ...] = VIDEO_EXTENSIONS, threads: int = 1) -> None:
+        """``fps``: the frame-number grid (module docstring); ``None``: each video's own rate."""
         self.root = Path(root)
         self.fps, self.offset = fps, _fraction(offset)
+        self._rates: dict[str, Fraction] = {}  # the grid rate per video, found once by info()
         self.extensions = extensions
         self.threads = threads
         self._info: dict[str, tuple[int, tuple[int, int], Fraction]] = {}
@@ -346,7 +352,8 @@ class VideoFrames:
                     end = Fraction(0)
                     for frame in s.frames():
                         end = s.time(frame) + s.duration_of(frame)
-                n = frame_count(end, self.fps, self.offset)
+                rate = self._rates[video] = _fraction(self.fps) if self.fps is not None else 1 / s.frame_dur
+                n = frame_count(end, rate, self.offset)
                 if n < 1:
                     raise DataError(f"{s.path}: no frame at or after {float(self.offset):.3f} s "
                                     f"(video ends at {float(end):.3f} s)")
@@ -372,7 +379,8 @@ class VideoFrames:
         bad = [f for f in need if not 1 <= f <= n]
         if bad:
             raise DataError(f"video '{video}': frame {bad[0]} outside 1..{n}")
-        times = [frame_time(f, self.fps, self.offset) for f in need]
+        rate = self._rates[video]
+        times = [frame_time(f, rate, self.offset) for f in need]
         decoded: dict[int, np.ndarray] = {}
         if self._rgb is None:
             self._rgb = _av().video.reformatter.VideoReformatter()
@@ -383,7 +391,7 @@ class VideoFrames:
         missing = [f for f in need if f not in decoded]
         if missing:
             raise DataError(f"{s.path}: truncated video: no data for frame {missing[0]} "
-                            f"({float(frame_time(missing[0], self.fps, self.offset)):.3f} s)")
+                            f"({float(frame_time(missing[0], rate, self.offset)):.3f} s)")
         small = np.asarray(resize(np.stack([decoded[f] for f in need])))  # (U, h, w, 3): one resize per clip
         if mirror:
             small = torch.from_numpy(np.ascontiguousarray(small)).flip(2).numpy()
