@@ -260,3 +260,38 @@ def test_mp4_whose_duration_is_shorter_than_its_frames(tmp_path, ava_video):
     assert np.array_equal(vf.read("vidA", np.array([N - 1, N]), lambda im: im), ref.read("vidA", np.array([N - 1, N]), lambda im: im))
     reports = prepare_frames(tmp_path / "v", tmp_path / "f", Recipe(), log=lambda *_: None)
     assert [(r.status, r.frames) for r in reports] == [("written", N)]
+
+
+def test_an_end_without_metadata_is_found_from_the_tail(tmp_path, monkeypatch):
+    """A video whose metadata gives no end for its track (a WebM with audio and no per-track DURATION
+    tag) is not decoded whole to count its frames when the dataset is built: decoding starts a few
+    seconds before the container's end (one GOP plus the tail), and finds the same end and count."""
+    import av
+
+    import bmvit.data.sources.video as video_mod
+    import bmvit.data.sources.video_end as video_end
+
+    path = tmp_path / "v" / "long.mp4"
+    path.parent.mkdir()
+    with av.open(str(path), "w") as c:  # 60 s at 5 fps, a key frame every 25 frames
+        s = c.add_stream("libx264", rate=5, options={"g": "25"})
+        s.width, s.height, s.pix_fmt = 32, 24, "yuv420p"
+        for f in range(300):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.full((24, 32, 3), f % 256, np.uint8), format="rgb24")))
+        c.mux(s.encode(None))
+    full = VideoFrames(tmp_path / "v", fps=5).info("long")
+    monkeypatch.setattr(video_mod, "stream_end", lambda container, stream: None)  # no usable metadata
+    decoded = []
+    frames = video_mod._Stream.frames
+
+    def counting(self):
+        for frame in frames(self):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(video_mod._Stream, "frames", counting)
+    assert VideoFrames(tmp_path / "v", fps=5).info("long") == full == (300, (24, 32), full[2])
+    assert full[2] == 60 and len(decoded) <= (video_end.TAIL_S + 5) * 5 + 25  # the tail, not 300 frames
+    monkeypatch.setattr(video_end, "TAIL_S", 1000)  # a container shorter than the tail: decoded whole
+    decoded.clear()
+    assert VideoFrames(tmp_path / "v", fps=5).info("long") == full and len(decoded) == 300

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bmvit.data.sources.video_end import stream_end
+from bmvit.data.sources.video_end import decoded_end, stream_end
 from bmvit.errors import DataError
 
 __all__ = ["VIDEO_EXTENSIONS", "GridTimes", "VideoFrames", "display_turns", "frame_count", "frame_time", "grid_frames",
@@ -348,10 +348,8 @@ class VideoFrames:
         if got is None:
             with self._open(video) as s:
                 end = s.metadata_end()
-                if end is None:  # no duration in the container: decode once to find the end
-                    end = Fraction(0)
-                    for frame in s.frames():
-                        end = s.time(frame) + s.duration_of(frame)
+                if end is None:  # the metadata gives no end of the video track: decode (the tail) to find it
+                    end = decoded_end(s)
                 rate = self._rates[video] = _fraction(self.fps) if self.fps is not None else 1 / s.frame_dur
                 n = frame_count(end, rate, self.offset)
                 if n < 1:

@@ -3,14 +3,19 @@
 The video track's own end counts, not the file's: a container's duration is its longest track's,
 and phone and web videos often carry audio that outlasts the picture. The readers compare it with
 where the decoded frames end, to tell a file cut short (:mod:`bmvit.data.sources.video`,
-:mod:`bmvit.inference.video_source`).
+:mod:`bmvit.inference.video_source`). When the metadata says nothing usable, :func:`decoded_end`
+finds the end by decoding — only the last seconds when the container has a duration.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
 
-__all__ = ["stream_end"]
+from bmvit.errors import DataError
+
+__all__ = ["decoded_end", "stream_end"]
+
+TAIL_S = 10  # decoded_end: seconds before the container's end where decoding starts
 
 
 def _duration_tag(metadata: dict) -> Fraction | None:
@@ -43,3 +48,28 @@ def stream_end(container, stream) -> Fraction | None:  # a PyAV InputContainer a
     if container.duration and len(container.streams) == 1:
         return Fraction(container.duration, 1_000_000) - start
     return None
+
+
+def decoded_end(stream) -> Fraction:  # a bmvit.data.sources.video._Stream
+    """Where the video track's decoded frames end (the last frame's time plus its duration), for a
+    stream whose metadata gives no end (:func:`stream_end` is None: e.g. a WebM with audio and no
+    per-track ``DURATION`` tag). Decoding runs to the end of the file either way; with a container
+    duration (its longest track's end, an upper bound) it starts from a seek ``TAIL_S`` before it,
+    so a long video costs one group of pictures and a few seconds of frames, not the whole file.
+    Decodes from the start when there is no container duration or nothing decodes after the seek."""
+    hint = stream.container.duration  # microseconds, or None
+    if hint and Fraction(hint, 1_000_000) > TAIL_S:
+        end = Fraction(0)
+        try:
+            stream.seek(Fraction(hint, 1_000_000) - TAIL_S)
+            for frame in stream.frames():
+                end = max(end, stream.time(frame) + stream.duration_of(frame))
+        except DataError:  # a failed seek: decode from the start below
+            end = Fraction(0)
+        if end > 0:
+            return end
+    end = Fraction(0)
+    stream.seek(Fraction(0))
+    for frame in stream.frames():
+        end = max(end, stream.time(frame) + stream.duration_of(frame))
+    return end
