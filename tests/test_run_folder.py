@@ -93,7 +93,12 @@ def test_resume_auto_reads_a_state_without_a_step_to_the_one_line_refusal(tmp_pa
     cfg = load_config(None, ["model.backbone=mvit_tiny"])
     for step in (4, 6):
         save_checkpoint(tmp_path, step, torch.nn.Linear(1, 1), cfg, {"epoch": 1}, keep=0)
-    assert prepare_run_folder(tmp_path, "auto", overwrite=False, is_main=True).path.name == "step_00000006"
+    found = prepare_run_folder(tmp_path, "auto", overwrite=False, is_main=True)
+    assert found.path.name == "step_00000006"
+    from bmvit.engine.state import RunState
+
+    with pytest.raises(CheckpointError, match=r"step_00000006/state.pt: no step, batch, .* in the training state"):
+        RunState.from_state(found.state, found.path)
 
 
 def test_overwrite_discards_the_earlier_runs_outputs(tmp_path):
@@ -105,3 +110,11 @@ def test_overwrite_discards_the_earlier_runs_outputs(tmp_path):
         (tmp_path / name).write_text("earlier run")
     prepare_run_folder(tmp_path, None, overwrite=True, is_main=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"] and not (tmp_path / "metrics.jsonl").read_text()
+
+
+def test_resume_and_overwrite_together_are_refused_in_the_api_too(tmp_path):
+    """`train(cfg, resume="auto", overwrite=True)` used to ignore overwrite without a word."""
+    from bmvit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="resume and overwrite exclude each other"):
+        prepare_run_folder(tmp_path, "auto", overwrite=True, is_main=True)

@@ -22,6 +22,9 @@ from bmvit.errors import CheckpointError, ConfigError
 
 def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: bool) -> Resumed | None:
     """Find the checkpoint to resume from, or make sure no earlier run is silently overwritten."""
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other: continue the run in "
+                          f"{out} (--resume) or discard it (--overwrite), not both")
     if is_main:
         remove_stale_temporaries(out)
     if resume:
