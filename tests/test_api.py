@@ -147,3 +147,6 @@ def test_iter_keyframes_takes_what_predict_takes(api_det):
     got = list(api_det.iter_keyframes(frames))
     want = api_det.predict(frames).keyframes  # the same, plus track ids
     assert [kf.frame_index for kf in got] == [0] and [a.box for a in got[0].actors] == [a.box for a in want[0].actors]
+    frames = np.stack(synthetic_frames(25))  # fps as predict takes it: 25 frames at 10 fps, one key frame a second
+    assert [(kf.frame_index, kf.time) for kf in api_det.iter_keyframes(frames, fps=10)] == [
+        (kf.frame_index, kf.time) for kf in api_det.predict(frames, fps=10).keyframes] == [(0, 0.0), (10, 1.0), (20, 2.0)]

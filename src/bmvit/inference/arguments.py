@@ -56,10 +56,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError, ValueError):
         raise ConfigError(f"device {device!r}: not a device name; expected cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda: no CUDA device available (use --device cpu)")
+        raise ConfigError("device cuda: no CUDA device available (use the cpu device)")
     try:
         torch.empty(0, device=dev)
     except (RuntimeError, AssertionError) as e:  # torch not built for it, an index past the last device, ...
         detail = " ".join(str(e).split()).split(". ")[0][:160]
-        raise ConfigError(f"device {device}: not usable on this machine ({detail}); use --device cpu") from None
+        raise ConfigError(f"device {device}: not usable on this machine ({detail}); use the cpu device") from None
     return dev

@@ -350,15 +350,15 @@ class Detector:
     def iter_keyframes(self, source: str | Path | np.ndarray | VideoSource, keyframes_per_second: float = 1.0,
                        with_outputs: bool = False, progress: bool = False,
                        on_frame: Callable[[int, int | None], None] | None = None,
-                       prefetch_batches: int = 2) -> Iterator[KeyFrameResult]:
+                       prefetch_batches: int = 2, fps: float | None = None) -> Iterator[KeyFrameResult]:
         """Key-frame results of ``source`` in time order, ``batch_size`` clips per forward pass
         (no tracking: ``track_id`` stays -1; :meth:`predict` assigns it).
 
         Decoding and preprocessing run on a background thread up to ``prefetch_batches`` batches
         ahead of the model (0: in the caller's thread). ``on_frame(frames_decoded, total_or_None)``
         is called (from that thread) after every frame; ``progress`` shows a frame bar. ``source``: a
-        :class:`VideoSource`, or anything :meth:`predict` takes."""
-        source = open_source(source)
+        :class:`VideoSource`, or anything :meth:`predict` takes, ``fps`` as there."""
+        source = open_source(source, fps)
         info = source.info
         bar = None
         if progress:
