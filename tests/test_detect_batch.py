@@ -169,14 +169,21 @@ def test_torchrun_two_processes_equal_one(folder, ckpt, tmp_path, batch_out):
     for v in "abc":
         assert (out / v / "detections.json").read_text() == (batch_out / v / "detections.json").read_text()
     assert "(2 ranks)" in run.stderr
-    # --on-error error: the rank with the bad input stops with its one-line error; the other rank does
-    # not crash waiting for it (it used to die in all_gather_object with a traceback)
-    err_out = tmp_path / "err"
-    run = subprocess.run([*cmd[:cmd.index("--out") + 1], str(err_out), "--no-video", "--no-progress",
-                          "--on-error", "error"], env=ENV, capture_output=True, text=True, timeout=300)
+
+
+def test_torchrun_on_error_error_stops_with_one_line(folder, ckpt, tmp_path):
+    """--on-error error under torchrun: the rank with the bad input stops with its one-line error; the
+    other rank does not crash waiting for it (it died in all_gather_object with a traceback) and
+    finishes its share (inputs a, b, broken, c: rank 0 takes a, broken; rank 1 b, c)."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bmvit",
+           "detect", str(folder), "--checkpoint", str(ckpt), "--out", str(out), "--no-video", "--no-progress",
+           "--on-error", "error"]
+    run = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     lines = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
-    assert run.returncode != 0 and len(lines) == 1 and "broken" in lines[0], run.stderr[-4000:]
-    assert "[rank" not in run.stderr and not (err_out / "index.jsonl").exists()
+    assert run.returncode != 0 and len(lines) == 1 and str(folder / "broken.mp4") in lines[0], run.stderr[-4000:]
+    assert "[rank" not in run.stderr and not (out / "index.jsonl").exists()  # no index under 'error'
+    assert all(json.loads((out / v / "status.json").read_text())["status"] == "ok" for v in "abc")
 
 
 def test_expand_inputs_rules(tmp_path):

@@ -217,10 +217,13 @@ def test_another_annotations_url_is_fetched_not_the_recorded_download(tmp_path, 
 
 def test_first_failure_stops_a_running_download_at_once(tmp_path, server, capsys):
     """--on-error error with 2 workers: vidC's 404 stops vidA's slow download (its .part kept for the
-    re-run), instead of being noticed only once vidA, earlier in the list, is done."""
+    re-run), instead of being noticed only once vidA, earlier in the list, is done. The 404 is sent
+    only once vidA's first bytes are on disk (no race), and vidA alone would take ~25 s."""
     movie = server.files["/trainval/vidA.mp4"] + b"\0" * 60_000  # trailing bytes: FFmpeg ignores them
+    out = tmp_path / "ava"
+    part = out / "downloads" / "videos" / "vidA.mp4.part"
 
-    def slow(h, data):  # 500 bytes every 50 ms (about 6 s in all), honouring Range
+    def slow(h, data):  # 500 bytes every 0.2 s, honouring Range
         start = int(re.fullmatch(r"bytes=(\d+)-", h.headers.get("Range") or "bytes=0-").group(1))
         h.send_response(206 if start else 200)
         if start:
@@ -233,18 +236,25 @@ def test_first_failure_stops_a_running_download_at_once(tmp_path, server, capsys
                 h.wfile.flush()
             except OSError:
                 return
-            time.sleep(0.05 if slow.on else 0)
+            time.sleep(0.2 if slow.on else 0)
+
+    def not_found_once_vid_a_started(h, data):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (part.is_file() and part.stat().st_size > 0):
+            time.sleep(0.01)
+        h.send_error(404, "Not Found")
 
     slow.on = True
     server.files["/trainval/vidA.mp4"] = movie
     server.custom["/trainval/vidA.mp4"] = slow
-    out = tmp_path / "ava"
+    server.custom["/trainval/vidC.mp4"] = not_found_once_vid_a_started
     t0 = time.monotonic()
     assert main(_args(server, out, "--splits", "train", "--workers", "2")) == 2
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 15  # stopped at the 404, not after vidA's ~25 s
     assert "vidC.mp4: HTTP 404" in capsys.readouterr().err
-    kept = (out / "downloads" / "videos" / "vidA.mp4.part").stat().st_size
+    kept = part.stat().st_size
     assert 0 < kept < len(movie)
+    del server.custom["/trainval/vidC.mp4"]
     slow.on = False
     server.requests.clear()
     assert main(_args(server, out, "--splits", "train", "--on-error", "skip")) == 1
