@@ -75,4 +75,4 @@ def test_export_cli_unwritable_out_is_one_error_line(tmp_path, capsys):
     out = tmp_path / "taken" / "model.onnx"
     assert bmvit(["export", "--checkpoint", str(ck), "--out", str(out), "--no-check", "--threads", "1"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("error: ") and str(out) in last and "cannot write output" in last
+    assert last.startswith("error: ") and f"{out.parent}: cannot write output" in last  # before the trace

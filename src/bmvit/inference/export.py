@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bmvit.atomic import atomic_output
+from bmvit.atomic import atomic_output, make_folder
 from bmvit.boxes import cxcywh_to_xyxy
 from bmvit.errors import BmvitError, ConfigError
 
@@ -81,6 +81,7 @@ def export_module(module: nn.Module, path: str | Path, input_shape: tuple[int, .
     backbone's ``forward_features``). Raises :class:`~bmvit.errors.BmvitError` naming ``path``."""
     require_onnx()
     path = Path(path)
+    make_folder(path.parent)  # an unwritable --out fails now, not after the trace
     model = (ExportModel(module) if detector else module).eval().to("cpu").float()
     names = list(OUTPUT_NAMES) if detector else ["features"]
     clip = torch.randn(*input_shape)
