@@ -54,8 +54,8 @@ def plot_pr_curves(
         if interpolated and precision.size:
             precision = np.maximum.accumulate(precision[::-1])[::-1]
         p, r = _thin(precision, recall, max_points)
-        if interpolated:  # from recall 0 at the first precision
-            p, r = np.concatenate((p[:1], p)), np.concatenate(([0.0], r))
+        if interpolated:  # from recall 0 at the first precision (a class without detections: the point (0, 0))
+            p, r = np.concatenate((p[:1] if p.size else [0.0], p)), np.concatenate(([0.0], r))
         else:
             p, r = np.concatenate(([1.0], p)), np.concatenate(([0.0], r))
         ax.plot(r, p, lw=1.0, color=cmap(i % cmap.N), label=f"{name} ({100 * aps[name]:.1f})",
