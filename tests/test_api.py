@@ -59,6 +59,17 @@ def test_api_errors_are_bmvit_errors(tmp_path):
         det.predict(tmp_path / "missing.mp4")
 
 
+def test_a_label_map_of_another_size_is_named_in_the_error(tmp_path):
+    """--labels / labels= with a label map of the wrong class count: the error did not say which file."""
+    from bmvit import Detector
+    from bmvit.errors import DataError
+
+    lm = tmp_path / "two.pbtxt"
+    lm.write_text('item { name: "a" id: 1 }\nitem { name: "b" id: 2 }\n')
+    with pytest.raises(DataError, match=re.escape(f"{lm}: label map has 2 classes")):
+        Detector.from_checkpoint(make_checkpoint(tmp_path / "m.safetensors"), labels=lm)
+
+
 @pytest.fixture(scope="module")
 def api_det(tmp_path_factory):
     from bmvit import Detector

@@ -24,7 +24,7 @@ DOC = REPO / "docs" / "custom-data.md"
 MARK = "<!-- worked example: run by tests/test_custom_data_doc.py -->"
 FLAGS = {"train": ["--no-progress"], "eval": ["--no-progress"], "detect": ["--no-progress", "--no-video", "--threads", "1"]}
 OVERRIDES = {"train": ["data.size=64", "data.num_frames=4", "model.head_hidden=32", "train.max_steps=2",
-                       "train.batch_size=2", "train.warmup_steps=1", "train.eval_at_minutes=[]", "train.threads=1"]}
+                       "train.warmup_steps=1", "train.eval_at_minutes=[]", "train.threads=1"]}
 W, H, FPS = 160, 120, 10
 
 

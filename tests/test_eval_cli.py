@@ -54,6 +54,33 @@ def test_eval_ava_outputs(tmp_path, capsys):
     assert out.strip().splitlines()[-1] == "frame-mAP@0.5: 0.7500"
 
 
+def test_eval_ava_plot_with_a_class_that_has_no_detections(tmp_path, capsys):
+    """--plot with a class that has GT but no detection row (its AP is 0): was a matplotlib ValueError
+    traceback ("x and y must have same first dimension"), now the PNG is written."""
+    gt, pred, labels = _ava_files(tmp_path)
+    pred.write_text("".join(line + "\n" for line in pred.read_text().splitlines() if not line.split(",")[6] == "2"))
+    code, out, err = _run(capsys, "eval-ava", "--gt", str(gt), "--pred", str(pred), "--labelmap", str(labels),
+                          "--plot", str(tmp_path / "plots"))
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == "frame-mAP@0.5: 0.2500"  # stand 0.5, sit 0 (no detections)
+    assert (tmp_path / "plots" / "ava_pr.png").read_bytes()[:8] == PNG_MAGIC
+
+
+@pytest.mark.parametrize("verb", ["eval-ava", "eval-frame"])
+def test_eval_plot_into_a_file_is_one_error_line(tmp_path, capsys, verb):
+    """--plot naming an existing file (not a folder) was a FileExistsError traceback; now one line."""
+    gt, pred, labels = _ava_files(tmp_path)
+    args = ["--gt", str(gt), "--pred", str(pred), "--labelmap", str(labels)]
+    if verb == "eval-frame":
+        (tmp_path / "c.txt").write_text("run\n")
+        (tmp_path / "g.csv").write_text("v,1,run,10,10,50,50\n")
+        (tmp_path / "d.csv").write_text("v,1,run,0.9,10,10,50,50\n")
+        args = ["--classes", str(tmp_path / "c.txt"), "--gt", str(tmp_path / "g.csv"), "--pred", str(tmp_path / "d.csv")]
+    code, out, err = _run(capsys, verb, *args, "--plot", str(gt))
+    assert code == 2
+    assert err.startswith("error: ") and "cannot write output" in err and len(err.strip().splitlines()) == 1
+
+
 def test_eval_ava_names_rows_outside_the_label_map(tmp_path, capsys):
     """Rows with action ids the label map lacks are left out (official rule 1), and said so: a 0-based
     detection file must not just score 0 without a word."""

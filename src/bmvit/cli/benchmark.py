@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="fp32 (default) | bf16 (the backbone in bfloat16, as `bmvit detect --dtype bf16`)")
     p.add_argument("--autocast", action="store_true", help="bf16 through torch.autocast instead of a bf16 backbone")
     p.add_argument("--quantize", choices=("int8",), help="int8: dynamic int8 linear layers (CPU), as `bmvit detect --quantize int8`")
-    p.add_argument("--compile", action="store_true", help="torch.compile the backbone first (as `bmvit detect --compile`)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone first (frozen weights, one fixed batch size; not offered by `bmvit detect`)")
     p.add_argument("--onnx", action="store_true", help="time onnxruntime on the exported model instead of PyTorch")
     p.add_argument("--num-classes", type=count(1), default=80, help="detector: action classes (default: 80, AVA)")
     p.add_argument("--warmup", type=count(0), default=2, help="untimed runs first (default: 2)")

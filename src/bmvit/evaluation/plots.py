@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bmvit.atomic import atomic_output
+
 __all__ = ["plot_pr_curves"]
 
 
@@ -44,7 +46,6 @@ def plot_pr_curves(
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     names = [k for k in aps if not math.isnan(aps[k])]
     fig_h = max(4.5, 0.18 * len(names) + 1.5)
     fig, (ax, bars) = plt.subplots(1, 2, figsize=(13, fig_h), gridspec_kw={"width_ratios": [3, 2]})
@@ -54,8 +55,8 @@ def plot_pr_curves(
         if interpolated and precision.size:
             precision = np.maximum.accumulate(precision[::-1])[::-1]
         p, r = _thin(precision, recall, max_points)
-        if interpolated:  # from recall 0 at the first precision
-            p, r = np.concatenate((p[:1], p)), np.concatenate(([0.0], r))
+        if interpolated:  # from recall 0 at the first precision (a class without detections: the point (0, 0))
+            p, r = np.concatenate((p[:1] if p.size else [0.0], p)), np.concatenate(([0.0], r))
         else:
             p, r = np.concatenate(([1.0], p)), np.concatenate(([0.0], r))
         ax.plot(r, p, lw=1.0, color=cmap(i % cmap.N), label=f"{name} ({100 * aps[name]:.1f})",
@@ -70,6 +71,9 @@ def plot_pr_curves(
     bars.set(xlabel="AP (%)", xlim=(0, 100), title="per-class AP")
     bars.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_output(path) as tmp:  # a file where the folder should be: one OutputError line
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path

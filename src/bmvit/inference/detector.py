@@ -139,9 +139,10 @@ def resolve_labels(labels: str | Path | dict[int, str] | None, cfg: Config, meta
     from bmvit.data.formats.ava import read_label_map
 
     if isinstance(labels, (str, Path)):
-        labels = read_label_map(labels)
+        path = labels
+        labels = read_label_map(path)
         if len(labels) != num_classes:
-            raise DataError(f"label map has {len(labels)} classes, the checkpoint's action head {num_classes}")
+            raise DataError(f"{path}: label map has {len(labels)} classes, the checkpoint's action head {num_classes}")
         return labels
     if isinstance(labels, dict):
         if len(labels) != num_classes:
