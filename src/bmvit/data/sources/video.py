@@ -1,4 +1,4 @@
-"""Frames read straight from video files with PyAV, on a fixed frame-rate grid.
+"""Frames read straight from video files with PyAV, on a frame-rate grid (a fixed rate, or each video's own).
 
 Contract: :class:`VideoFrames` is a frame source (see :mod:`bmvit.data.clips`) for
 ``<root>/<video_id>.<ext>`` (the extension in any case: ``.mp4`` or ``.MP4``). Frame number ``i``
