@@ -31,8 +31,12 @@ __all__ = ["atomic_output", "make_folder", "output_error", "write_bytes", "write
 
 def _file_mode() -> int:
     """The permission bits ``open()`` gives a new file in this process (``0o666`` less the umask)."""
-    mask = os.umask(0o022)  # the only way to read the umask portably: set, then restore
-    os.umask(mask)
+    try:  # Linux: read it without changing it (no window in which another thread sees another umask)
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)  # elsewhere: set, then restore at once
+        os.umask(mask)
     return 0o666 & ~mask
 
 
