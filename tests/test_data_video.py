@@ -195,6 +195,9 @@ def test_upper_case_extension_is_found(tmp_path, ava_video):
     assert vf.num_frames("CAM1") == ref.num_frames("vidA") == N
     idx = np.array([1, 40, 75])
     assert np.array_equal(vf.read("CAM1", idx, lambda im: im), ref.read("vidA", idx, lambda im: im))
+    (tmp_path / "Run").mkdir()  # ids with a folder (ACT: Class/video), as UCF101's v_*.AVI files
+    (tmp_path / "Run" / "v_run_1.AVI").symlink_to(ava_video / "videos" / "vidA.mp4")
+    assert vf.has_video("Run/v_run_1") and vf.num_frames("Run/v_run_1") == N
 
 
 def _mkv_with_longer_audio(path, frames, fps=10, audio_s=2.0):

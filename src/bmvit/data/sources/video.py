@@ -306,7 +306,7 @@ class VideoFrames:
         self._info: dict[str, tuple[int, tuple[int, int], Fraction]] = {}
         self._turns: dict[str, int] = {}  # display rotation per video, found once by info()
         self._rgb = None  # one PyAV VideoReformatter for every frame: its conversion context is reused
-        self._cased: dict[str, Path] | None = None  # video id -> file whose extension differs in case only
+        self._cased: dict[Path, dict[str, Path]] = {}  # folder -> {name: file whose extension differs in case only}
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_rgb": None}  # a reformatter does not pickle (DataLoader workers)
@@ -316,22 +316,24 @@ class VideoFrames:
             p = self.root / f"{video}.{ext}"
             if p.is_file():
                 return p
-        return self._other_case().get(video)
+        where = self.root / video  # ids may hold folders (ACT: Class/video)
+        return self._other_case(where.parent).get(where.name)
 
-    def _other_case(self) -> dict[str, Path]:
-        """Videos whose extension is one of :attr:`extensions` in another case (cameras write
-        ``GOPR0001.MP4``), by id; the folder is listed once."""
-        if self._cased is None:
-            self._cased = {}
+    def _other_case(self, folder: Path) -> dict[str, Path]:
+        """Videos of ``folder`` whose extension is one of :attr:`extensions` in another case (cameras
+        write ``GOPR0001.MP4``), by name without the extension; each folder is listed once."""
+        found = self._cased.get(folder)
+        if found is None:
+            found = self._cased[folder] = {}
             try:
-                entries = sorted(self.root.iterdir())
-            except OSError:  # no such folder: every video is then 'not found'
+                entries = sorted(folder.iterdir())
+            except OSError:  # no such folder: its videos are then 'not found'
                 entries = []
             for p in entries:
                 ext = p.suffix[1:]
                 if ext not in self.extensions and ext.lower() in self.extensions and p.is_file():
-                    self._cased.setdefault(p.stem, p)
-        return self._cased
+                    found.setdefault(p.stem, p)
+        return found
 
     def has_video(self, video: str) -> bool:
         return self.path(video) is not None
