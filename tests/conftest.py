@@ -16,3 +16,11 @@ SMALL = SynthSpec(train_videos=12, val_videos=4, seconds=4, width=96, height=72,
 def small_synth(tmp_path_factory):
     """A small synthetic dataset in the AVA layout, shared by the tests of one session."""
     return generate(tmp_path_factory.mktemp("synth"), SMALL, workers=1)
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """HTTP clients reach the tests' servers on 127.0.0.1 directly, whatever proxy the machine sets."""
+    for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")

@@ -15,11 +15,7 @@ from bmvit.data.prepare.download import DownloadError, fetch
 DATA = os.urandom(300_000)
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
+pytestmark = pytest.mark.usefixtures("no_proxy")  # tests/conftest.py: the local servers are reached directly
 
 
 @pytest.fixture

@@ -31,11 +31,7 @@ PAPER_CONFIG = Path(__file__).resolve().parents[1] / "configs/paper/ava/mvitv2s_
 START, END = 1, 2.5  # seconds of each 3 s movie kept: frames 31..75 of the source
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch):
-    for k in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
+pytestmark = pytest.mark.usefixtures("no_proxy")  # tests/conftest.py: the local servers are reached directly
 
 
 @pytest.fixture
