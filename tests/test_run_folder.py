@@ -118,3 +118,24 @@ def test_resume_and_overwrite_together_are_refused_in_the_api_too(tmp_path):
 
     with pytest.raises(ConfigError, match="resume and overwrite exclude each other"):
         prepare_run_folder(tmp_path, "auto", overwrite=True, is_main=True)
+
+
+def test_resuming_an_older_checkpoint_sets_the_newer_ones_aside(tmp_path, capsys):
+    """`--resume RUN/checkpoints/step_4` when step_6 exists: step_6 belongs to the abandoned continuation;
+    it is renamed (not deleted), so that a later `--resume auto` does not take it."""
+    import torch
+
+    from bmvit.engine.state import list_checkpoints, save_checkpoint
+
+    cfg = load_config(None, ["model.backbone=mvit_tiny"])
+    for step in (4, 6):
+        save_checkpoint(tmp_path, step, torch.nn.Linear(1, 1), cfg, {"step": step}, keep=0)
+    found = prepare_run_folder(tmp_path, str(tmp_path / "checkpoints" / "step_00000004"), overwrite=False, is_main=True)
+    assert found.path.name == "step_00000004"
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000004"]
+    assert (tmp_path / "checkpoints" / "abandoned_step_00000006" / "manifest.json").is_file()
+    assert "moved the abandoned checkpoint step_00000006" in capsys.readouterr().err
+    other = tmp_path / "other"  # a checkpoint of another run folder leaves this one's checkpoints alone
+    save_checkpoint(other, 9, torch.nn.Linear(1, 1), cfg, {"step": 9}, keep=0)
+    prepare_run_folder(other, str(tmp_path / "checkpoints" / "step_00000004"), overwrite=False, is_main=True)
+    assert [p.name for p in list_checkpoints(other)] == ["step_00000009"]

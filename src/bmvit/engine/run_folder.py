@@ -35,10 +35,14 @@ def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: 
             print(f"warning: {w.message}", file=sys.stderr)
         if found is None and is_main:
             print(f"resume: no intact checkpoint in {out / CKPT_DIR}; starting from scratch", file=sys.stderr)
-        if resume == "auto" and is_main:  # everything newer than the one found is damaged: set it aside
+        # Newer checkpoints of this run folder than the one resumed are set aside: with 'auto' they are
+        # damaged; with a given older checkpoint of this run they belong to the abandoned continuation
+        # (a later --resume auto would take them, and train.keep_checkpoints would keep them).
+        same_run = found is not None and found.path.resolve().parent == (out / CKPT_DIR).resolve()
+        if is_main and (resume == "auto" or same_run):
             for p in list_checkpoints(out):
                 if found is None or int(p.name.split("_")[-1]) > int(found.path.name.split("_")[-1]):
-                    set_aside(p)
+                    set_aside(p, "damaged" if resume == "auto" else "abandoned")
         if found is None and is_main:  # a fresh start: the records of the run that left no checkpoint go
             truncate_metrics(out / "metrics.jsonl", 0)
         return found
@@ -55,18 +59,19 @@ def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: 
     return None
 
 
-def set_aside(ckpt: Path) -> Path:
-    """Rename a damaged checkpoint folder to ``damaged_<name>[_N]`` beside it (never deleted: it may be
-    a newer bmvit's format, or hold what a user wants to inspect); out of the way of the resumed run,
-    which writes the same step names again, and of ``train.keep_checkpoints``."""
-    dest, n = ckpt.with_name(f"damaged_{ckpt.name}"), 1
+def set_aside(ckpt: Path, why: str = "damaged") -> Path:
+    """Rename a checkpoint folder the resumed run must not see to ``<why>_<name>[_N]`` beside it
+    (``damaged``, or ``abandoned``: newer than an older checkpoint resumed by name). Never deleted:
+    it may be a newer bmvit's format, or hold what a user wants to inspect; out of the way of the
+    resumed run, which writes the same step names again, and of ``train.keep_checkpoints``."""
+    dest, n = ckpt.with_name(f"{why}_{ckpt.name}"), 1
     while dest.exists():
-        dest, n = ckpt.with_name(f"damaged_{ckpt.name}_{n}"), n + 1
+        dest, n = ckpt.with_name(f"{why}_{ckpt.name}_{n}"), n + 1
     try:
         os.replace(ckpt, dest)
     except OSError as e:
         raise output_error(dest, e) from None
-    print(f"resume: moved the damaged checkpoint {ckpt.name} to {dest} (delete it when no longer needed)",
+    print(f"resume: moved the {why} checkpoint {ckpt.name} to {dest} (delete it when no longer needed)",
           file=sys.stderr)
     return dest
 
