@@ -34,7 +34,7 @@ def test_a_fresh_start_does_not_append_to_the_killed_runs_log(tmp_path):
 
 def test_config_changes_name_each_key(tmp_path):
     from bmvit.engine.checkpoint import save_weights
-    from bmvit.engine.run_folder import config_changes
+    from bmvit.engine.checkpoint import config_changes
 
     cfg = load_config(None, ["model.backbone=mvit_tiny", "train.out_dir=a"])
     save_weights(tmp_path / "model.safetensors", __import__("torch").nn.Linear(1, 1), cfg)

@@ -1,10 +1,13 @@
 """Checkpoints: model weights in safetensors (with the resolved config in the metadata), written
-atomically (temp file + rename). Nothing is ever unpickled from a model file."""
+atomically (temp file + rename), read back, and loaded into a resumed run (settings that changed
+since are named). Nothing is ever unpickled from a model file."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -14,6 +17,9 @@ from safetensors import safe_open
 from bmvit.atomic import atomic_output, output_error
 from bmvit.config import Config, _apply, to_dict
 from bmvit.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from bmvit.engine.state import Resumed
 
 
 def save_weights(path: str | Path, model: torch.nn.Module, cfg: Config, meta: dict | None = None) -> Path:
@@ -35,8 +41,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, dic
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+        metadata = _metadata(path)
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e}){_foreign_hint(path)}") from None
@@ -54,6 +59,44 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, dic
     _apply(cfg, stored, "", f"{path} (embedded config): ")
     meta = {k: _json_or_text(v) for k, v in metadata.items() if k != "config"}
     return state, cfg, meta
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    """The safetensors header's metadata (no tensor is read)."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
+def load_weights_and_optimizer(resumed: Resumed, cfg: Config, model, opt, is_main: bool) -> None:
+    """Load a checkpoint's weights and optimizer state; settings that differ from the checkpoint's are
+    named in one line: a warning, or the :class:`CheckpointError` when the states do not fit."""
+    changes = "; ".join(config_changes(resumed.path, cfg))
+    try:
+        model.load_state_dict(resumed.model)
+        opt.load_state_dict(resumed.state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        why = changes or str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{resumed.path}: does not fit the configured model/optimizer ({why}); resume with "
+                              f"the checkpoint's config or start over with --overwrite") from None
+    if changes and is_main:
+        print(f"resume: config differs from the checkpoint's ({changes}); continuing with the new values", file=sys.stderr)
+
+
+def config_changes(checkpoint: Path, cfg: Config) -> list[str]:
+    """``key: stored -> now`` for each setting of ``cfg`` that differs from the config stored in the
+    checkpoint folder's ``model.safetensors`` (``train.out_dir`` aside: resuming into another folder is fine)."""
+    try:
+        stored = json.loads(_metadata(checkpoint / "model.safetensors").get("config", "{}"))
+    except (OSError, ValueError, SafetensorError):
+        return []
+    now = json.loads(json.dumps(to_dict(cfg)))  # tuples as lists, as stored
+    changes = []
+    for section, values in now.items():
+        old = stored.get(section, {}) if isinstance(stored, dict) else {}
+        for key, value in values.items():
+            if f"{section}.{key}" != "train.out_dir" and isinstance(old, dict) and key in old and old[key] != value:
+                changes.append(f"{section}.{key}: {json.dumps(old[key])} -> {json.dumps(value)}")
+    return changes
 
 
 def _foreign_hint(path: Path) -> str:

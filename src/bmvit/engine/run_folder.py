@@ -12,12 +12,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from safetensors import SafetensorError, safe_open
-
 from bmvit.atomic import output_error, write_text
-from bmvit.config import Config, to_dict
 from bmvit.engine.state import CKPT_DIR, Resumed, list_checkpoints, load_latest, load_path
-from bmvit.errors import CheckpointError, ConfigError
+from bmvit.errors import ConfigError
 
 
 def prepare_run_folder(out: Path, resume: str | None, overwrite: bool, is_main: bool) -> Resumed | None:
@@ -104,39 +101,6 @@ def truncate_metrics(path: Path, step: int) -> None:
                 and not rec.get("final"):
             keep.append(line)
     write_text(path, "".join(line + "\n" for line in keep))
-
-
-def load_weights_and_optimizer(resumed: Resumed, cfg: Config, model, opt, is_main: bool) -> None:
-    """Load a checkpoint's weights and optimizer state; settings that differ from the checkpoint's are
-    named in one line: a warning, or the :class:`CheckpointError` when the states do not fit."""
-    changes = "; ".join(config_changes(resumed.path, cfg))
-    try:
-        model.load_state_dict(resumed.model)
-        opt.load_state_dict(resumed.state["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as e:
-        why = changes or str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{resumed.path}: does not fit the configured model/optimizer ({why}); resume with "
-                              f"the checkpoint's config or start over with --overwrite") from None
-    if changes and is_main:
-        print(f"resume: config differs from the checkpoint's ({changes}); continuing with the new values", file=sys.stderr)
-
-
-def config_changes(checkpoint: Path, cfg: Config) -> list[str]:
-    """``key: stored -> now`` for each setting of ``cfg`` that differs from the config stored in the
-    checkpoint folder's ``model.safetensors`` (``train.out_dir`` aside: resuming into another folder is fine)."""
-    try:
-        with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as f:
-            stored = json.loads((f.metadata() or {}).get("config", "{}"))
-    except (OSError, ValueError, SafetensorError):
-        return []
-    now = json.loads(json.dumps(to_dict(cfg)))  # tuples as lists, as stored
-    changes = []
-    for section, values in now.items():
-        old = stored.get(section, {}) if isinstance(stored, dict) else {}
-        for key, value in values.items():
-            if f"{section}.{key}" != "train.out_dir" and isinstance(old, dict) and key in old and old[key] != value:
-                changes.append(f"{section}.{key}: {json.dumps(old[key])} -> {json.dumps(value)}")
-    return changes
 
 
 class MetricsLog:

@@ -59,13 +59,13 @@ from bmvit.data.build import checked_mean_std, make_dataset
 from bmvit.data.collate import collate_fn, valid_tokens
 from bmvit.data.transforms import batch_colour, normalize_clips
 from bmvit.engine import distributed as dist
-from bmvit.engine.checkpoint import save_weights
+from bmvit.engine.checkpoint import load_weights_and_optimizer, save_weights
 from bmvit.engine.device import set_threads
 from bmvit.engine.ema import ModelEMA
 from bmvit.engine.evaluate import evaluate_split, write_split_outputs
 from bmvit.engine.optim import lr_factor, make_optimizer, set_lr
 from bmvit.engine.sampler import MicroBatches, ResumableBatchSampler
-from bmvit.engine.run_folder import MetricsLog, load_weights_and_optimizer, prepare_run_folder, truncate_metrics
+from bmvit.engine.run_folder import MetricsLog, prepare_run_folder, truncate_metrics
 from bmvit.engine.state import Resumed, RunState, rng_state, save_checkpoint, set_rng_state
 from bmvit.errors import CheckpointError, ConfigError, TrainingError
 from bmvit.evaluation.evaluators import build_evaluator

@@ -59,17 +59,17 @@ def decoded_end(stream) -> Fraction:  # a bmvit.data.sources.video._Stream
     Decodes from the start when there is no container duration or nothing decodes after the seek."""
     hint = stream.container.duration  # microseconds, or None
     if hint and Fraction(hint, 1_000_000) > TAIL_S:
-        end = Fraction(0)
         try:
             stream.seek(Fraction(hint, 1_000_000) - TAIL_S)
-            for frame in stream.frames():
-                end = max(end, stream.time(frame) + stream.duration_of(frame))
+            end = _last_end(stream)
         except DataError:  # a failed seek: decode from the start below
             end = Fraction(0)
         if end > 0:
             return end
-    end = Fraction(0)
     stream.seek(Fraction(0))
-    for frame in stream.frames():
-        end = max(end, stream.time(frame) + stream.duration_of(frame))
-    return end
+    return _last_end(stream)
+
+
+def _last_end(stream) -> Fraction:
+    """End of the last frame decoded from the stream's position (0 if none decodes)."""
+    return max((stream.time(f) + stream.duration_of(f) for f in stream.frames()), default=Fraction(0))
