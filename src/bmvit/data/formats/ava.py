@@ -109,16 +109,19 @@ def _timestamp(text: str, path: Path, line: int) -> int:
     try:
         return _int_field(text, path, line, "timestamp")
     except DataError as e:
-        if line == 1 and _number_or_none(text) is None:  # a header line, as pandas' to_csv writes
-            raise DataError(f"{e} (AVA CSVs have no header line: remove it)") from None
+        if header_hint(line, text):
+            raise DataError(f"{e}{header_hint(line, text)}") from None
         raise
 
 
-def _number_or_none(text: str) -> float | None:
+def header_hint(line: int, timestamp: str) -> str:
+    """What to add to the error of a first line whose timestamp is not a number: a header line, as
+    pandas' ``to_csv`` writes; ``""`` otherwise."""
     try:
-        return float(text)
+        float(timestamp)
     except ValueError:
-        return None
+        return " (AVA CSVs have no header line: remove it)" if line == 1 else ""
+    return ""
 
 
 def read_rows(path: str | Path) -> AvaRows:

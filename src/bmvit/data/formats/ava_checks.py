@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bmvit.data.formats.ava import AvaRows
+from bmvit.data.formats.ava import AvaRows, header_hint
 from bmvit.data.formats.text_file import csv_rows
 from bmvit.data.skips import SkipLog
 from bmvit.errors import ConfigError, DataError
@@ -115,8 +115,8 @@ def read_checked_rows(path: str | Path, class_ids: set[int] | list[int], on_erro
             continue
         got = _check_row(row, ids, keyframe_range)
         if isinstance(got, str):
-            header = line == 1 and got.startswith("column 'timestamp'")
-            skips.handle(f"{path}:{line}: {got}" + (" (AVA CSVs have no header line: remove it)" if header else ""))
+            hint = header_hint(line, row[1]) if len(row) > 1 else ""  # line 1 a header: say so
+            skips.handle(f"{path}:{line}: {got}{hint}")
             continue
         if got[0] == "unknown":
             action = got[4]
