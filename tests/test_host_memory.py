@@ -70,3 +70,14 @@ def test_the_cli_applies_it(monkeypatch, capsys):
     assert calls == [1]
     assert "give --run DIR or --checkpoint FILE" in capsys.readouterr().err
 
+
+
+def test_a_bad_value_is_one_error_line():
+    r = subprocess.run([sys.executable, "-m", "bmvit", "eval-ava", "--help"], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "BMVIT_KEEP_FREED_MEMORY": "maybe"})
+    assert r.returncode == 0  # --help exits before any verb runs
+    r = subprocess.run([sys.executable, "-m", "bmvit", "eval"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "BMVIT_KEEP_FREED_MEMORY": "maybe"})
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0] == "error: environment variable BMVIT_KEEP_FREED_MEMORY='maybe': expected 0 or 1"

@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         # fills a positional list from one run of words only)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    keep_freed_memory()  # glibc: freed activations stay in the process (engine/host_memory.py)
     try:
+        keep_freed_memory()  # glibc: freed activations stay in the process (engine/host_memory.py)
         return int(args.func(args) or 0)
     except BmvitError as e:
         if args.debug:

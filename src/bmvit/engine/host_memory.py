@@ -32,6 +32,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from bmvit.errors import ConfigError
+
 # mallopt parameter numbers (glibc <malloc.h>)
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 SETTINGS = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 1 << 30, M_TOP_PAD: 64 << 20}
@@ -50,8 +52,12 @@ def _glibc() -> ctypes.CDLL | None:
 
 def keep_freed_memory() -> bool:
     """Apply the settings above to this process; returns whether they are in effect (False when
-    turned off by ``BMVIT_KEEP_FREED_MEMORY=0`` or when the C library is not glibc)."""
-    if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    turned off by ``BMVIT_KEEP_FREED_MEMORY=0`` or when the C library is not glibc). Another value
+    than 0/1 (or false/true, no/yes, off/on) is a :class:`~bmvit.errors.ConfigError` naming the variable."""
+    value = os.environ.get(ENV, "1").strip().lower()
+    if value not in ("0", "false", "no", "off", "1", "true", "yes", "on"):
+        raise ConfigError(f"environment variable {ENV}={os.environ[ENV]!r}: expected 0 or 1")
+    if value in ("0", "false", "no", "off"):
         return False
     libc = _glibc()
     if libc is None:
