@@ -238,3 +238,13 @@ def test_convert_cli_config_of_another_backbone_family_is_refused(tmp_path, caps
                   "--set", "model.backbone=hiera_tiny", "--set", "data.size=64"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error: model.backbone=hiera_tiny: convert fits MViTv2 checkpoints to an MViT backbone")
+
+
+def test_convert_cli_refuses_an_output_name_model_pretrained_would_misread(tmp_path, capsys):
+    """--out x.pth wrote safetensors bytes under a name model.pretrained then reads with torch.load."""
+    torch.save({"model_state": reference_state_dict(MViT(TINY, (8, 32, 32)), "slowfast")}, tmp_path / "sf.pyth")
+    for name, hint in (("o.pth", "o.safetensors"), ("backbone", "backbone.safetensors")):
+        assert bmvit(["convert", str(tmp_path / "sf.pyth"), "--from", "slowfast", "--out", str(tmp_path / name)]) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith(f"error: --out {tmp_path / name}: convert writes a safetensors file; name it {hint}")
+        assert not (tmp_path / name).exists()

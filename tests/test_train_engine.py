@@ -176,8 +176,8 @@ def test_ddp_eval_marks_follow_one_clock(small_synth, tmp_path):
         "import os, sys\n"
         "import bmvit.engine.train as t\n"
         "ahead = 60.0 if os.environ.get('RANK') == '0' else 0.0\n"
-        "orig = t._TrainClock.seconds\n"
-        "t._TrainClock.seconds = lambda self: orig(self) + ahead\n"
+        "orig = t.TrainClock.seconds\n"
+        "t.TrainClock.seconds = lambda self: orig(self) + ahead\n"
         "from bmvit.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n")
     args = _overrides(small_synth, tmp_path / "two") + ["train.max_steps=5", "train.ckpt_every=0", "train.batch_size=2",

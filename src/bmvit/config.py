@@ -119,6 +119,7 @@ class TrainConfig:
     out_dir: str = "runs/default"
     epochs: float = 25.0
     max_steps: int | None = None  # overrides epochs when set
+    max_minutes: float = 0.0  # > 0: also stop after this many training minutes, the lr cosine ending there (engine/train.py)
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 1e-4
@@ -229,7 +230,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "loss.actor": _GE0, "loss.action": _GE0, "loss.l1": _GE0, "loss.giou": _GE0, "loss.cost_actor": _GE0,
     "loss.cost_action": _GE0, "loss.cost_l1": _GE0, "loss.cost_giou": _GE0, "loss.positive_radius": _GE0,
     "loss.focal_gamma": _GE0, "loss.focal_alpha": (None, 1, False),
-    "train.epochs": _GT0, "train.max_steps": _GE1, "train.batch_size": _GE1, "train.lr": _GT0,
+    "train.epochs": _GT0, "train.max_steps": _GE1, "train.max_minutes": _GE0, "train.batch_size": _GE1, "train.lr": _GT0,
     "train.weight_decay": _GE0, "train.warmup_steps": _GE0, "train.min_lr_ratio": _PROB, "train.grad_clip": _GT0,
     "train.seed": (0, 2**32 - 1, False), "train.threads": _GE0, "train.log_every": _GE1, "train.ckpt_every": _GE0,
     "train.keep_checkpoints": _GE0, "train.eval_at_minutes": _GE0, "train.eval_every": _GE0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bmvit.errors import CheckpointError, ConfigError
+from bmvit.errors import CheckpointError, ConfigError, OutputError
 
 
 def add_parser(sub) -> None:
@@ -35,6 +35,10 @@ def run(args) -> int:
 
     from bmvit.models.checkpoints.mvit import convert, detect_format, read_checkpoint
 
+    dst = Path(args.out)
+    if dst.suffix.lower() != ".safetensors":  # model.pretrained reads a file by its suffix: a .pth would be torch.load-ed
+        raise OutputError(f"--out {dst}: convert writes a safetensors file; name it "
+                          f"{dst.with_suffix('.safetensors').name if dst.suffix else dst.name + '.safetensors'}")
     sd, fmt = read_checkpoint(args.src, args.source)
     found = detect_format(sd)
     if found is not None and found != fmt:  # the other layout's keys would all be dropped as unexpected
@@ -62,7 +66,6 @@ def run(args) -> int:
                               f"e.g. {', '.join(report.missing[:4])}")
     if not out:
         raise CheckpointError(f"{args.src}: no MViTv2 weights recognized in the {args.source} layout")
-    dst = Path(args.out)
     tensors = {k: v.detach().contiguous().clone() for k, v in out.items()}
     meta = {"format": "bmvit-mvit-backbone", "source_format": args.source, "source_file": Path(args.src).name,
             "report": json.dumps(report.to_dict())}

@@ -13,7 +13,10 @@ on the CPU about 4× faster than the default for-each implementation on the demo
 devices torch's default implementation.
 
 Schedule: linear warm-up over ``warmup_steps`` optimizer steps, then cosine decay to
-``lr * min_lr_ratio`` at the last step.
+``lr * min_lr_ratio`` at the last step. Under a time budget (``train.max_minutes``, not in the
+paper) the cosine follows whichever is further along, the steps or the budget's minutes (both
+counted from the end of the warm-up), so it reaches its end when the budget runs out even on a
+machine too slow for all the steps.
 """
 
 from __future__ import annotations
@@ -51,11 +54,14 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, layer_decay
     return torch.optim.AdamW(param_groups(model, weight_decay, layer_decay), lr=lr, fused=fused or None)
 
 
-def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Multiplier of the base lr at optimizer step ``step`` (0-based) of ``total``."""
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float, time_progress: float = 0.0) -> float:
+    """Multiplier of the base lr at optimizer step ``step`` (0-based) of ``total``.
+
+    ``time_progress``: the fraction of a time budget used since the warm-up ended (0 without a
+    budget); the cosine's progress is the larger of it and the steps' fraction."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    progress = max((step - warmup) / max(1, total - warmup), time_progress)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 

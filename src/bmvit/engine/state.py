@@ -82,10 +82,12 @@ class RunState:
     train_seconds: float = 0.0  # the training clock (periodic evaluations excluded)
     best_map: float = -1.0  # best periodic val frame-mAP so far (kept as best.safetensors)
     eval_minutes_left: list[float] = field(default_factory=list)  # train.eval_at_minutes still to come
+    warmup_seconds: float | None = None  # the training clock when the warm-up ended (train.max_minutes' schedule)
 
     def to_state(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "train_seconds": self.train_seconds,
-                "best_map": self.best_map, "eval_minutes_left": list(self.eval_minutes_left)}
+                "best_map": self.best_map, "eval_minutes_left": list(self.eval_minutes_left),
+                "warmup_seconds": self.warmup_seconds}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], where: Path) -> RunState:
@@ -96,8 +98,10 @@ class RunState:
             raise CheckpointError(f"{where / 'state.pt'}: no {', '.join(missing)} in the training state (not a "
                                   f"checkpoint of this bmvit version); resume another checkpoint or start over "
                                   f"with --overwrite")
+        warm = state.get("warmup_seconds")  # absent in checkpoints written before train.max_minutes
         return cls(int(state["step"]), int(state["epoch"]), int(state["batch"]), float(state["train_seconds"]),
-                   float(state["best_map"]), [float(m) for m in state["eval_minutes_left"]])
+                   float(state["best_map"]), [float(m) for m in state["eval_minutes_left"]],
+                   None if warm is None else float(warm))
 
 
 @dataclass

@@ -15,7 +15,8 @@ It owns a run folder ``train.out_dir`` (:mod:`bmvit.engine.run_folder`)::
 Determinism and resumption: every random choice of the data pipeline is a function of
 ``(train.seed, epoch, position)`` (:mod:`bmvit.engine.sampler`) and the global generators are
 saved in each checkpoint, so a run killed at any point and resumed with ``resume="auto"`` ends
-with the same weights, bit for bit on CPU, as one that never stopped.
+with the same weights, bit for bit on CPU, as one that never stopped (unless a time budget,
+``train.max_minutes``, binds: :mod:`bmvit.engine.clock`).
 
 Distributed: under ``torchrun`` each process takes a slice of every global batch (per-process
 ``train.batch_size``) and the loss is normalized by the number of actors in the global batch,
@@ -63,6 +64,7 @@ from bmvit.engine.checkpoint import load_weights_and_optimizer, save_weights
 from bmvit.engine.device import set_threads
 from bmvit.engine.ema import ModelEMA
 from bmvit.engine.evaluate import evaluate_split, write_split_outputs
+from bmvit.engine.clock import TrainClock, budget_progress
 from bmvit.engine.optim import lr_factor, make_optimizer, set_lr
 from bmvit.engine.sampler import MicroBatches, ResumableBatchSampler
 from bmvit.engine.run_folder import MetricsLog, prepare_run_folder, truncate_metrics
@@ -114,20 +116,6 @@ def nonfinite_grads(params, device: torch.device) -> torch.Tensor:
     return found
 
 
-class _TrainClock:
-    """Training seconds: those of earlier processes (from the checkpoint) plus this one's, with the
-    time of periodic evaluations taken out."""
-
-    def __init__(self, before: float) -> None:
-        self.before, self.start, self.paused = before, time.perf_counter(), 0.0
-
-    def seconds(self) -> float:
-        return self.before + (time.perf_counter() - self.start - self.paused)
-
-    def pause(self, seconds: float) -> None:
-        self.paused += seconds
-
-
 class TrainingRun:
     """One training run: what :func:`train` builds once (data, model, optimizer, criterion, run
     folder) and the steps it repeats. The state a checkpoint saves is :attr:`state` (a
@@ -158,11 +146,29 @@ class TrainingRun:
             self.net = torch.compile(self.net)
         self.log = MetricsLog(self.out, self.info.is_main, self.tc.tensorboard)
         self.stream = MicroBatches(self.loader, self.sampler, self.state.epoch, self.state.batch)
-        self.clock = _TrainClock(self.state.train_seconds)
+        self.clock = TrainClock(self.state.train_seconds)
+        self.budget = 60.0 * self.tc.max_minutes  # seconds; 0: no time budget
+        self.shared_seconds, self.out_of_time, self.lr_now = self.state.train_seconds, False, 0.0
+        self._tick()
         self.bar = tqdm(total=self.total, initial=self.state.step, desc="train", dynamic_ncols=True,
                         disable=not (progress and self.info.is_main),
                         mininterval=0.1 if sys.stderr.isatty() else 30.0)  # few lines in logs
         self.model.train()
+
+    def _tick(self) -> None:
+        """After each step (and at the start): under a time budget, rank 0's training clock for every
+        rank, the warm-up's end on it, and whether the budget is spent (:mod:`bmvit.engine.clock`)."""
+        if not self.budget:
+            return
+        self.shared_seconds = dist.broadcast_float(self.clock.seconds(), self.device)
+        if self.state.warmup_seconds is None and self.state.step >= self.tc.warmup_steps:
+            self.state.warmup_seconds = self.shared_seconds
+        self.out_of_time = self.shared_seconds >= self.budget
+
+    @property
+    def done(self) -> bool:
+        """All ``total`` steps taken, or the time budget spent."""
+        return self.state.step >= self.total or self.out_of_time
 
     def _build(self, load_pretrained: bool) -> None:
         """Datasets, loader, model, optimizer, grad scaler, EMA and criterion (in this order: RNG draws)."""
@@ -216,7 +222,9 @@ class TrainingRun:
         micro = [self.stream.next() for _ in range(tc.accum_steps)]
         n_local = sum(len(t["boxes"]) for _, targets in micro for t in targets)
         norm = max(dist.all_reduce_sum(n_local, self.device), 1.0) / self.info.world_size  # DDP averages gradients
-        set_lr(self.opt, tc.lr, lr_factor(step, self.total, tc.warmup_steps, tc.min_lr_ratio))
+        used = budget_progress(self.shared_seconds, self.budget, self.state.warmup_seconds)  # 0 without a budget
+        self.lr_now = tc.lr * lr_factor(step, self.total, tc.warmup_steps, tc.min_lr_ratio, used)
+        set_lr(self.opt, self.lr_now, 1.0)
         self.opt.zero_grad(set_to_none=True)
         sums, bad = self._forward_backward(micro, norm)
         if self.sync_free:  # opt.step() below skips the update when a gradient is not finite
@@ -228,6 +236,7 @@ class TrainingRun:
             self._apply_update()
         self.state.step += 1
         self.bar.update(1)
+        self._tick()
         return sums
 
     def _forward_backward(self, micro: list, norm: float) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -285,14 +294,14 @@ class TrainingRun:
     def maybe_log(self, sums: dict[str, torch.Tensor]) -> None:
         """Every ``train.log_every`` steps and at the end: the loss terms of the step, lr and clock."""
         tc, step = self.tc, self.state.step
-        if not (step % tc.log_every == 0 or step == self.total):
+        if not (step % tc.log_every == 0 or self.done):
             return
         self.check_pending()
         terms = {k: v.item() for k, v in sums.items()}
         if self.info.enabled:  # the loss of the global batch: mean over processes of their (scaled) terms
             terms = {k: dist.all_reduce_sum(v, self.device) / self.info.world_size for k, v in terms.items()}
         rec = {"step": step, "epoch": self.stream.epoch,
-               "lr": tc.lr * lr_factor(step - 1, self.total, tc.warmup_steps, tc.min_lr_ratio),
+               "lr": self.lr_now,
                "time_s": round(self.clock.seconds(), 2), **{k: round(v, 5) for k, v in terms.items()}}
         self.log(rec)
         self.bar.set_postfix(loss=f"{rec['loss']:.3f}", actor=f"{rec['actor']:.3f}", action=f"{rec['action']:.3f}",
@@ -344,7 +353,7 @@ class TrainingRun:
         """Checkpoint every ``train.ckpt_every`` steps, at epoch ends (``train.ckpt_each_epoch``) and at the end."""
         tc, step = self.tc, self.state.step
         if (tc.ckpt_every and step % tc.ckpt_every == 0) or (tc.ckpt_each_epoch and self.stream.epoch != epoch_before) \
-                or step == self.total:
+                or self.done:
             self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -368,6 +377,9 @@ class TrainingRun:
         self.check_pending()
         self.bar.close()
         seconds = self.clock.seconds()
+        if self.state.step < self.total and self.info.is_main:  # train.max_minutes ended it
+            print(f"time budget of {self.tc.max_minutes:g} training minutes spent after step {self.state.step} of "
+                  f"{self.total} (train.max_minutes); the lr schedule ended with it", file=sys.stderr)
         final_model = self.ema.module if self.ema is not None else self.model
         weights = self.out / "model.safetensors"
         if self.info.is_main:
@@ -375,6 +387,7 @@ class TrainingRun:
         res, dets = evaluate_split(final_model, self.val_ds, self.cfg.data.path(self.cfg.data.val_csv), self.cfg,
                                    self.device, progress=self.progress and self.info.is_main)
         final = {"step": self.state.step, "train_minutes": round(seconds / 60, 2), **res.metrics(),
+                 **({"stopped_by": "train.max_minutes"} if self.state.step < self.total else {}),
                  "val_frame_map": res.mean_ap, "final": True}  # returned raw (callers format it); logged NaN-safe
         self.log(final)
         self.log.close()
@@ -393,7 +406,7 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
     without it, a run folder that already holds checkpoints is refused.
     """
     run = TrainingRun(cfg, progress, resume, overwrite)
-    while run.state.step < run.total:
+    while not run.done:
         epoch_before = run.stream.epoch
         sums = run.train_step()
         run.maybe_log(sums)
