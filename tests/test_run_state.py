@@ -12,7 +12,10 @@ LEGACY = {"step": 12, "epoch": 3, "batch": 1, "train_seconds": 4.5, "best_map": 
 def test_reads_the_keys_of_checkpoints_written_before_the_class():
     st = RunState.from_state(LEGACY, __import__("pathlib").Path("run/checkpoints/step_00000012"))
     assert st == RunState(12, 3, 1, 4.5, 0.25, [2.0, 5.0])
-    assert st.to_state() == {k: LEGACY[k] for k in st.to_state()}  # written under the same keys
+    written = st.to_state()
+    assert {k: written[k] for k in written if k in LEGACY} == {k: LEGACY[k] for k in written if k in LEGACY}
+    assert written["warmup_seconds"] is None  # a legacy run had no time budget: none is invented on resume
+    assert set(written) - set(LEGACY) == {"warmup_seconds"}  # written under the same keys, plus the new one
 
 
 def test_a_state_without_the_run_keys_is_refused_by_name(tmp_path):
