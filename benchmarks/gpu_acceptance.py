@@ -51,7 +51,7 @@ from bmvit.config import load_config  # noqa: E402
 from bmvit.data.transforms import normalize_clips  # noqa: E402
 from bmvit.engine.optim import make_optimizer  # noqa: E402
 from bmvit.data.build import make_dataset  # noqa: E402
-from bmvit.engine.train import amp_dtype, make_loader, to_device  # noqa: E402
+from bmvit.engine.feed import amp_dtype, make_loader, to_device  # noqa: E402
 from bmvit.losses.criterion import SetCriterion  # noqa: E402
 from bmvit.models.build import build_detector  # noqa: E402
 from bmvit.models.flops import detector_cost  # noqa: E402

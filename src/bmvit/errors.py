@@ -31,3 +31,11 @@ class TrainingError(BmvitError):
 
 class OutputError(BmvitError):
     """An output file cannot be written (missing permission, a file where a folder should be, disk full)."""
+
+
+class Interrupted(BmvitError):
+    """Training stopped on a signal (SIGTERM, Ctrl-C) after checkpointing; the CLI exits with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

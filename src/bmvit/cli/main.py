@@ -22,7 +22,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # don't spin-wait: keeps steps fast on a busy machine
 
 from bmvit.engine.host_memory import keep_freed_memory  # noqa: E402
-from bmvit.errors import BmvitError  # noqa: E402
+from bmvit.errors import BmvitError, Interrupted  # noqa: E402
 
 # verb -> module defining add_parser(sub), in the order `bmvit --help` lists them
 VERBS = {
@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         keep_freed_memory()  # glibc: freed activations stay in the process (engine/host_memory.py)
         return int(args.func(args) or 0)
+    except Interrupted as e:  # training checkpointed on SIGTERM / Ctrl-C (engine/stop.py)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(str(e), file=sys.stderr)
+        return e.exit_code
     except BmvitError as e:
         if args.debug:
             raise

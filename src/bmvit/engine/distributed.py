@@ -65,11 +65,16 @@ def shutdown() -> None:
 
 def all_reduce_sum(value: float, device: torch.device) -> float:
     """Sum of ``value`` over all processes (``value`` itself without a process group)."""
+    return all_reduce_sums([value], device)[0]
+
+
+def all_reduce_sums(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sums of ``values`` over all processes, in one collective (``values`` without a group)."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return float(value)
-    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return float(t.item())
+    return t.tolist()
 
 
 def broadcast_float(value: float, device: torch.device) -> float:

@@ -24,12 +24,12 @@ so N processes follow the same trajectory as one process with N times the batch.
 Gradient accumulation (``train.accum_steps``) does the same within a process: the micro-batches
 of one optimizer step share one normalizer.
 
-Device feeding: the loader yields uint8 clips (pinned on CUDA, persistent workers prefetching
-four batches each); they are copied with ``non_blocking`` and normalized (and
-colour-jittered) on the device by :func:`bmvit.data.transforms.normalize_clips`. On CUDA the
-optimizer is fused AdamW and ``train.amp`` (bf16 in the paper configs) runs the forward under
-autocast; on the CPU ``train.amp`` is ignored (fp32) and AdamW is fused too. The step's one remaining host
-synchronization is the Hungarian matcher's (its cost matrices go to scipy on the CPU).
+Device feeding (loader, non-blocking copies, on-device normalization, autocast):
+:mod:`bmvit.engine.feed`. On CUDA and on the CPU the optimizer is fused AdamW. The step's one
+remaining host synchronization is the Hungarian matcher's (its cost matrices go to scipy on the CPU).
+
+Stopping: SIGTERM or Ctrl-C finishes the step under way, checkpoints it and raises
+:class:`~bmvit.errors.Interrupted` (:mod:`bmvit.engine.stop`); every rank stops after the same step.
 
 Non-finite losses (``train.nan_policy``): with the fused optimizer (CUDA and CPU; without EMA and fp16)
 a step whose gradients are not finite is skipped *on the device* (the fused AdamW kernel's
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -51,25 +52,25 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from bmvit.atomic import make_folder
 from bmvit.config import Config, save_config
 from bmvit.data.build import checked_mean_std, make_dataset
 from bmvit.data.collate import collate_fn, valid_tokens
-from bmvit.data.transforms import batch_colour, normalize_clips
 from bmvit.engine import distributed as dist
 from bmvit.engine.checkpoint import load_weights_and_optimizer, save_weights
 from bmvit.engine.device import set_threads
 from bmvit.engine.ema import ModelEMA
 from bmvit.engine.evaluate import evaluate_split, write_split_outputs
+from bmvit.engine.feed import amp_dtype, make_loader, to_device
 from bmvit.engine.clock import TrainClock, budget_progress
 from bmvit.engine.optim import lr_factor, make_optimizer, set_lr
 from bmvit.engine.sampler import MicroBatches, ResumableBatchSampler
 from bmvit.engine.run_folder import MetricsLog, prepare_run_folder, truncate_metrics
 from bmvit.engine.state import Resumed, RunState, rng_state, save_checkpoint, set_rng_state
-from bmvit.errors import CheckpointError, ConfigError, TrainingError
+from bmvit.engine.stop import StopRequest
+from bmvit.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from bmvit.evaluation.evaluators import build_evaluator
 from bmvit.losses.criterion import SetCriterion
 from bmvit.models.build import build_detector
@@ -79,32 +80,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype of ``train.amp`` on ``device``: bf16/fp16 on CUDA, ``None`` (fp32) elsewhere."""
-    if device.type != "cuda":
-        return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-
-
-def make_loader(ds, sampler, collate, num_workers: int, device: torch.device, seed: int, prefetch: int = 4) -> DataLoader:
-    """The training DataLoader: pinned batches on CUDA, persistent workers prefetching ``prefetch`` batches each."""
-    workers = num_workers > 0
-    return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                      pin_memory=device.type == "cuda", persistent_workers=workers,
-                      prefetch_factor=prefetch if workers else None,
-                      generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
-
-
-def to_device(clips: torch.Tensor, targets: list[dict], device: torch.device, mean, std) -> tuple[torch.Tensor, list[dict]]:
-    """A loader batch on ``device``: uint8 clips copied without blocking, then normalized (and
-    colour-jittered) there: ``(B, 3, T, H, W)`` float32; targets' boxes/labels moved."""
-    colour = batch_colour(targets)  # (B, 3) or None, from the CPU targets
-    x = normalize_clips(clips.to(device, non_blocking=True), mean, std, targets, colour)
-    targets = [{**t, "boxes": t["boxes"].to(device, non_blocking=True), "labels": t["labels"].to(device, non_blocking=True)}
-               for t in targets]
-    return x, targets
 
 
 def nonfinite_grads(params, device: torch.device) -> torch.Tensor:
@@ -149,6 +124,7 @@ class TrainingRun:
         self.clock = TrainClock(self.state.train_seconds)
         self.budget = 60.0 * self.tc.max_minutes  # seconds; 0: no time budget
         self.shared_seconds, self.out_of_time, self.lr_now = self.state.train_seconds, False, 0.0
+        self.stop, self.stopping = StopRequest(), False  # SIGTERM / Ctrl-C: checkpoint and stop (engine/stop.py)
         self._tick()
         self.bar = tqdm(total=self.total, initial=self.state.step, desc="train", dynamic_ncols=True,
                         disable=not (progress and self.info.is_main),
@@ -167,8 +143,8 @@ class TrainingRun:
 
     @property
     def done(self) -> bool:
-        """All ``total`` steps taken, or the time budget spent."""
-        return self.state.step >= self.total or self.out_of_time
+        """All ``total`` steps taken, the time budget spent, or a stop requested by a signal."""
+        return self.state.step >= self.total or self.out_of_time or self.stopping
 
     def _build(self, load_pretrained: bool) -> None:
         """Datasets, loader, model, optimizer, grad scaler, EMA and criterion (in this order: RNG draws)."""
@@ -221,7 +197,10 @@ class TrainingRun:
         tc, step = self.tc, self.state.step
         micro = [self.stream.next() for _ in range(tc.accum_steps)]
         n_local = sum(len(t["boxes"]) for _, targets in micro for t in targets)
-        norm = max(dist.all_reduce_sum(n_local, self.device), 1.0) / self.info.world_size  # DDP averages gradients
+        # the global actor count, and whether any rank was asked to stop (one collective)
+        n_all, stops = dist.all_reduce_sums([n_local, float(self.stop.requested)], self.device)
+        self.stopping = stops > 0  # every rank stops after this step
+        norm = max(n_all, 1.0) / self.info.world_size  # DDP averages gradients
         used = budget_progress(self.shared_seconds, self.budget, self.state.warmup_seconds)  # 0 without a budget
         self.lr_now = tc.lr * lr_factor(step, self.total, tc.warmup_steps, tc.min_lr_ratio, used)
         set_lr(self.opt, self.lr_now, 1.0)
@@ -320,6 +299,8 @@ class TrainingRun:
     def maybe_evaluate(self) -> None:
         """Evaluate on val when a ``train.eval_at_minutes`` mark has passed or every ``train.eval_every`` steps."""
         tc, step, marks = self.tc, self.state.step, self.state.eval_minutes_left
+        if self.stopping:  # a stop was requested: checkpoint now, evaluate after the resume
+            return
         minutes = self.clock.seconds() / 60
         due = False
         if marks:  # the same list on every rank: rank 0's clock decides (and pops the marks) for all,
@@ -367,6 +348,18 @@ class TrainingRun:
                             self.ema.module if self.ema is not None else None, self.tc.keep_checkpoints)
         dist.barrier()
 
+    def interrupt(self) -> None:
+        """After the checkpoint of the step a signal stopped: :class:`Interrupted` with the way on."""
+        self.check_pending()
+        self.bar.close()
+        self.log.close()
+        signum = self.stop.signum or signal.SIGTERM  # another rank's request: reported as a SIGTERM
+        ckpt = self.out / "checkpoints" / f"step_{self.state.step:08d}"
+        dist.shutdown()
+        raise Interrupted(f"stopped by {StopRequest.name(self.stop.signum)} after step {self.state.step} of "
+                          f"{self.total}; checkpoint {ckpt}: run the same command with --resume auto to go on",
+                          128 + int(signum))
+
     def finish(self) -> dict:
         """Final weights (the EMA's when on) and the final evaluation; closes the run.
 
@@ -406,11 +399,17 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
     without it, a run folder that already holds checkpoints is refused.
     """
     run = TrainingRun(cfg, progress, resume, overwrite)
-    while not run.done:
-        epoch_before = run.stream.epoch
-        sums = run.train_step()
-        run.maybe_log(sums)
-        run.report_skipped_samples(epoch_before)
-        run.maybe_evaluate()
-        run.maybe_checkpoint(epoch_before)
+    run.stop.install()
+    try:
+        while not run.done:
+            epoch_before = run.stream.epoch
+            sums = run.train_step()
+            run.maybe_log(sums)
+            run.report_skipped_samples(epoch_before)
+            run.maybe_evaluate()
+            run.maybe_checkpoint(epoch_before)
+    finally:
+        run.stop.restore()
+    if run.stopping:
+        run.interrupt()
     return run.finish()

@@ -1,0 +1,67 @@
+"""Stopping a training run on request: SIGTERM or Ctrl-C checkpoint the run instead of losing it.
+
+Clusters end jobs with SIGTERM (SLURM before a time limit or a pre-emption, Kubernetes on
+eviction, ``kill``); a user presses Ctrl-C (SIGINT). Without this, the work since the last periodic
+checkpoint is lost. With it, the first such signal *requests* a stop: the step under way
+finishes, a checkpoint of that step is written (:mod:`bmvit.engine.state`, exact as any other,
+so ``--resume auto`` ends with the same weights as a run that never stopped) and training
+raises :class:`~bmvit.errors.Interrupted`; the CLI prints where it stopped and how to go on and
+exits with ``128 + signal number`` (143 for SIGTERM, 130 for SIGINT), as a process killed by the
+signal would. A second signal while the stop is under way raises ``KeyboardInterrupt`` at once.
+
+Under ``torchrun`` the signal may reach some ranks only (or each at a different step): every rank
+adds its request to the sum that each step already all-reduces (its number of actors), so all
+ranks see the request in the same step and stop after it, together.
+
+Signals are caught only in the main thread (Python allows handlers nowhere else) and the
+previous handlers are put back when the run ends. DataLoader worker processes ignore both signals
+(:func:`ignore_stop_signals`, their ``worker_init_fn``): a SIGTERM sent to the whole job, workers
+included, must not kill them under the step being finished; they end with the main process.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+__all__ = ["StopRequest", "ignore_stop_signals"]
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopRequest:
+    """Catches SIGTERM/SIGINT while installed; :attr:`signum` is the first caught (0: none)."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for s in SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signum:  # the second signal: no more waiting
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum != 0
+
+    @staticmethod
+    def name(signum: int) -> str:
+        return signal.Signals(signum).name if signum else "a stop request on another rank"
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader ``worker_init_fn``: the worker ignores SIGTERM and SIGINT (the main process decides)."""
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)

@@ -1,0 +1,106 @@
+"""SIGTERM / Ctrl-C during training: the step under way finishes, a checkpoint of it is written, the
+process exits with 128 + the signal; ``--resume auto`` then ends bit-identical to a run never stopped.
+Under torchrun a signal that reaches one rank stops every rank after the same step."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import load_file
+
+from bmvit.engine.state import list_checkpoints
+from bmvit.engine.stop import StopRequest
+from tests.test_train_engine import ROOT, _overrides
+
+# A wrapper around the CLI that signals its own process just before step AT starts (rank RANK_TO_SIGNAL
+# only under torchrun): a deterministic stand-in for a scheduler's SIGTERM or a user's Ctrl-C.
+WRAPPER = (
+    "import os, signal, sys\n"
+    "import bmvit.engine.train as t\n"
+    "at, sig, who = int(os.environ['AT']), getattr(signal, os.environ['SIG']), os.environ.get('WHO', '0')\n"
+    "orig = t.TrainingRun.train_step\n"
+    "def step(self):\n"
+    "    if self.state.step + 1 == at and os.environ.get('RANK', '0') == who:\n"
+    "        os.kill(os.getpid(), sig)\n"
+    "    return orig(self)\n"
+    "t.TrainingRun.train_step = step\n"
+    "from bmvit.cli.main import main\n"
+    "sys.exit(main(sys.argv[1:]))\n")
+
+
+def _run(cmd, env_extra, tmp_path, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src"), **env_extra}
+    log = tmp_path / "log.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError("the run did not stop: " + log.read_text()[-2000:]) from None
+    return proc.returncode, log.read_text()
+
+
+def _loss_steps(run):
+    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+            if "loss" in json.loads(line)]
+
+
+def test_sigterm_checkpoints_the_step_and_resume_is_bit_identical(small_synth, tmp_path):
+    args = ["train", "--no-progress", "--config", "configs/synthetic/tiny.yaml"]
+    steps = ["train.max_steps=7", "train.ckpt_every=0"]
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER)
+    ref = tmp_path / "ref"
+    rc, log = _run([sys.executable, "-m", "bmvit", *args, *_overrides(small_synth, ref), *steps], {}, tmp_path)
+    assert rc == 0, log[-2000:]
+
+    run = tmp_path / "stopped"
+    rc, log = _run([sys.executable, str(wrapper), *args, *_overrides(small_synth, run), *steps],
+                   {"AT": "3", "SIG": "SIGTERM"}, tmp_path)
+    assert rc == 128 + signal.SIGTERM, log[-2000:]
+    assert "stopped by SIGTERM after step 3 of 7" in log and "--resume auto" in log and "Traceback" not in log
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000003"]  # the stop's own checkpoint
+    assert not (run / "model.safetensors").exists() and _loss_steps(run) == [1, 2, 3]
+
+    rc, log = _run([sys.executable, "-m", "bmvit", *args, "--resume", "auto", *_overrides(small_synth, run), *steps],
+                   {}, tmp_path)
+    assert rc == 0, log[-2000:]
+    a, b = load_file(str(ref / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _loss_steps(run) == list(range(1, 8))
+
+
+def test_ctrl_c_on_one_torchrun_rank_stops_every_rank_after_the_same_step(small_synth, tmp_path):
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER)
+    run = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531", str(wrapper),
+           "train", "--no-progress", "--config", "configs/synthetic/tiny.yaml",
+           *_overrides(small_synth, run), "train.max_steps=200", "train.ckpt_every=0", "train.batch_size=2"]
+    rc, log = _run(cmd, {"AT": "2", "SIG": "SIGINT", "WHO": "1"}, tmp_path, timeout=300)
+    assert rc != 0  # torchrun reports the workers' exit status 130 as a failure
+    assert "stopped by a stop request on another rank after step 2 of 200" in log, log[-3000:]
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000002"]
+    assert _loss_steps(run) == [1, 2]
+
+
+def test_the_handlers_are_put_back_and_a_second_signal_is_immediate():
+    before = signal.getsignal(signal.SIGTERM)
+    stop = StopRequest().install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.signum == signal.SIGTERM
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+        else:
+            raise AssertionError("a second signal must interrupt at once")
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGTERM) is before
