@@ -97,3 +97,23 @@ def test_not_a_pickle_and_missing(tmp_path):
         load_pickle(p)
     with pytest.raises(DataError, match=r"nope\.pkl: annotation pickle not found"):
         load_pickle(tmp_path / "nope.pkl")
+
+
+@pytest.mark.parametrize("body", [
+    b"cbuiltins\nbytearray\n(I2147483648\ntR.",  # bytearray(2 GiB), zero-filled: memory actually used
+    b"cnumpy\nndarray\n((I16384\nI16384\ntS'f8'\ntR.",  # an uninitialised 2 GiB array
+    b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(I2147483648\ntS'b'\ntR.",
+])
+def test_a_tiny_file_may_not_allocate_gigabytes(tmp_path, body):
+    p = tmp_path / "bomb.pkl"
+    p.write_bytes(body)
+    with pytest.raises(DataError, match=r"bomb.pkl: not a readable pickle \(UnpicklingError: asks for 2147483648 bytes"):
+        load_pickle(p)
+
+
+def test_small_size_only_constructions_still_load(tmp_path):
+    p = tmp_path / "ok.pkl"
+    p.write_bytes(b"cbuiltins\nbytearray\n(I16\ntR.")
+    assert load_pickle(p) == bytearray(16)
+    p.write_bytes(pickle.dumps({"a": np.zeros((300, 300))}, protocol=2))  # 720 kB of array data
+    assert load_pickle(p)["a"].shape == (300, 300)

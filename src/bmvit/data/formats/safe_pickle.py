@@ -7,6 +7,12 @@ asks for (a function, a class, a module attribute: everything that lets a pickle
 refused with a :class:`~bmvit.errors.DataError` naming the file and the refused
 ``module.name``; nothing of the file is executed before that.
 
+Allocation is bounded too: the few allowed callables that create storage from a *size* alone
+(``bytearray(n)``, ``numpy.ndarray(shape)``, numpy's ``_reconstruct(cls, shape, dtype)``) may not
+ask for more bytes than the file holds plus 1 MiB (a real pickle carries its arrays' bytes, and
+numpy writes ``_reconstruct`` with shape ``(0,)``): a 30-byte file asking for 20 GB is refused as
+unreadable instead of filling the machine's memory.
+
 The ACT files were written by Python 2 (``cPickle``), so strings are decoded as latin-1 (the
 encoding numpy needs for the raw bytes of Python 2 arrays) and Python 2 module names
 (``__builtin__``, ``copy_reg``) are mapped to Python 3 ones, as :mod:`pickle` does, before the check.
@@ -73,10 +79,44 @@ def _allowed() -> dict[tuple[str, str], Callable[..., Any] | type]:
 ALLOWED_GLOBALS = _allowed()
 
 
+SLACK_BYTES = 1 << 20  # allocations a pickle may ask for beyond its own size
+
+
+def _nbytes(shape: Any, dtype: Any = float) -> int:
+    """Bytes of an array of ``shape`` and ``dtype`` (a malformed pair raises, as numpy would)."""
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    return int(np.prod([int(d) for d in dims], dtype=object)) * np.dtype(dtype).itemsize
+
+
+def _bounded(allowed: Any, limit: int) -> Any:
+    """``allowed`` (a callable of :data:`ALLOWED_GLOBALS`) refusing to allocate more than ``limit`` bytes."""
+    def check(nbytes: int) -> None:
+        if nbytes > limit:
+            raise pickle.UnpicklingError(f"asks for {nbytes} bytes, more than the file's size allows")
+
+    if allowed is bytearray:
+        def make(*args):
+            if args and isinstance(args[0], int):
+                check(args[0])
+            return bytearray(*args)
+    elif allowed is np.ndarray:
+        def make(shape, dtype=float, *args, **kwargs):
+            check(_nbytes(shape, dtype))
+            return np.ndarray(shape, dtype, *args, **kwargs)
+    elif getattr(allowed, "__name__", "") == "_reconstruct":
+        def make(cls, shape, dtype, *args):
+            check(_nbytes(shape, dtype))  # numpy writes shape (0,), dtype b'b' (int8)
+            return allowed(getattr(cls, "__wrapped__", cls), shape, dtype, *args)  # ndarray, not its guard
+    else:
+        return allowed
+    make.__wrapped__ = allowed
+    return make
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, path: Path) -> None:
+    def __init__(self, file, path: Path, limit: int) -> None:
         super().__init__(file, encoding="latin1", fix_imports=True)
-        self._path = path
+        self._path, self._limit = path, limit
 
     def find_class(self, module: str, name: str) -> Any:
         # Python 2 names (__builtin__ -> builtins, ...), as pickle's fix_imports does
@@ -90,7 +130,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 f"{self._path}: refused to unpickle global '{module}.{name}' "
                 "(annotation pickles may only hold builtin containers and numpy arrays)"
             )
-        return obj
+        return _bounded(obj, self._limit)
 
     def persistent_load(self, pid: Any) -> Any:
         raise DataError(f"{self._path}: refused to unpickle a persistent id ({pid!r})")
@@ -103,7 +143,7 @@ def load_pickle(path: str | Path) -> Any:
         raise DataError(f"{path}: annotation pickle not found")
     try:
         with open(path, "rb") as f:
-            return _RestrictedUnpickler(f, path).load()
+            return _RestrictedUnpickler(f, path, path.stat().st_size + SLACK_BYTES).load()
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - damaged data fails in many ways (UnpicklingError, EOFError,
