@@ -4,6 +4,7 @@ the same clips, the clip arithmetic of the evaluation reader, clear errors, --ex
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -388,3 +389,25 @@ def test_annotated_video_of_an_extreme_portrait_frame(tmp_path, ckpt):
     with av.open(str(out / "annotated.mp4")) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == 3 and frames[0].shape == (1920, 26, 3)  # 1.6x: 1200 -> 1920 (width made even)
+
+
+def test_anamorphic_video_is_rendered_as_players_show_it(tmp_path, ckpt):
+    """A 64x48 video whose pixels are shown twice as wide (SAR 2:1, as DV / HDV / DVD files store
+    16:9 pictures) is shown 128x48: the annotated video is drawn at that shape (scaled up to 480
+    wide), not squeezed to the stored 4:3; the boxes of the CSV stay normalized to the picture."""
+    video = tmp_path / "wide.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        for f in synthetic_frames(3, 64, 48):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        c.mux(s.encode())
+    from bmvit.inference.video_source import open_source
+
+    assert open_source(str(video)).info.sample_aspect == 2.0
+    out = tmp_path / "o"
+    assert bmvit(["detect", str(video), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress"]) == 0
+    with av.open(str(out / "annotated.mp4")) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == 3 and frames[0].shape == (180, 480, 3)  # 128x48 shown, x3.75 to 480 wide

@@ -106,3 +106,27 @@ def test_cut_with_a_folder_in_the_way_is_one_line(tmp_path):
     with pytest.raises(OutputError, match="phone.mp4: cannot write output"):
         cut_video(tmp_path / "phone.mp4", tmp_path / "cut", Recipe(), "phone")
     assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == ["phone.mp4"]  # no partial left
+
+
+def test_a_quarter_turn_turns_the_sample_aspect_too(tmp_path):
+    """An anamorphic (SAR 2:1) landscape video with a 90° display turn: shown 48 wide x 128 tall,
+    so after the turn a pixel is shown half as wide as tall."""
+    if not hasattr(av.video.stream.VideoStream, "set_display_rotation"):
+        pytest.skip("PyAV too old to write a display matrix")
+    from fractions import Fraction
+
+    path = tmp_path / "turned_wide.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.codec_context.sample_aspect_ratio = Fraction(2, 1)
+        s.set_display_rotation(-90)
+        for _ in range(3):
+            for p in s.encode(av.VideoFrame.from_ndarray(np.full((H, W, 3), 90, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    src = open_source(str(path))
+    frames = list(src)
+    assert frames[0].shape == (W, H, 3) and (src.info.width, src.info.height) == (H, W)
+    assert src.info.sample_aspect == 0.5

@@ -267,11 +267,12 @@ def _run_stream(args, det, out: Path, video_id: str) -> int:
     source = open_source(args.input[0], args.fps)
     make_folder(out)
     writer = None if args.no_video else BackgroundVideoWriter(out / "annotated.mp4", source.info.fps)
-    scale = display_scale(source.info.width, source.info.height)
+    aspect = source.info.sample_aspect  # anamorphic video: drawn with square pixels
+    scale = display_scale(round(source.info.width * aspect), source.info.height)
 
     def on_frame(i, frame, latest):
         if writer is not None:
-            writer.put(draw_frame(frame, frame_boxes(latest), scale=scale))
+            writer.put(draw_frame(frame, frame_boxes(latest), scale=scale, pixel_aspect=aspect))
 
     def on_prediction(p):
         if not args.no_progress:

@@ -86,13 +86,14 @@ def annotated_frames(source: VideoSource, result: VideoResult, min_width: int = 
     """Every frame of ``source`` (a fresh pass over the input) with the detections of its nearest
     key frame drawn on it (frames narrower than ``min_width`` scaled up); ``on_keyframe(i, frame, kf)``
     sees the undrawn key frames (e.g. for explanations). ``draw=False`` yields the frames as read."""
-    scale = display_scale(result.video.width, result.video.height, min_width)
+    aspect = result.video.sample_aspect  # anamorphic video: drawn with square pixels
+    scale = display_scale(round(result.video.width * aspect), result.video.height, min_width)
     keys = {kf.frame_index: kf for kf in result.keyframes}
     near = nearest_keyframes(result, result.video.num_frames or 10**12)
     for i, (frame, kf) in enumerate(zip(source, near)):
         if on_keyframe is not None and i in keys:
             on_keyframe(i, frame, keys[i])
-        yield draw_frame(frame, frame_boxes(kf), scale=scale) if draw else frame
+        yield draw_frame(frame, frame_boxes(kf), scale=scale, pixel_aspect=aspect) if draw else frame
 
 
 def render_annotated(path: str | Path, source: VideoSource, result: VideoResult, min_width: int = 480,

@@ -67,8 +67,10 @@ def display_scale(width: int, height: int, min_width: int = 480, max_side: int =
     return max(1.0, min(min_width / w, max_side / max(w, h)))
 
 
-def draw_frame(frame: np.ndarray, fb: FrameBoxes, scale: float = 1.0) -> np.ndarray:
-    """Draw ``fb`` on ``frame`` ``(H, W, 3)`` uint8 RGB; returns a new ``(H*scale, W*scale, 3)`` uint8 array.
+def draw_frame(frame: np.ndarray, fb: FrameBoxes, scale: float = 1.0, pixel_aspect: float = 1.0) -> np.ndarray:
+    """Draw ``fb`` on ``frame`` ``(H, W, 3)`` uint8 RGB; returns a new ``(H*scale, W*scale*pixel_aspect, 3)``
+    uint8 array: an anamorphic frame (``pixel_aspect`` ≠ 1, a video's sample aspect ratio) is drawn
+    with square pixels, as players show it, so that captions are not stretched.
 
     Boxes are in input-frame pixels and are scaled with the frame. Each caption sits on a filled
     background in the box colour just above its box, moved inside the box when there is no room above
@@ -77,7 +79,7 @@ def draw_frame(frame: np.ndarray, fb: FrameBoxes, scale: float = 1.0) -> np.ndar
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise BmvitError(f"draw_frame expects an (H, W, 3) uint8 frame, got {frame.shape} {frame.dtype}")
     h, w = frame.shape[:2]
-    out_w, out_h = max(1, round(w * scale)), max(1, round(h * scale))
+    out_w, out_h = max(1, round(w * scale * pixel_aspect)), max(1, round(h * scale))
     img = Image.fromarray(frame)
     if (out_w, out_h) != (w, h):
         img = img.resize((out_w, out_h), Image.Resampling.BILINEAR)

@@ -10,7 +10,9 @@ Every failure a user can cause — missing, empty, unreadable or corrupt input, 
 decodable frame — raises :class:`~bmvit.errors.DataError` with a one-line message naming the input.
 Video frames are turned upright by the file's display rotation, as players show them
 (:func:`bmvit.data.sources.video.display_turns`); ``info`` gives the stored size until the first
-frame is decoded, the shown size after. Time is ``frame index / fps``: a video file is read on a
+frame is decoded, the shown size after. Frames keep their stored pixels when those are not square
+(anamorphic video: DV, HDV, DVD); ``info.sample_aspect`` (the container's sample aspect ratio,
+turned with the frame) says how wide a pixel is shown, and renders are drawn at that shape. Time is ``frame index / fps``: a video file is read on a
 constant-rate grid at its average rate (:func:`constant_rate`), so a variable-rate video (phones
 lower the rate in low light) keeps its timing; a constant-rate one reads frame for frame. Live
 streams, and files given an ``fps`` override, are read frame for frame in decoding order.
@@ -60,6 +62,20 @@ class VideoInfo:
     height: int
     num_frames: int | None  # None when unknown (streams, some containers)
     warning: str | None = None  # set after reading: a file whose data ends before its metadata says
+    sample_aspect: float = 1.0  # shown width / height of one pixel (SAR; 1: square pixels, e.g. 4/3 for HDV)
+
+
+def sample_aspect(stream) -> float:
+    """The sample aspect ratio a player applies to ``stream`` (PyAV), 1.0 when unset or absurd."""
+    for owner in (stream, stream.codec_context):
+        sar = getattr(owner, "sample_aspect_ratio", None)
+        try:
+            value = float(sar) if sar else 0.0
+        except (TypeError, ValueError, ZeroDivisionError):
+            value = 0.0
+        if 0.1 <= value <= 10:  # 0/1 means unknown; anything outside this range is a broken header
+            return value
+    return 1.0
 
 
 def is_remote_file(source: str) -> bool:
@@ -186,7 +202,8 @@ class PyAVSource(VideoSource):
         rate = fps or stream.average_rate or stream.guessed_rate or stream.base_rate
         frames = int(stream.frames) if stream.frames else None
         width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
-        self.info = VideoInfo(name, kind, float(rate) if rate else DEFAULT_FPS, width, height, frames)
+        self.info = VideoInfo(name, kind, float(rate) if rate else DEFAULT_FPS, width, height, frames,
+                              sample_aspect=sample_aspect(stream))
         self._stream = stream
         self._grid_rate = Fraction(rate) if kind == "file" and not fps and rate else None  # constant_rate's fps
         self._end = stream_end(self._container, stream) if kind == "file" else None
@@ -226,6 +243,8 @@ class PyAVSource(VideoSource):
                 arr = upright(frame.to_ndarray(format="rgb24"), turns)  # (H, W, 3) uint8, as players show it
                 if n == 0 and (self.info.width, self.info.height) != (arr.shape[1], arr.shape[0]):
                     self.info.width, self.info.height = arr.shape[1], arr.shape[0]
+                if n == 0 and turns % 2:  # a quarter turn: a pixel's shown width becomes its height
+                    self.info.sample_aspect = 1.0 / self.info.sample_aspect
                 n += 1
                 yield arr
         except (av.error.FFmpegError, OSError, ValueError) as e:
