@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -89,18 +91,46 @@ def test_ctrl_c_on_one_torchrun_rank_stops_every_rank_after_the_same_step(small_
     assert _loss_steps(run) == [1, 2]
 
 
-def test_the_handlers_are_put_back_and_a_second_signal_is_immediate():
+def test_ctrl_c_in_a_terminal_running_torchrun_checkpoints_every_rank(small_synth, tmp_path):
+    """Ctrl-C in a terminal signals torchrun and its workers at once, and torchrun forwards it to
+    the workers again: the copies must not escalate; the run checkpoints and ends."""
+    run = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", "-m", "bmvit",
+           "train", "--no-progress", "--config", "configs/synthetic/tiny.yaml",
+           *_overrides(small_synth, run), "train.max_steps=100000", "train.ckpt_every=0", "train.batch_size=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    log = tmp_path / "log.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + 300
+            while time.time() < deadline and not (run / "metrics.jsonl").is_file():
+                time.sleep(0.1)
+            while time.time() < deadline and len((run / "metrics.jsonl").read_text().splitlines()) < 2:
+                time.sleep(0.1)
+            os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole foreground group
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError("the run did not stop: " + log.read_text()[-2000:]) from None
+    text = log.read_text()
+    assert "stopped by SIGINT after step" in text and "Traceback" not in text.split("stopped by")[0], text[-3000:]
+    steps = _loss_steps(run)
+    assert steps == list(range(1, len(steps) + 1))
+    assert [p.name for p in list_checkpoints(run)] == [f"step_{steps[-1]:08d}"]  # the stop's own checkpoint
+
+
+def test_the_handlers_are_put_back_and_a_later_second_signal_is_immediate(monkeypatch):
     before = signal.getsignal(signal.SIGTERM)
     stop = StopRequest().install()
     try:
         os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # a copy of the same request (torchrun forwarding it): no escalation
         assert stop.requested and stop.signum == signal.SIGTERM
-        try:
+        monkeypatch.setattr(StopRequest, "ESCALATE_AFTER_S", 0.0)  # as if a second had passed
+        with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
-        except KeyboardInterrupt:
-            pass
-        else:
-            raise AssertionError("a second signal must interrupt at once")
     finally:
         stop.restore()
     assert signal.getsignal(signal.SIGTERM) is before

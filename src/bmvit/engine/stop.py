@@ -7,7 +7,10 @@ finishes, a checkpoint of that step is written (:mod:`bmvit.engine.state`, exact
 so ``--resume auto`` ends with the same weights as a run that never stopped) and training
 raises :class:`~bmvit.errors.Interrupted`; the CLI prints where it stopped and how to go on and
 exits with ``128 + signal number`` (143 for SIGTERM, 130 for SIGINT), as a process killed by the
-signal would. A second signal while the stop is under way raises ``KeyboardInterrupt`` at once.
+signal would. A second signal while the stop is under way raises ``KeyboardInterrupt`` at once —
+if it comes at least :attr:`StopRequest.ESCALATE_AFTER_S` (1 s) after the first: copies of one
+request arrive together (Ctrl-C reaches torchrun and its workers, and torchrun then forwards it
+to them again; SLURM signals every process of a step), and must not cut the checkpoint short.
 
 Under ``torchrun`` the signal may reach some ranks only (or each at a different step): every rank
 adds its request to the sum that each step already all-reduces (its number of actors), so all
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 __all__ = ["StopRequest", "ignore_stop_signals"]
 
@@ -32,8 +36,10 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class StopRequest:
     """Catches SIGTERM/SIGINT while installed; :attr:`signum` is the first caught (0: none)."""
 
+    ESCALATE_AFTER_S = 1.0  # a later signal than this after the first: stop at once
+
     def __init__(self) -> None:
-        self.signum = 0
+        self.signum, self._first = 0, 0.0
         self._previous: dict[int, object] = {}
 
     def install(self) -> StopRequest:
@@ -48,9 +54,11 @@ class StopRequest:
         self._previous.clear()
 
     def _handle(self, signum: int, frame) -> None:
-        if self.signum:  # the second signal: no more waiting
+        now = time.monotonic()
+        if not self.signum:
+            self.signum, self._first = signum, now
+        elif now - self._first >= self.ESCALATE_AFTER_S:  # asked again: no more waiting
             raise KeyboardInterrupt
-        self.signum = signum
 
     @property
     def requested(self) -> bool:
