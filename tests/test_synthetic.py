@@ -62,3 +62,24 @@ def test_population_requirements():
                 assert all(not s.labels() for s in p.segments)  # distractors never act
     assert distractors > 100 and empty_clips > 0
     assert min(heights) < 0.3 and max(heights) > 0.55  # varied scales
+
+
+def test_a_folder_of_someone_elses_frames_is_never_deleted(tmp_path):
+    import pytest
+
+    from bmvit.data.synthetic import INCOMPLETE
+    from bmvit.errors import OutputError
+
+    mine = tmp_path / "ava"
+    (mine / "frames" / "v1").mkdir(parents=True)
+    (mine / "frames" / "v1" / "v1_000001.jpg").write_bytes(b"precious")
+    with pytest.raises(OutputError, match=r"ava: holds frames/ that bmvit synth did not write"):
+        generate(mine, TINY, workers=1)
+    assert (mine / "frames" / "v1" / "v1_000001.jpg").read_bytes() == b"precious"
+    # a generation that was killed (its marker left behind) is redone, and the marker goes with its end
+    killed = tmp_path / "killed"
+    (killed / "frames" / "syn_train_0000").mkdir(parents=True)
+    (killed / INCOMPLETE).touch()
+    generate(killed, TINY, workers=1)
+    assert (killed / "manifest.json").is_file() and not (killed / INCOMPLETE).exists()
+    assert _digest(killed) == _digest(generate(tmp_path / "fresh", TINY, workers=1))

@@ -43,12 +43,13 @@ from PIL import Image, ImageDraw
 
 from bmvit.atomic import atomic_output, output_error, write_text
 from bmvit.data.formats.ava import AvaRows, write_label_map, write_rows
-from bmvit.errors import ConfigError
+from bmvit.errors import ConfigError, OutputError
 
 ACTIONS: dict[int, str] = {1: "walk left", 2: "walk right", 3: "wave", 4: "raise arm", 5: "lower arm", 6: "jump"}
 FPS = 30
 FIRST_SECOND = 900  # AVA convention: frame 1 is at second 900.
 GENERATOR_VERSION = 2  # 2: no rows with empty boxes (figure fully outside the frame)
+INCOMPLETE = ".synth-incomplete"  # the marker of a generation under way (or killed)
 
 
 @dataclass(frozen=True)
@@ -307,19 +308,27 @@ def generate(out: str | Path, spec: SynthSpec = SynthSpec(), workers: int | None
     """Write the synthetic dataset under ``out``; returns ``out``. Skips work if already generated.
 
     ``spec`` outside :data:`SPEC_RANGES` raises :class:`ConfigError`; an unwritable ``out`` an
-    :class:`~bmvit.errors.OutputError`. The manifest is written last, so an interrupted run is redone."""
+    :class:`~bmvit.errors.OutputError`. The manifest is written last, so an interrupted run is redone
+    (a marker file says the folder is this generator's meanwhile); ``frames/`` or ``annotations/``
+    that neither a manifest nor the marker claim (someone's dataset) are never deleted: OutputError."""
     check_spec(spec)
     out = Path(out)
     manifest = {"version": GENERATOR_VERSION, **asdict(spec)}
     mpath = out / "manifest.json"
     if not force and mpath.is_file() and _read_manifest(mpath) == manifest:
         return out
+    marker = out / INCOMPLETE  # written before the first frame, removed with the manifest's writing
+    theirs = [sub for sub in ("frames", "annotations") if (out / sub).exists()]
+    if theirs and not (mpath.exists() or marker.exists()):  # not a folder this generator wrote: keep it
+        raise OutputError(f"{out}: holds {' and '.join(f'{t}/' for t in theirs)} that bmvit synth did not write "
+                          f"(no {mpath.name}); choose another --out, or remove them to regenerate here")
     try:
         if out.exists():
             for sub in ("frames", "annotations"):
                 shutil.rmtree(out / sub, ignore_errors=True)
             mpath.unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
+        marker.touch()
     except OSError as e:
         raise output_error(out, e) from None
     splits = {"train": (spec.train_videos, spec.seed), "val": (spec.val_videos, spec.seed + 1)}
@@ -347,4 +356,5 @@ def generate(out: str | Path, spec: SynthSpec = SynthSpec(), workers: int | None
         write_rows(out / "annotations" / f"{split}.csv", ava, person_or_score_format="{:d}")
     write_label_map(out / "annotations" / "label_map.pbtxt", ACTIONS)
     write_text(mpath, json.dumps(manifest, indent=2))
+    marker.unlink(missing_ok=True)
     return out
