@@ -82,6 +82,8 @@ def add_parser(sub) -> None:
     p.add_argument("--stream", action="store_true", help="streaming mode for a file too (paced to its frame rate)")
     p.add_argument("--every", type=count(1), default=8, metavar="N", help="streaming: one prediction every N frames (default: 8)")
     p.add_argument("--max-frames", type=count(1), help="streaming: stop after this many frames")
+    p.add_argument("--timeout", type=number(0, open_min=True), default=20.0, metavar="S",
+                   help="streams, cameras and remote files: seconds with nothing received before failing (default: 20)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--on-error", choices=("skip", "error"), default="skip",
                    help="several inputs: a bad input is recorded as failed and the rest goes on (skip, exit "
@@ -149,7 +151,7 @@ def _detect_one(args, det, input_path: str, out: Path, video_id: str, progress: 
     from bmvit.inference.outputs import write_csv, write_json
     from bmvit.inference.video_source import open_source
 
-    source = open_source(input_path, args.fps)
+    source = open_source(input_path, args.fps, args.timeout)
     result = det.predict(source, args.fps_keyframes, with_outputs=args.explain, progress=progress, on_frame=on_frame)
     if result.video.warning:  # e.g. a file cut short: its detections cover only what decodes
         print(f"warning: {input_path}: {result.video.warning}", file=sys.stderr)
@@ -264,7 +266,7 @@ def _run_stream(args, det, out: Path, video_id: str) -> int:
         raise ConfigError("--explain works on files and frame folders, not in streaming mode")
     if args.export:
         raise ConfigError("--export cvat works on files and frame folders, not in streaming mode")
-    source = open_source(args.input[0], args.fps)
+    source = open_source(args.input[0], args.fps, args.timeout)
     make_folder(out)
     writer = None if args.no_video else BackgroundVideoWriter(out / "annotated.mp4", source.info.fps)
     aspect = source.info.sample_aspect  # anamorphic video: drawn with square pixels

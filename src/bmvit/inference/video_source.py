@@ -165,10 +165,11 @@ class VideoSource:
 class PyAVSource(VideoSource):
     """A video file, stream URL or camera device decoded with PyAV."""
 
-    def __init__(self, name: str, kind: str = "file", fps: float | None = None) -> None:
+    def __init__(self, name: str, kind: str = "file", fps: float | None = None,
+                 timeout: float = NETWORK_TIMEOUT_S) -> None:
         import av
 
-        self._name, self._kind, self._fps_override = name, kind, fps
+        self._name, self._kind, self._fps_override, self._timeout = name, kind, fps, timeout
         target, options, fmt = name, {}, None
         remote = is_remote_file(name)
         if kind == "file" and not remote:
@@ -187,7 +188,7 @@ class PyAVSource(VideoSource):
         self._network = kind == "stream" or remote
         try:
             self._container = av.open(target, format=fmt, options=options,
-                                      timeout=NETWORK_TIMEOUT_S if self._network else None)
+                                      timeout=self._timeout if self._network else None)
         except (av.error.FFmpegError, OSError, ValueError) as e:
             what = "stream" if kind == "stream" else "video"
             raise DataError(f"{name}: cannot open {what} ({self._why(e)})") from None
@@ -270,13 +271,13 @@ class PyAVSource(VideoSource):
         import av
 
         if self._network and isinstance(e, av.error.ExitError):
-            return f"nothing received for {NETWORK_TIMEOUT_S:g} s: time-out"
+            return f"nothing received for {self._timeout:g} s: time-out"
         return _short(e)
 
     def reopen(self) -> VideoSource:
         if self._kind == "stream":
             return super().reopen()
-        return PyAVSource(self._name, self._kind, self._fps_override)
+        return PyAVSource(self._name, self._kind, self._fps_override, self._timeout)
 
     def close(self) -> None:
         try:
@@ -379,9 +380,11 @@ class ArraySource(VideoSource):
         return self
 
 
-def open_source(source: str | Path | np.ndarray | Sequence[np.ndarray], fps: float | None = None) -> VideoSource:
+def open_source(source: str | Path | np.ndarray | Sequence[np.ndarray], fps: float | None = None,
+                timeout: float = NETWORK_TIMEOUT_S) -> VideoSource:
     """Open ``source``: a video file, a folder of frames, a stream URL / camera (see :func:`is_stream`),
-    or frames in memory. ``fps`` overrides the container's rate (folders and arrays: default 30)."""
+    or frames in memory. ``fps`` overrides the container's rate (folders and arrays: default 30);
+    ``timeout``: seconds a stream, camera or remote file may send nothing before it fails."""
     if isinstance(source, VideoSource):
         return source
     if fps is not None:
@@ -405,9 +408,9 @@ def open_source(source: str | Path | np.ndarray | Sequence[np.ndarray], fps: flo
                         f"got {type(source).__name__}")
     name = str(source)
     if is_stream(name):
-        return PyAVSource(name, "stream", fps)
+        return PyAVSource(name, "stream", fps, timeout)
     if is_remote_file(name):
-        return PyAVSource(name, "file", fps)
+        return PyAVSource(name, "file", fps, timeout)
     path = Path(name)
     if path.is_dir():
         return FrameFolder(path, fps)
