@@ -116,10 +116,12 @@ def test_rerun_skips_complete_videos_and_checks_settings(batch_out, folder, ckpt
     assert bmvit(args + ["--threshold", "0.5"]) == 2  # other settings: not silently mixed
     assert bmvit(args + ["--threshold", "0.5", "--overwrite"]) == 0
     assert [e["status"] for e in _index(out)] == ["ok", "ok"]
-    # a redo without the video leaves the older annotated.mp4 behind: a run that wants the video redoes it
+    # a redo without the video removes the older annotated.mp4 (no file of other settings is left next to the
+    # new detections); a run that wants the video then redoes it
     assert bmvit(args + ["--threshold", "0.5", "--overwrite", "--no-video"]) == 0
-    assert (out / "a" / "annotated.mp4").exists()
+    assert not (out / "a" / "annotated.mp4").exists()
     assert bmvit(args + ["--threshold", "0.5"]) == 0
+    assert (out / "a" / "annotated.mp4").exists()
     assert [e["status"] for e in _index(out)] == ["ok", "ok"]
     # the same inputs named by another path of the same files: still complete
     assert bmvit([str(p).replace(str(folder), str(folder) + "/.") for p in args] + ["--threshold", "0.5"]) == 0

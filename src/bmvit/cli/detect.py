@@ -106,11 +106,14 @@ def run(args) -> int:
     t_start = time.perf_counter()
     import torch
 
-    from bmvit.inference.batch import is_collection
+    from bmvit.inference.batch import INDEX_FILE, is_collection
     from bmvit.inference.detector import FROM_CHECKPOINT, Detector
     from bmvit.inference.video_source import is_stream
 
-    batch = len(args.input) > 1 or is_collection(args.input[0]) or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    from bmvit.engine.distributed import torchrun_env
+
+    world = torchrun_env().world_size  # one line for a WORLD_SIZE without torchrun's other variables
+    batch = len(args.input) > 1 or is_collection(args.input[0]) or world > 1
     if batch and (args.stream or any(is_stream(i) for i in args.input)):
         raise ConfigError("--stream and live sources take one input; run one `bmvit detect` per stream")
     if batch and args.video_id:
@@ -118,7 +121,7 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device
-    if batch and device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if batch and device == "cuda" and world > 1:
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"  # one GPU per rank
     det = Detector.from_checkpoint(
         args.checkpoint, device=device, labels=args.labels,
@@ -131,6 +134,9 @@ def run(args) -> int:
         return _run_batch(args, det)
     name = _name(args.input[0])
     out = Path(args.out) if args.out else Path("runs") / "detect" / name
+    if (out / INDEX_FILE).exists():  # one input written over a batch's merged detections.csv: refused
+        raise ConfigError(f"--out {out}: holds the outputs of a batch ({INDEX_FILE}); give one input its own --out, "
+                          f"or run it with the batch's inputs")
     video_id = args.video_id or name
     if args.stream or is_stream(args.input[0]):
         return _run_stream(args, det, out, video_id)
@@ -148,6 +154,7 @@ def _detect_one(args, det, input_path: str, out: Path, video_id: str, progress: 
                 verbose: bool = True):
     """Detect in one file or frames folder and write its outputs into ``out``; returns the VideoResult
     and the ``perf_counter`` time its detections were written (before rendering, if asked for)."""
+    from bmvit.inference.batch import clear_outputs
     from bmvit.inference.outputs import write_csv, write_json
     from bmvit.inference.video_source import open_source
 
@@ -156,6 +163,7 @@ def _detect_one(args, det, input_path: str, out: Path, video_id: str, progress: 
     if result.video.warning:  # e.g. a file cut short: its detections cover only what decodes
         print(f"warning: {input_path}: {result.video.warning}", file=sys.stderr)
     make_folder(out)
+    clear_outputs(out)  # an earlier run's annotated.mp4 / explain / CVAT file must not outlive its detections
     doc = result.to_dict()
     doc.update(checkpoint=str(args.checkpoint), input=str(input_path))
     write_json(out / "detections.json", doc)
@@ -192,8 +200,9 @@ def _run_batch(args, det) -> int:
 
     d = join_torchrun(args.device)
     try:
-        inputs = expand_inputs(args.input, log=(lambda m: print(m, file=sys.stderr)) if d.rank == 0 else None)
-        out = make_folder(Path(args.out) if args.out else Path("runs") / "detect" / "batch")
+        out = Path(args.out) if args.out else Path("runs") / "detect" / "batch"
+        inputs = expand_inputs(args.input, log=(lambda m: print(m, file=sys.stderr)) if d.rank == 0 else None, out=out)
+        make_folder(out)
         required = ["detections.json", "detections.csv"] + ([] if args.no_video else ["annotated.mp4"])
         required += ["explain"] if args.explain else []
         required += ["cvat_annotations.xml"] if args.export else []
@@ -256,6 +265,7 @@ def _render(args, det, source, result, out: Path, verbose: bool = True) -> None:
 
 
 def _run_stream(args, det, out: Path, video_id: str) -> int:
+    from bmvit.inference.batch import clear_outputs
     from bmvit.inference.detector import VideoResult
     from bmvit.inference.outputs import frame_boxes, write_csv, write_json
     from bmvit.inference.render import display_scale, draw_frame
@@ -268,6 +278,7 @@ def _run_stream(args, det, out: Path, video_id: str) -> int:
         raise ConfigError("--export cvat works on files and frame folders, not in streaming mode")
     source = open_source(args.input[0], args.fps, args.timeout)
     make_folder(out)
+    clear_outputs(out)  # no file of an earlier run next to this one's
     writer = None if args.no_video else BackgroundVideoWriter(out / "annotated.mp4", source.info.fps)
     aspect = source.info.sample_aspect  # anamorphic video: drawn with square pixels
     scale = display_scale(round(source.info.width * aspect), source.info.height)

@@ -36,12 +36,40 @@ class DistInfo:
         return self.world_size > 1
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r}: expected a whole number (torchrun sets it)") from None
+
+
+def torchrun_env() -> DistInfo:
+    """Rank, local rank and world size from the variables torchrun sets (one process without them).
+
+    A ``WORLD_SIZE`` > 1 without ``RANK``, ``MASTER_ADDR`` or ``MASTER_PORT`` (left over in a shell, a
+    SLURM or Kubernetes job) is one :class:`ConfigError` line, not torch's traceback."""
+    world = _env_int("WORLD_SIZE", 1)
+    if world < 1:
+        raise ConfigError(f"environment variable WORLD_SIZE={world}: expected 1 or more processes")
+    if world == 1:
+        return DistInfo(0, _env_int("LOCAL_RANK", 0), 1)
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise ConfigError(f"environment variable WORLD_SIZE={world} is set but {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not: launch with torchrun, or unset WORLD_SIZE")
+    rank = _env_int("RANK", 0)
+    if not 0 <= rank < world:
+        raise ConfigError(f"environment variable RANK={rank}: expected 0..{world - 1} (WORLD_SIZE={world})")
+    return DistInfo(rank, _env_int("LOCAL_RANK", 0), world)
+
+
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     """Join the process group torchrun describes (if any) and pick this process's device.
 
     ``device_name`` is ``train.device`` (auto | cpu | cuda)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    env = torchrun_env()
+    world, rank, local = env.world_size, env.rank, env.local_rank
     use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
         raise ConfigError("'train.device': cuda requested but no CUDA device is available")

@@ -9,8 +9,10 @@ line, blank lines and ``#`` comments skipped, relative paths relative to the lis
   is searched recursively (sorted): every file with a video extension (:data:`VIDEO_EXTENSIONS`)
   and every sub-folder that is a frames-video is one input; other files are ignored (their count
   is reported).
-* A path named explicitly (argument or list line) is always an input, even if it is not a video:
-  it then fails like any unreadable video.
+* Folders are searched once each (symlink loops), regular files only (a named pipe would block),
+  and never the batch's own ``out`` folder (its annotated videos are not inputs).
+* A path named explicitly (argument or list line) is always an input, even if it is not a video
+  or an empty folder: it then fails like any unreadable video.
 * Video ids (the output sub-folder and the CSV's ``video_id``): the file stem (of a URL: its path's
   file name), or the folder name of a frames-video; where two inputs share one, their path relative to the folder they were found
   in (``/`` → ``__``; then ``_<extension>`` appended if still needed). Characters other than letters
@@ -22,7 +24,8 @@ Outputs of a batch in ``out``:
   then ``out/<id>/status.json``, written last and atomically: the input's :class:`Entry` plus the
   ``fingerprint`` of the settings that shaped the detections. A video is *complete* when that file
   says ``ok`` and every required output exists; a re-run skips it (``status: skipped`` in the
-  index) unless ``overwrite``. A complete video made with a different fingerprint stops the run
+  index) unless ``overwrite`` or its input changed since (size, modification time: ``input_stamp``).
+  Inputs are compared by :func:`_input_key`. A complete video made with a different fingerprint stops the run
   with a :class:`~bmvit.errors.ConfigError` before anything is detected (never a silent mix).
 * ``out/index.jsonl``: one :class:`Entry` per input, in input order.
 * ``out/detections.csv``: the AVA rows of every ``ok``/``skipped`` video, in input order.
@@ -34,6 +37,7 @@ the index and the merged CSV, which are therefore those of a single process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,11 +53,32 @@ from pathlib import Path
 from typing import Any
 
 from bmvit.atomic import make_folder, write_text
-from bmvit.errors import BmvitError, ConfigError, DataError
+from bmvit.errors import BmvitError, ConfigError, DataError, OutputError
 from bmvit.inference.video_source import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, is_remote_file, url_name
 STATUS_FILE = "status.json"
 INDEX_FILE = "index.jsonl"
 MERGED_CSV = "detections.csv"
+RESERVED_IDS = frozenset({INDEX_FILE, MERGED_CSV})  # names of the merged files: no video folder may take them
+OUTPUTS = ("detections.json", "detections.csv", "annotated.mp4", "cvat_annotations.xml", "explain")  # per video
+
+
+def clear_outputs(folder: Path) -> None:
+    """Remove the per-video outputs bmvit detect writes (:data:`OUTPUTS`) from ``folder``: a re-run
+    with other options (no video, no --explain, fewer key frames) leaves none of the old ones behind."""
+    for name in OUTPUTS:
+        p = folder / name
+        try:
+            if p.is_dir() and not p.is_symlink():  # explain/: only its frame_*.png, then the folder if empty
+                for png in p.glob("frame_*.png"):
+                    png.unlink()
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+            else:
+                p.unlink(missing_ok=True)
+        except OSError as e:
+            from bmvit.atomic import output_error
+
+            raise output_error(p, e) from None
 
 
 @dataclass(frozen=True)
@@ -81,11 +106,15 @@ class Entry:
         return d
 
 
-def _has_frames(folder: Path) -> bool:
-    """True for a frames-video: frame images directly in ``folder`` and no video file (a folder of
-    videos with a thumbnail image in it is a folder of videos)."""
+def _has_frames(folder: Path, seen: frozenset[str] | set[str] = frozenset()) -> bool:
+    """True for a frames-video: frame images directly in ``folder``, no video file there and no
+    videos or frames-videos in its sub-folders (a folder of videos with a thumbnail image in it, or
+    a cover image next to sub-folders of videos, is a collection). ``seen``: folders not to enter."""
     kinds = {p.suffix.lower() for p in folder.iterdir() if p.is_file()}
-    return bool(kinds & set(FRAME_EXTENSIONS)) and not kinds & VIDEO_EXTENSIONS
+    if not kinds & set(FRAME_EXTENSIONS) or kinds & VIDEO_EXTENSIONS:
+        return False
+    below = set(seen) | {os.path.realpath(folder)}
+    return not any(_walk(p, seen=set(below))[0] for p in folder.iterdir() if p.is_dir())
 
 
 def is_collection(arg: str) -> bool:
@@ -98,30 +127,47 @@ def is_collection(arg: str) -> bool:
     return p.is_dir() and not _has_frames(p) and bool(_walk(p)[0])
 
 
-def _walk(folder: Path) -> tuple[list[Path], int]:
-    """Videos and frames-folders under ``folder`` (sorted, depth first) and the number of other files."""
+def _walk(folder: Path, skip: frozenset[str] = frozenset(), seen: set[str] | None = None) -> tuple[list[Path], int]:
+    """Videos and frames-folders under ``folder`` (sorted, depth first) and the number of other files.
+    Folders whose real path is in ``skip`` (the batch's own ``--out``) or in ``seen`` (visited: a
+    symlink loop) are not entered; only regular files count (a named pipe would block the reader)."""
+    seen = set() if seen is None else seen
+    real = os.path.realpath(folder)
+    if real in skip or real in seen:
+        return [], 0
+    seen.add(real)
     found, ignored = [], 0
     for p in sorted(folder.iterdir()):
         if p.is_dir():
-            if _has_frames(p):
+            if os.path.realpath(p) in skip or os.path.realpath(p) in seen:
+                continue
+            if _has_frames(p, seen):
                 found.append(p)
+                seen.add(os.path.realpath(p))
             else:
-                sub, n = _walk(p)
+                sub, n = _walk(p, skip, seen)
                 found += sub
                 ignored += n
-        elif p.suffix.lower() in VIDEO_EXTENSIONS:
+        elif p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file():
             found.append(p)
-        else:  # a text file, or an image next to videos (a thumbnail)
+        else:  # a text file, an image next to videos (a thumbnail), a pipe or socket
             ignored += 1
     return found, ignored
 
 
 def _read_list(arg: str) -> list[str]:
+    """The inputs of an ``@list`` file: UTF-8 (a byte-order mark, as Notepad writes, is allowed)."""
     path = Path(arg[1:])
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"{path}: cannot read the input list ({e.strerror or e})") from None
+    lines = []
+    for n, line in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), 1):
+        try:
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise DataError(f"{path}:{n}: not UTF-8 text; save the list as UTF-8") from None
     out = []
     for line in lines:
         line = line.strip()
@@ -150,16 +196,20 @@ def _ids(names: list[Path], rels: list[str], dirs: list[bool]) -> list[str]:
     for i, (p, d) in enumerate(zip(names, dirs)):
         if counts[ids[i]] > 1 and p.suffix and not d:
             ids[i] = f"{ids[i]}_{_safe(p.suffix[1:])}"
+    ids = [f"{i}_video" if i.lower() in RESERVED_IDS else i for i in ids]  # index.jsonl.mp4 -> index.jsonl_video
     dup = [k for k, n in Counter(ids).items() if n > 1]
     if dup:
         raise ConfigError(f"inputs: two inputs map to the output folder '{dup[0]}'; rename one or run them separately")
     return ids
 
 
-def expand_inputs(args: Sequence[str], log: Callable[[str], None] | None = None) -> list[VideoInput]:
-    """The inputs named by ``args`` (module docstring), each path once (first occurrence kept).
+def expand_inputs(args: Sequence[str], log: Callable[[str], None] | None = None,
+                  out: Path | None = None) -> list[VideoInput]:
+    """The inputs named by ``args`` (module docstring), each path once (first occurrence kept);
+    the batch's own output folder ``out`` is never searched (its annotated videos are no inputs).
 
-    Raises :class:`DataError` when nothing is left (e.g. only empty folders)."""
+    Raises :class:`DataError` when nothing is left."""
+    skip = frozenset({os.path.realpath(out)}) if out is not None else frozenset()
     # (input as passed on, file name, path relative to the folder it was found in, is a frames folder)
     found: list[tuple[str, Path, str, bool]] = []
     ignored = 0
@@ -179,12 +229,14 @@ def expand_inputs(args: Sequence[str], log: Callable[[str], None] | None = None)
             raise ConfigError(f"{arg}: a live stream (or a URL without a video file extension) cannot be part of "
                               f"a batch; run one `bmvit detect` per stream")
         p = Path(arg)
+        inside: list[Path] = []
         if p.is_dir() and not _has_frames(p):
-            inside, n = _walk(p)
+            inside, n = _walk(p, skip)
             found.extend((str(f), f, str(f.relative_to(p)), f.is_dir()) for f in inside)
             ignored += n
-        else:
-            found.append((str(p), p, arg, p.is_dir()))
+        if not inside:  # named explicitly: always an input, even an empty folder (module docstring)
+            if not (p.is_dir() and os.path.realpath(p) in skip):
+                found.append((str(p), p, arg, p.is_dir()))
 
     for a in args:
         add(str(a), False)
@@ -203,8 +255,21 @@ def expand_inputs(args: Sequence[str], log: Callable[[str], None] | None = None)
 
 
 def _input_key(path: str) -> str:
-    """What identifies an input across runs: a remote file's URL, a local path's real path."""
-    return path if is_remote_file(path) else os.path.realpath(path)
+    """What identifies an input across runs: a remote file's URL without its query (signed URLs
+    change their signature), a local path's real path (whatever the working directory)."""
+    return path.split("?", 1)[0].split("#", 1)[0] if is_remote_file(path) else os.path.realpath(path)
+
+
+def _input_stamp(path: str) -> list[int] | None:
+    """Size and modification time of a local input (None for remote ones): a file replaced at the
+    same path since a video was done makes it redone."""
+    if is_remote_file(path):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
 
 
 def shard(items: Sequence[Any], rank: int, world: int) -> list[Any]:
@@ -232,8 +297,11 @@ def join_torchrun(device: str) -> Dist:
     """Join the process group torchrun describes (gloo on CPU, NCCL on CUDA); no-op without torchrun.
 
     The collective timeout is a week: ranks wait for the slowest share before the merge."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    info = Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    from bmvit.engine.distributed import torchrun_env
+
+    env = torchrun_env()  # one clear line for a WORLD_SIZE without the rest of torchrun's variables
+    world = env.world_size
+    info = Dist(env.rank, world, env.local_rank)
     if world > 1:
         import torch.distributed as dist
 
@@ -311,7 +379,9 @@ class BatchRun:
         written = set(doc.get("outputs") or ())  # what that run wrote; older files in the folder may be stale
         if not set(self.required) <= written or not all((folder / r).exists() for r in self.required):
             return None
-        if _input_key(doc.get("path") or "") != _input_key(inp.path):
+        if doc.get("input_stamp") != _input_stamp(inp.path):  # the input was replaced since: redo it
+            return None
+        if doc.get("key", _input_key(doc.get("path") or "")) != _input_key(inp.path):
             raise ConfigError(f"{folder / STATUS_FILE}: made from {doc.get('path')}, not {inp.path}; "
                               f"pass --overwrite to redo it or use another --out")
         if doc.get("fingerprint") != self.fingerprint:
@@ -359,6 +429,7 @@ class BatchRun:
         (folder / STATUS_FILE).unlink(missing_ok=True)
         for stale in folder.glob(".*.tmp"):  # left by a killed run
             stale.unlink(missing_ok=True)
+        clear_outputs(folder)  # an earlier run's files must not sit next to this run's (other settings)
 
         def on_frame(n: int, total: int | None) -> None:
             if bar is not None and (n % 10 == 0 or n == total):
@@ -368,6 +439,11 @@ class BatchRun:
         try:
             keyframes, actors = process(inp, folder, on_frame)
             entry = Entry(inp.id, inp.path, "ok", None, keyframes, actors, time.perf_counter() - t0)
+        except OutputError as e:  # the output folder, not the input: nothing later can be written either
+            if self.dist.world == 1:
+                raise
+            self.error = e  # under torchrun: raised once the ranks have met (as on_error='error')
+            return Entry(inp.id, inp.path, "failed", " ".join(str(e).split()), None, None, time.perf_counter() - t0)
         except BmvitError as e:
             entry = Entry(inp.id, inp.path, "failed", " ".join(str(e).split()), None, None, time.perf_counter() - t0)
             write_text(folder / STATUS_FILE, json.dumps({**entry.to_dict(), "fingerprint": self.fingerprint}, indent=1) + "\n")
@@ -377,5 +453,6 @@ class BatchRun:
             (bar.write if bar is not None else lambda m: print(m, file=sys.stderr))(f"failed [{inp.id}]: {entry.error}")
             return entry
         write_text(folder / STATUS_FILE, json.dumps({**entry.to_dict(), "fingerprint": self.fingerprint,
-                                                     "outputs": self.required}, indent=1) + "\n")
+                                                     "outputs": self.required, "key": _input_key(inp.path),
+                                                     "input_stamp": _input_stamp(inp.path)}, indent=1) + "\n")
         return entry

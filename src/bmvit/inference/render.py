@@ -7,6 +7,7 @@ Drawing uses Pillow's ``ImageDraw`` and encoding uses PyAV (libx264, yuv420p); f
 from __future__ import annotations
 
 import colorsys
+import errno
 import itertools
 import os
 import uuid
@@ -23,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from bmvit.errors import BmvitError
 
 Color = tuple[int, int, int]
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG}
 _GOLDEN = 0.618033988749895
 
 
@@ -162,5 +164,9 @@ def write_mp4(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: f
         raise
     except Exception as e:  # encoder or I/O failure
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in _OUTPUT_ERRNOS:  # the disk, not the frames: an OutputError
+            from bmvit.atomic import output_error
+
+            raise output_error(path, e) from None
         raise BmvitError(f"{path}: could not write mp4: {e}") from e
     return path
