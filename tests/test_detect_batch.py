@@ -18,7 +18,8 @@ from PIL import Image
 
 from bmvit.cli.main import main as bmvit
 from bmvit.errors import ConfigError
-from bmvit.inference.batch import Entry, VideoInput, expand_inputs, is_collection, shard, write_merged
+from bmvit.inference.batch import Entry, shard, write_merged
+from bmvit.inference.batch_inputs import VideoInput, expand_inputs, is_collection
 
 torch.set_num_threads(1)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}

@@ -18,7 +18,8 @@ from PIL import Image
 
 from bmvit.cli.main import main as bmvit
 from bmvit.errors import OutputError
-from bmvit.inference.batch import BatchRun, VideoInput, _input_key, expand_inputs
+from bmvit.inference.batch import BatchRun
+from bmvit.inference.batch_inputs import VideoInput, expand_inputs, input_key
 
 torch.set_num_threads(1)
 
@@ -98,7 +99,7 @@ def test_one_input_into_a_batch_out_is_refused(tmp_path, ckpt, capsys):
 
 
 def test_signed_urls_are_one_input_across_runs():
-    assert _input_key("https://h/v/clip.mp4?sig=1&exp=2") == _input_key("https://h/v/clip.mp4?sig=9") \
+    assert input_key("https://h/v/clip.mp4?sig=1&exp=2") == input_key("https://h/v/clip.mp4?sig=9") \
         == "https://h/v/clip.mp4"
 
 

@@ -106,7 +106,8 @@ def run(args) -> int:
     t_start = time.perf_counter()
     import torch
 
-    from bmvit.inference.batch import INDEX_FILE, is_collection
+    from bmvit.inference.batch import INDEX_FILE
+    from bmvit.inference.batch_inputs import is_collection
     from bmvit.inference.detector import FROM_CHECKPOINT, Detector
     from bmvit.inference.video_source import is_stream
 
@@ -196,7 +197,8 @@ def _fingerprint(args, det) -> dict:
 
 def _run_batch(args, det) -> int:
     """Several inputs (module docstring): this rank's share, then rank 0 writes the merged files."""
-    from bmvit.inference.batch import BatchRun, expand_inputs, gather_entries, join_torchrun, leave_torchrun, write_merged
+    from bmvit.inference.batch import BatchRun, gather_entries, join_torchrun, leave_torchrun, write_merged
+    from bmvit.inference.batch_inputs import expand_inputs
 
     d = join_torchrun(args.device)
     try:

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bmvit.atomic import atomic_output, output_error, write_text
+from bmvit.atomic import output_error, write_text
 from bmvit.data.formats.ava import AvaRows, write_label_map, write_rows
 from bmvit.errors import ConfigError, OutputError
 
