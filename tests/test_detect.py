@@ -411,3 +411,12 @@ def test_anamorphic_video_is_rendered_as_players_show_it(tmp_path, ckpt):
     with av.open(str(out / "annotated.mp4")) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == 3 and frames[0].shape == (180, 480, 3)  # 128x48 shown, x3.75 to 480 wide
+
+
+def test_a_run_folder_given_as_checkpoint_names_the_file(tmp_path, ckpt, video, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(ckpt.read_bytes())
+    assert bmvit(["detect", str(video), "--checkpoint", str(run), "--out", str(tmp_path / "o")]) == 2
+    assert f"error: {run}: is a folder, not a checkpoint file; did you mean {run / 'model.safetensors'}?" \
+        in capsys.readouterr().err

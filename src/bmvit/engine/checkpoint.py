@@ -38,6 +38,10 @@ def save_weights(path: str | Path, model: torch.nn.Module, cfg: Config, meta: di
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Config, dict]:
     """Read a checkpoint written by :func:`save_weights`: ``(state_dict, config, meta)``."""
     path = Path(path)
+    if path.is_dir():  # a run folder or a checkpoint folder: name the file it holds
+        inside = [p for p in (path / "model.safetensors", path / "best.safetensors") if p.is_file()]
+        hint = f"; did you mean {inside[0]}?" if inside else "; expected a model.safetensors file"
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
