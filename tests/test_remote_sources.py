@@ -19,10 +19,11 @@ def test_a_server_that_never_answers_times_out_in_words():
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
     accepted = []
-    threading.Thread(target=lambda: [accepted.append(listener.accept()) for _ in range(2)], daemon=True).start()
+    threading.Thread(target=lambda: [accepted.append(listener.accept()) for _ in range(3)], daemon=True).start()
     base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    rtsp = f"rtsp://127.0.0.1:{listener.getsockname()[1]}/cam"  # FFmpeg reports this wait as "invalid data"
     try:
-        for url, what in ((f"{base}/clip.mp4", "video"), (f"{base}/live", "stream")):
+        for url, what in ((f"{base}/clip.mp4", "video"), (f"{base}/live", "stream"), (rtsp, "stream")):
             t0 = time.monotonic()
             with pytest.raises(DataError) as e:
                 open_source(url, timeout=1.0)

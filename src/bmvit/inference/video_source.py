@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -186,12 +187,16 @@ class PyAVSource(VideoSource):
         if kind == "stream" and name.startswith("rtsp://"):
             options = {"rtsp_transport": "tcp"}
         self._network = kind == "stream" or remote
+        t0 = time.monotonic()
         try:
             self._container = av.open(target, format=fmt, options=options,
                                       timeout=self._timeout if self._network else None)
         except (av.error.FFmpegError, OSError, ValueError) as e:
             what = "stream" if kind == "stream" else "video"
-            raise DataError(f"{name}: cannot open {what} ({self._why(e)})") from None
+            # FFmpeg's RTSP demuxer reports its interrupted wait as invalid data: the clock says what it was
+            waited = self._network and time.monotonic() - t0 >= 0.95 * self._timeout
+            why = f"nothing received for {self._timeout:g} s: time-out" if waited else self._why(e)
+            raise DataError(f"{name}: cannot open {what} ({why})") from None
         if not self._container.streams.video:
             self._container.close()
             raise DataError(f"{name}: no video stream in the file (is it an audio file, or an mp4 with no frames?)")
