@@ -15,7 +15,8 @@ def test_reads_the_keys_of_checkpoints_written_before_the_class():
     written = st.to_state()
     assert {k: written[k] for k in written if k in LEGACY} == {k: LEGACY[k] for k in written if k in LEGACY}
     assert written["warmup_seconds"] is None  # a legacy run had no time budget: none is invented on resume
-    assert set(written) - set(LEGACY) == {"warmup_seconds"}  # written under the same keys, plus the new one
+    assert written["eval_due"] is False  # nor an evaluation put off by a stop
+    assert set(written) - set(LEGACY) == {"warmup_seconds", "eval_due"}  # the same keys, plus the new ones
 
 
 def test_a_state_without_the_run_keys_is_refused_by_name(tmp_path):

@@ -134,3 +134,37 @@ def test_the_handlers_are_put_back_and_a_later_second_signal_is_immediate(monkey
     finally:
         stop.restore()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_an_evaluation_put_off_by_a_stop_runs_after_the_resume(small_synth, tmp_path):
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER)
+    run = tmp_path / "ev"
+    args = ["train", "--no-progress", "--config", "configs/synthetic/tiny.yaml", *_overrides(small_synth, run),
+            "train.max_steps=4", "train.ckpt_every=0", "train.eval_every=2"]
+    rc, log = _run([sys.executable, str(wrapper), *args], {"AT": "2", "SIG": "SIGTERM"}, tmp_path)
+    assert rc == 128 + signal.SIGTERM, log[-2000:]
+    evals = lambda: [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines()  # noqa: E731
+                     if "train_minutes" in json.loads(l) and not json.loads(l).get("final")]
+    assert evals() == []  # stopped at once, the step-2 evaluation owed
+    rc, log = _run([sys.executable, "-m", "bmvit", *args, "--resume", "auto"], {}, tmp_path)
+    assert rc == 0, log[-2000:]
+    assert evals() == [2]  # after the resume, at the step it was due
+
+
+def test_eval_marks_follow_the_config_on_resume(small_synth, tmp_path):
+    from bmvit.config import load_config
+    from bmvit.engine.train import train
+
+    run = tmp_path / "marks"
+    base = _overrides(small_synth, run) + ["train.ckpt_every=2", "train.eval_at_minutes=[]"]
+    cfg = load_config(ROOT / "configs" / "synthetic" / "tiny.yaml", base + ["train.max_steps=2"])
+    train(cfg, progress=False)
+    clock = torch.load(run / "checkpoints" / "step_00000002" / "state.pt", weights_only=True)["train_seconds"]
+    past, ahead = clock / 120, clock / 60 + 1e-6  # minutes: one the run had passed, one just ahead of it
+    more = load_config(ROOT / "configs" / "synthetic" / "tiny.yaml",
+                       base[:-1] + [f"train.eval_at_minutes=[{past!r},{ahead!r}]", "train.max_steps=4"])
+    train(more, progress=False, resume="auto")
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # the mark ahead fires after the next step; the one already passed is not evaluated late
+    assert [r["step"] for r in recs if "train_minutes" in r and not r.get("final")] == [3]

@@ -112,3 +112,12 @@ def test_ddp_ranks_stop_on_rank_0s_clock(small_synth, tmp_path):
     final = [r for r in _records(run) if r.get("final")]
     assert len(final) == 1 and final[0]["stopped_by"] == "train.max_minutes" and final[0]["step"] < 200
     assert "time budget of 1.02 training minutes spent" in log.read_text()
+
+
+def test_a_budget_spent_in_the_warm_up_says_so(small_synth, tmp_path, monkeypatch, capsys):
+    ticks = itertools.count()
+    monkeypatch.setattr(clock.TrainClock, "seconds", lambda self: self.before + float(next(ticks)))
+    cfg = _cfg(small_synth, tmp_path / "w", "train.max_steps=40", "train.max_minutes=0.05", "train.warmup_steps=30")
+    final = train(cfg, progress=False)
+    assert final["step"] < 30 and final["stopped_by"] == "train.max_minutes"
+    assert "still in the warm-up (30 steps): the lr never reached its cosine" in capsys.readouterr().err

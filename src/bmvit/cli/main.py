@@ -65,6 +65,17 @@ def _join_video_ids(argv: list[str]) -> list[str]:
     return out
 
 
+def _message(e: BmvitError) -> str:
+    """The error's own line. An error raised in a DataLoader worker comes back wrapped by torch
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ...: <message>"): its
+    last line, without the class name, is the message."""
+    text = str(e)
+    if "Original Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if last.startswith(f"{type(e).__module__}.{type(e).__name__}: ") else last
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = _join_video_ids(sys.argv[1:] if argv is None else list(argv))
     parser = _Parser(prog="bmvit", description="Single-stage spatio-temporal action localization (BMViT).")
@@ -90,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     except BmvitError as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

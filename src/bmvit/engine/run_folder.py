@@ -109,7 +109,10 @@ class MetricsLog:
 
     def __init__(self, out: Path, is_main: bool, tensorboard: bool) -> None:
         self.writer = _tensorboard(out) if tensorboard and is_main else None
-        self.file = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
+        try:
+            self.file = open(out / "metrics.jsonl", "a", encoding="utf-8") if is_main else None
+        except OSError as e:  # a folder of that name, no permission
+            raise output_error(out / "metrics.jsonl", e) from None
 
     def __call__(self, record: dict) -> None:
         if self.file is not None:

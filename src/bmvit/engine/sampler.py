@@ -88,3 +88,11 @@ class MicroBatches:
         if self.batch == self.sampler.batches_per_epoch:
             self.epoch, self.batch, self._it = self.epoch + 1, 0, None
         return item
+
+    def close(self) -> None:
+        """Stop the loader's worker processes now (a run that ends by an error: persistent workers
+        would otherwise be left to Python's exit)."""
+        shutdown = getattr(self._it, "_shutdown_workers", None)  # torch's multi-process iterator
+        if shutdown is not None:
+            shutdown()
+        self._it = None

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from bmvit.atomic import output_error
 from bmvit.config import Config
 from bmvit.engine.checkpoint import save_weights
 from bmvit.errors import CheckpointError
@@ -83,11 +84,12 @@ class RunState:
     best_map: float = -1.0  # best periodic val frame-mAP so far (kept as best.safetensors)
     eval_minutes_left: list[float] = field(default_factory=list)  # train.eval_at_minutes still to come
     warmup_seconds: float | None = None  # the training clock when the warm-up ended (train.max_minutes' schedule)
+    eval_due: bool = False  # a train.eval_every evaluation of this step, put off by a stop (engine/stop.py)
 
     def to_state(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "train_seconds": self.train_seconds,
                 "best_map": self.best_map, "eval_minutes_left": list(self.eval_minutes_left),
-                "warmup_seconds": self.warmup_seconds}
+                "warmup_seconds": self.warmup_seconds, "eval_due": self.eval_due}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], where: Path) -> RunState:
@@ -101,7 +103,7 @@ class RunState:
         warm = state.get("warmup_seconds")  # absent in checkpoints written before train.max_minutes
         return cls(int(state["step"]), int(state["epoch"]), int(state["batch"]), float(state["train_seconds"]),
                    float(state["best_map"]), [float(m) for m in state["eval_minutes_left"]],
-                   None if warm is None else float(warm))
+                   None if warm is None else float(warm), bool(state.get("eval_due", False)))
 
 
 @dataclass
@@ -116,7 +118,16 @@ class Resumed:
 
 def save_checkpoint(out_dir: str | Path, step: int, model: torch.nn.Module, cfg: Config, state: dict[str, Any],
                     ema: torch.nn.Module | None = None, keep: int = 3) -> Path:
-    """Write checkpoint ``step`` atomically, then delete all but the newest ``keep`` (0: keep all)."""
+    """Write checkpoint ``step`` atomically, then delete all but the newest ``keep`` (0: keep all).
+    A folder that cannot be written (a file in the way, no permission, a full disk) is one
+    :class:`~bmvit.errors.OutputError` line."""
+    try:
+        return _save_checkpoint(out_dir, step, model, cfg, state, ema, keep)
+    except OSError as e:
+        raise output_error(Path(out_dir) / CKPT_DIR / f"{PREFIX}{step:08d}", e) from None
+
+
+def _save_checkpoint(out_dir, step, model, cfg, state, ema, keep) -> Path:
     root = Path(out_dir) / CKPT_DIR
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f".tmp_{PREFIX}{step:08d}"

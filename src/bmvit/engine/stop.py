@@ -17,9 +17,13 @@ adds its request to the sum that each step already all-reduces (its number of ac
 ranks see the request in the same step and stop after it, together.
 
 Signals are caught only in the main thread (Python allows handlers nowhere else) and the
-previous handlers are put back when the run ends. DataLoader worker processes ignore both signals
-(:func:`ignore_stop_signals`, their ``worker_init_fn``): a SIGTERM sent to the whole job, workers
-included, must not kill them under the step being finished; they end with the main process.
+previous handlers are put back when the run ends. DataLoader worker processes (training's and
+evaluation's: :func:`ignore_stop_signals` is their ``worker_init_fn``) ignore SIGINT and outlive a
+SIGTERM by :data:`WORKER_GRACE_S` seconds: a SIGTERM sent to the whole job, workers included, must
+not kill them under the step being finished (the main process would fail with "DataLoader worker
+exited unexpectedly"), yet a worker left behind ends on its own — Python's exit stops daemonic
+children with SIGTERM and waits for them. The training loop also shuts its workers down itself
+when it ends by an error.
 """
 
 from __future__ import annotations
@@ -69,7 +73,16 @@ class StopRequest:
         return signal.Signals(signum).name if signum else "a stop request on another rank"
 
 
+WORKER_GRACE_S = 60  # how long a DataLoader worker outlives a SIGTERM
+
+
+def _term_later(signum: int, frame) -> None:
+    signal.alarm(WORKER_GRACE_S)  # SIGALRM's default action ends the worker then (a repeat does not postpone it)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def ignore_stop_signals(worker_id: int) -> None:
-    """A DataLoader ``worker_init_fn``: the worker ignores SIGTERM and SIGINT (the main process decides)."""
-    for s in SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+    """A DataLoader ``worker_init_fn``: the worker ignores SIGINT and ends :data:`WORKER_GRACE_S`
+    seconds after a SIGTERM (module docstring): the main process decides how a run stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _term_later)

@@ -180,6 +180,10 @@ class TrainingRun:
             raise CheckpointError(f"{resumed.path / 'state.pt'}: no {', '.join(missing)} in the training state; "
                                   f"resume another checkpoint or start over with --overwrite")
         self.state = RunState.from_state(st, resumed.path)
+        # train.eval_at_minutes as configured now: its marks still ahead of the checkpoint's clock, and those
+        # the run had reached but not yet evaluated (the same list when the config is unchanged)
+        passed, left = self.state.train_seconds / 60, self.state.eval_minutes_left
+        self.state.eval_minutes_left = [m for m in sorted(self.tc.eval_at_minutes) if m > passed or m in left]
         load_weights_and_optimizer(resumed, self.cfg, self.model, self.opt, self.info.is_main)
         self.scaler.load_state_dict(st["scaler"])
         if self.ema is not None and resumed.ema is not None:
@@ -299,7 +303,8 @@ class TrainingRun:
     def maybe_evaluate(self) -> None:
         """Evaluate on val when a ``train.eval_at_minutes`` mark has passed or every ``train.eval_every`` steps."""
         tc, step, marks = self.tc, self.state.step, self.state.eval_minutes_left
-        if self.stopping:  # a stop was requested: checkpoint now, evaluate after the resume
+        if self.stopping:  # a stop was requested: checkpoint now, evaluate after the resume (marks stay;
+            self.state.eval_due = bool(tc.eval_every and step % tc.eval_every == 0 and step < self.total)  # owed)
             return
         minutes = self.clock.seconds() / 60
         due = False
@@ -310,6 +315,16 @@ class TrainingRun:
             return
         while marks and minutes >= marks[0]:
             marks.pop(0)
+        self._evaluate_now(minutes)
+
+    def evaluate_owed(self) -> None:
+        """After a resume: the ``train.eval_every`` evaluation that a stop put off (at this step)."""
+        if self.state.eval_due:
+            self.state.eval_due = False
+            self._evaluate_now(self.clock.seconds() / 60)
+
+    def _evaluate_now(self, minutes: float) -> None:
+        step = self.state.step
         t0 = time.perf_counter()
         m = self.evaluate({"step": step, "train_minutes": round(minutes, 2)})
         self.clock.pause(time.perf_counter() - t0)
@@ -371,8 +386,11 @@ class TrainingRun:
         self.bar.close()
         seconds = self.clock.seconds()
         if self.state.step < self.total and self.info.is_main:  # train.max_minutes ended it
+            how = ("the lr schedule ended with it" if self.state.warmup_seconds is not None else
+                   f"still in the warm-up ({self.tc.warmup_steps} steps): the lr never reached its cosine; "
+                   f"give more minutes or fewer train.warmup_steps")
             print(f"time budget of {self.tc.max_minutes:g} training minutes spent after step {self.state.step} of "
-                  f"{self.total} (train.max_minutes); the lr schedule ended with it", file=sys.stderr)
+                  f"{self.total} (train.max_minutes); {how}", file=sys.stderr)
         final_model = self.ema.module if self.ema is not None else self.model
         weights = self.out / "model.safetensors"
         if self.info.is_main:
@@ -401,6 +419,7 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
     run = TrainingRun(cfg, progress, resume, overwrite)
     run.stop.install()
     try:
+        run.evaluate_owed()
         while not run.done:
             epoch_before = run.stream.epoch
             sums = run.train_step()
@@ -408,6 +427,9 @@ def train(cfg: Config, progress: bool = True, resume: str | None = None, overwri
             run.report_skipped_samples(epoch_before)
             run.maybe_evaluate()
             run.maybe_checkpoint(epoch_before)
+    except BaseException:
+        run.stream.close()  # persistent loader workers must not outlive an error (engine/stop.py)
+        raise
     finally:
         run.stop.restore()
     if run.stopping:
