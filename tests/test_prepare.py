@@ -44,6 +44,13 @@ def test_prepare_frames_layout_report_and_timing(tmp_path, videos, capsys):
     # a second run keeps what exists
     assert main(["prepare", "frames", "--videos", str(videos), "--out", str(out)]) == 0
     assert "0 written (0 frames), 2 kept" in capsys.readouterr().out
+    # kept folders of another recipe would make the report lie about them: refused, nothing touched
+    assert main(["prepare", "frames", "--videos", str(videos), "--out", str(out), "--fps", "10"]) == 2
+    assert "were made with another recipe (fps 30 -> 10); pass --overwrite" in capsys.readouterr().err
+    assert json.loads((out / "prepare_report.json").read_text())["recipe"]["fps"] == 30
+    (out / "prepare_report.json").unlink()  # no report to compare: the frames' extension still tells
+    assert main(["prepare", "frames", "--videos", str(videos), "--out", str(out), "--ext", "png"]) == 2
+    assert "holds no .png frames" in capsys.readouterr().err
 
 
 

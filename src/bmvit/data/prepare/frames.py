@@ -145,6 +145,28 @@ def extract_frames(video_path: str | Path, out_root: str | Path, recipe: Recipe 
                        round(time.perf_counter() - t0, 3))
 
 
+def _check_kept_recipe(out: Path, kept: list[str], recipe: Recipe) -> None:
+    """Folders that a run keeps must have been made with ``recipe``: the earlier report's recipe is
+    compared (else the new report would describe frames it did not make), and a kept folder must
+    hold frames of ``recipe.ext``. :class:`ConfigError` before any work."""
+    if not kept:
+        return
+    try:
+        before = json.loads((out / REPORT_NAME).read_text(encoding="utf-8")).get("recipe") or {}
+    except (OSError, ValueError, AttributeError):
+        before = {}
+    now = asdict(recipe)
+    diff = [k for k in now if k in before and before[k] != now[k]]
+    if diff:
+        what = ", ".join(f"{k} {before[k]!r} -> {now[k]!r}" for k in diff)
+        raise ConfigError(f"{out / REPORT_NAME}: the frames of {', '.join(kept[:3])}{' ...' if len(kept) > 3 else ''} "
+                          f"were made with another recipe ({what}); pass --overwrite to redo them or use another --out")
+    empty = [v for v in kept if not any((out / v).glob(f"{v}_*.{recipe.ext}"))]
+    if empty:
+        raise ConfigError(f"{out / empty[0]}: holds no .{recipe.ext} frames (made with another recipe, or not by "
+                          f"bmvit prepare frames); pass --overwrite to redo it or use another --out")
+
+
 def prepare_frames(videos: str | Path, out: str | Path, recipe: Recipe = Recipe(), on_error: str = "error",
                    overwrite: bool = False, log=print) -> list[VideoReport]:
     """Extract every video in ``videos`` into ``out`` and write ``out/prepare_report.json``."""
@@ -166,6 +188,8 @@ def prepare_frames(videos: str | Path, out: str | Path, recipe: Recipe = Recipe(
         raise output_error(out, e) from None
     skips = SkipLog(on_error, str(videos), hint="pass --on-error skip to leave such videos out, counted",
                      option="--on-error skip")
+    kept = [p.stem for p in files if (out / p.stem).is_dir()] if not overwrite else []
+    _check_kept_recipe(out, kept, recipe)
     reports: list[VideoReport] = []
     for p in files:
         if (out / p.stem).is_dir() and not overwrite:
