@@ -83,3 +83,12 @@ def test_a_folder_of_someone_elses_frames_is_never_deleted(tmp_path):
     generate(killed, TINY, workers=1)
     assert (killed / "manifest.json").is_file() and not (killed / INCOMPLETE).exists()
     assert _digest(killed) == _digest(generate(tmp_path / "fresh", TINY, workers=1))
+
+
+def test_synth_warns_of_a_split_without_annotations(tmp_path, capsys):
+    from bmvit.cli.main import main
+
+    assert main(["synth", "--out", str(tmp_path / "s"), "--videos", "8", "--val-videos", "2", "--seconds", "4",
+                 "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "val.csv: the val split has no annotated key frame (2 video(s) of 4 s)" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 from bmvit.cli.argtypes import count
@@ -26,7 +27,13 @@ def run(args) -> int:
     spec = SynthSpec(train_videos=args.videos, val_videos=args.val_videos, seconds=args.seconds,
                      seed=args.seed, width=args.width, height=args.height)
     t0 = time.perf_counter()
-    generate(args.out, spec, workers=args.workers or None, force=args.force)
+    root = generate(args.out, spec, workers=args.workers or None, force=args.force)
     print(f"synthetic dataset in {args.out} ({spec.train_videos} train + {spec.val_videos} val videos, "
           f"{time.perf_counter() - t0:.1f} s)")
+    for split, videos in (("train", spec.train_videos), ("val", spec.val_videos)):
+        csv = root / "annotations" / f"{split}.csv"
+        if not csv.stat().st_size:  # few short videos may hold no annotated key frame at all
+            print(f"warning: {csv}: the {split} split has no annotated key frame ({videos} video(s) of "
+                  f"{spec.seconds} s); `bmvit train` needs some: use more --{'videos' if split == 'train' else 'val-videos'}, "
+                  f"--seconds or another --seed", file=sys.stderr)
     return 0
