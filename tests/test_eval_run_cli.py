@@ -122,3 +122,13 @@ def test_train_render_writes_and_prints_what_eval_would(small_synth, capsys, tmp
     report = lambda text: [ln for ln in text.rstrip().splitlines() if not ln.startswith(("rendered ", "predictions: "))]  # noqa: E731
     assert report(out_eval) == report(out_train)[-len(report(out_eval)):]
     assert (again / f"render_{rendered[0].rsplit('render_', 1)[1]}").is_file()
+
+
+def test_eval_of_a_run_that_did_not_finish_says_how_to_go_on(tmp_path, capsys):
+    from bmvit.cli.main import main as cli
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step_00000005").mkdir(parents=True)
+    assert cli(["eval", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "model.safetensors: not written yet — the run did not finish" in err and "--resume auto" in err

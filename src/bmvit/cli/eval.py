@@ -38,6 +38,10 @@ def run(args) -> int:
     if not args.run and not args.checkpoint:
         raise ConfigError("give --run DIR or --checkpoint FILE")
     ckpt = Path(args.checkpoint) if args.checkpoint else Path(args.run) / "model.safetensors"
+    if not args.checkpoint and not ckpt.exists() and Path(args.run, "checkpoints").is_dir():
+        raise CheckpointError(f"{ckpt}: not written yet — the run did not finish (stopped or killed); finish it with "
+                              f"`bmvit train ... --resume auto`, or evaluate a checkpoint: --checkpoint "
+                              f"{Path(args.run) / 'checkpoints' / 'step_<N>' / 'model.safetensors'}")
     state, cfg, meta = load_weights(ckpt)
     # Overrides apply on top of the checkpoint's own config.
     apply_overrides(cfg, args.overrides)
