@@ -279,8 +279,8 @@ def _render_video(args: tuple[str, int, SynthSpec, str]) -> list[tuple]:
 
 # Valid ranges of the SynthSpec fields a user sets (``bmvit synth`` options): (minimum, maximum or None).
 SPEC_RANGES: dict[str, tuple[float, float | None]] = {
-    "train_videos": (1, None), "val_videos": (0, None), "seconds": (2, None), "width": (32, None),
-    "height": (32, None), "seed": (0, 2**32 - 1), "max_actors": (0, None), "max_distractors": (0, None),
+    "train_videos": (1, None), "val_videos": (0, None), "seconds": (2, None), "width": (32, 4096),
+    "height": (32, 4096), "seed": (0, 2**32 - 1), "max_actors": (0, None), "max_distractors": (0, None),
     "min_person": (0.05, 1.0), "max_person": (0.05, 1.0), "noise": (0.0, None), "idle_prob": (0.0, 1.0),
     "jpeg_quality": (1, 95),
 }
