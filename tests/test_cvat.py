@@ -340,3 +340,12 @@ def test_select_attribute_actions_are_pointed_out(tmp_path, video, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and "actions from track labels" in out
     assert "note: actions come from the track labels; the select/radio attributes walk, wave, mood are not read" in out
+
+
+@pytest.mark.parametrize("vid", [" ", " a", "a,b", "a/b", "a\\b", "..", "a\nb"])
+def test_a_video_id_that_cannot_name_a_folder_and_a_column_is_refused(tmp_path, vid):
+    from bmvit.data.prepare.cvat_import import import_cvat
+    from bmvit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--video-id .*: must be non-empty"):
+        import_cvat(tmp_path / "a.xml", tmp_path / "v.mp4", tmp_path / "root", video_id=vid)

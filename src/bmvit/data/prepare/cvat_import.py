@@ -211,8 +211,9 @@ def import_cvat(xml: str | Path, video: str | Path, root: str | Path, split: str
     Recipe(fps=fps).check()
     xml, video, root = Path(xml), Path(video), Path(root)
     vid = video_id or video.stem
-    if not vid or "," in vid or "/" in vid:
-        raise ConfigError(f"--video-id {vid!r}: must be non-empty, without ',' or '/'")
+    if not vid.strip() or vid != vid.strip() or any(c in vid for c in ',/\\\n\r') or vid in (".", ".."):
+        raise ConfigError(f"--video-id {vid!r}: must be non-empty, without ',', '/', '\\', line breaks or "
+                          f"spaces at either end (it names a frames folder and a CSV column)")
     task = read_cvat(xml)
     probe = probe_video(video)
     if task.width is not None and (task.width, task.height) != (probe.width, probe.height):
