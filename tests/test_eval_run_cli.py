@@ -132,3 +132,12 @@ def test_eval_of_a_run_that_did_not_finish_says_how_to_go_on(tmp_path, capsys):
     assert cli(["eval", "--run", str(run)]) == 2
     err = capsys.readouterr().err
     assert "model.safetensors: not written yet — the run did not finish" in err and "--resume auto" in err
+
+
+def test_eval_of_a_training_checkpoint_writes_beside_the_run_not_into_the_checkpoint():
+    from pathlib import Path
+
+    from bmvit.cli.eval import _default_out
+
+    assert _default_out(Path("runs/x/checkpoints/step_00000040/model.safetensors")) == Path("runs/x/eval/step_00000040")
+    assert _default_out(Path("weights/model.safetensors")) == Path("weights/eval")

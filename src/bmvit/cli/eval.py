@@ -21,11 +21,19 @@ def add_parser(sub) -> None:
     p.add_argument("--run", help="run folder written by `bmvit train` (uses its model.safetensors)")
     p.add_argument("--checkpoint", help="checkpoint file (default: RUN/model.safetensors)")
     p.add_argument("--split", choices=("val", "train"), default="val")
-    p.add_argument("--out", help="output folder (default: RUN/eval or next to the checkpoint)")
+    p.add_argument("--out", help="output folder (default: RUN/eval; RUN/eval/step_N for RUN/checkpoints/step_N/; else next to the checkpoint)")
     p.add_argument("--render", type=count(0), default=0, metavar="N", help="render N videos with predictions and GT")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.threshold=0.3 data.root=DIR")
     p.set_defaults(func=run)
+
+
+def _default_out(ckpt: Path) -> Path:
+    """Where ``--checkpoint`` alone writes: next to the file, except for a training checkpoint
+    (``RUN/checkpoints/step_N/``, whose folder is checksummed and pruned): ``RUN/eval/step_N``."""
+    if ckpt.parent.parent.name == "checkpoints":
+        return ckpt.parent.parent.parent / "eval" / ckpt.parent.name
+    return ckpt.parent / "eval"
 
 
 def run(args) -> int:
@@ -59,7 +67,7 @@ def run(args) -> int:
     model.to(device)
     gt_csv = cfg.data.path(cfg.data.val_csv if args.split == "val" else cfg.data.train_csv)
     result, dets = evaluate_split(model, ds, gt_csv, cfg, device, progress=not args.no_progress)
-    out = Path(args.out) if args.out else (Path(args.run) / "eval" if args.run else ckpt.parent / "eval")
+    out = Path(args.out) if args.out else (Path(args.run) / "eval" if args.run else _default_out(ckpt))
     report = write_split_outputs(out, ckpt, args.split, result, dets)
     print_evaluation(report, render_videos(ds, dets, out, args.render), result.mean_ap)
     return 0
