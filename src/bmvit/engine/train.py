@@ -192,8 +192,10 @@ class TrainingRun:
         set_rng_state(st["rng"])
         if self.info.is_main:
             truncate_metrics(self.out / "metrics.jsonl", self.state.step)
+            past = (f"; it is past the {self.total} steps configured: no step is taken, its weights are evaluated"
+                    if self.state.step > self.total else "")
             print(f"resumed from {resumed.path} (step {self.state.step}/{self.total}, epoch {self.state.epoch}, "
-                  f"batch {self.state.batch})", file=sys.stderr)
+                  f"batch {self.state.batch}){past}", file=sys.stderr)
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One optimizer step over ``train.accum_steps`` micro-batches (they share one normalizer);
