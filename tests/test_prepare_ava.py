@@ -256,3 +256,25 @@ def test_first_failure_stops_a_running_download_at_once(tmp_path, server, capsys
     assert main(_args(server, out, "--splits", "train", "--on-error", "skip")) == 1
     assert ("/trainval/vidA.mp4", f"bytes={kept}-") in server.requests
     assert len(os.listdir(out / "frames" / "vidA")) == 45
+
+
+def test_damaged_lists_states_and_folders_are_one_line(tmp_path):
+    import zipfile
+
+    from bmvit.data.prepare.ava import _extract_zip, _read_file_list, _State
+    from bmvit.errors import DataError, OutputError
+
+    cut = tmp_path / "list.txt"
+    cut.write_text("vidA.mkv\nvidB.mp4\nvidC.")  # a list cut short mid-name by a server that sent no length
+    with pytest.raises(DataError, match=r"list.txt:3: expected a video file name like abc123.mkv, got 'vidC.'"):
+        _read_file_list(cut)
+    state = tmp_path / "prepare_ava_state.json"
+    state.write_text("[]")
+    with pytest.raises(DataError, match="unreadable state file .*delete it to start over"):
+        _State(state)
+    z = tmp_path / "a.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("ava_train_v2.2.csv", "")
+    (tmp_path / "annotations").write_text("a file where the folder goes")
+    with pytest.raises(OutputError, match="annotations: cannot write output"):
+        _extract_zip(z, tmp_path / "annotations")

@@ -53,6 +53,7 @@ from bmvit.data.prepare.ava_report import Progress, disk_usage, human_bytes, key
 from bmvit.data.prepare.cut_video import DEFAULT_CRF, cut_video
 from bmvit.data.prepare.download import DownloadError, Stopped, fetch
 from bmvit.data.prepare.frames import Recipe, extract_frames
+from bmvit.data.sources.video import VIDEO_EXTENSIONS
 from bmvit.errors import ConfigError, DataError
 
 __all__ = ["ANNOTATIONS_URL", "BASE_URL", "FILE_LIST", "REPORT_NAME", "STATE_NAME", "AvaOptions", "prepare_ava"]
@@ -128,6 +129,9 @@ class _State:
         self.lock = threading.Lock()
         try:
             self.doc = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            if not isinstance(self.doc, dict) or not all(isinstance(self.doc.get(k, {}), dict)
+                                                         for k in ("downloads", "videos")):
+                raise ValueError("not the JSON object bmvit writes")
         except (OSError, ValueError) as e:
             raise DataError(f"{path}: unreadable state file ({e}); delete it to start over") from None
         self.doc.setdefault("downloads", {})
@@ -151,7 +155,7 @@ def _extract_zip(zip_path: Path, dest: Path) -> tuple[list[str], int]:
     except (zipfile.BadZipFile, OSError) as e:
         raise DataError(f"{zip_path}: not a readable zip ({e})") from None
     names, written = [], 0
-    dest.mkdir(parents=True, exist_ok=True)
+    make_folder(dest)  # a file in the way: one OutputError line
     with zf:
         for info in zf.infolist():
             name = info.filename.rsplit("/", 1)[-1]
@@ -184,7 +188,7 @@ def _read_file_list(path: Path) -> dict[str, str]:
         name = line.strip()
         if not name:
             continue
-        if not _SAFE_NAME.match(name) or "." not in name:
+        if not _SAFE_NAME.match(name) or name.rsplit(".", 1)[-1].lower() not in VIDEO_EXTENSIONS or "." not in name:
             raise DataError(f"{path}:{line_no}: expected a video file name like abc123.mkv, got {name!r}")
         files[name.rsplit(".", 1)[0]] = name
     if not files:
@@ -235,15 +239,19 @@ class _Run:
         known = rec.get("bytes") if rec.get("url") == url else None
         if known is not None and dest.is_file() and dest.stat().st_size == known:
             return dest, 0
-        got = [0]
+        got, sized = [0], [False]
 
         def on_bytes(n: int) -> None:
             got[0] += n
             self.progress.add_bytes(n)
 
+        def on_total(n: int) -> None:
+            sized[0] = True  # the server announced the length: a body cut short is detected by fetch
+            self.progress.expect_bytes(n)
+
         size = fetch(url, dest, retries=self.opts.retries, backoff=self.opts.backoff, timeout=self.opts.timeout,
-                     hint=hint, on_bytes=on_bytes, on_total=self.progress.expect_bytes, stop=self.stop)
-        self.state.update("downloads", rel, {"url": url, "bytes": size})
+                     hint=hint, on_bytes=on_bytes, on_total=on_total, stop=self.stop)
+        self.state.update("downloads", rel, {"url": url, "bytes": size, "sized": sized[0]})
         return dest, got[0]
 
     def forget(self, rel: str, url: str, e: DataError, check: str) -> DataError:
@@ -367,6 +375,12 @@ def prepare_ava(out: str | Path, opts: AvaOptions = AvaOptions(), log=print) -> 
     csvs = {s: _split_csv(out / "annotations", s, names) for s in opts.splits}
     rows = {s: read_rows(p) for s, p in csvs.items()}
     vids = sorted({v for r in rows.values() for v in r.video_ids})
+    lacking = [v for v in vids if v not in files]
+    if lacking and run.state.doc["downloads"].get(f"annotations/{FILE_LIST}", {}).get("sized") is False:
+        # sent without a length, a list cut short at a line's end looks complete: do not keep trusting it
+        run.forget(f"annotations/{FILE_LIST}", list_url, DataError("unsized"), "")
+        log(f"note: {list_path} came without a length and lacks {len(lacking)} video(s) of the split CSVs: "
+            f"it may have been cut short; a re-run fetches it again")
     log(f"annotations: {len(names)} file(s) in {out / 'annotations'} ({ann_written} written); "
         f"{len(vids)} video(s) in {', '.join(f'{csvs[s].name}' for s in opts.splits)}; "
         f"{len(files)} in the file list")
