@@ -161,3 +161,12 @@ def test_iter_keyframes_takes_what_predict_takes(api_det):
     frames = np.stack(synthetic_frames(25))  # fps as predict takes it: 25 frames at 10 fps, one key frame a second
     assert [(kf.frame_index, kf.time) for kf in api_det.iter_keyframes(frames, fps=10)] == [
         (kf.frame_index, kf.time) for kf in api_det.predict(frames, fps=10).keyframes] == [(0, 0.0), (10, 1.0), (20, 2.0)]
+
+
+def test_building_blocks_name_the_shape_they_expect(api_det):
+    from bmvit.errors import DataError
+
+    with pytest.raises(DataError, match=r"expected a batch of clips \(B, T, H, W, 3\) uint8, got shape \(4, 8, 8, 3\)"):
+        api_det.to_tensor(np.zeros((4, 8, 8, 3), np.uint8))
+    with pytest.raises(DataError, match=r"expected a tensor \(B, 3, T, H, W\) .*got \(1, 3, 4, 4\)"):
+        api_det.forward(torch.zeros(1, 3, 4, 4))

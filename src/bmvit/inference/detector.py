@@ -266,6 +266,10 @@ class Detector:
         """``(B, T, S, S, 3)`` uint8 resized frames -> ``(B, 3, T, S, S)`` float normalized (the
         evaluation reader's clip, normalized by :func:`~bmvit.data.transforms.normalize_clips`);
         ``normalize=False``: the uint8 view, which :meth:`forward` normalizes on the device."""
+        shape = tuple(np.shape(clips))
+        if len(shape) != 5 or shape[-1] != 3:
+            raise DataError(f"clips: expected a batch of clips (B, T, H, W, 3) uint8, got shape {shape}; "
+                            f"a video's frames (N, H, W, 3) go to predict()")
         x = torch.from_numpy(np.ascontiguousarray(clips)).permute(0, 4, 1, 2, 3)  # (B, 3, T, S, S) uint8 view
         return normalize_clips(x, self.transform.mean, self.transform.std) if normalize else x
 
@@ -275,6 +279,9 @@ class Detector:
         ``boxes (B, L, 4)``, ``actor_logits (B, L)``, ``action_logits (B, L, K)`` (on the CPU), ``cells (L, 4)``,
         ``grid (t, h, w)``. uint8 clips are normalized on the device (a quarter of the bytes to copy); float
         clips are taken as normalized."""
+        if not isinstance(clips, Tensor) or clips.dim() != 5 or clips.shape[1] != 3:
+            got = tuple(clips.shape) if hasattr(clips, "shape") else type(clips).__name__
+            raise DataError(f"clips: expected a tensor (B, 3, T, H, W) (to_tensor() makes one), got {got}")
         t0 = time.perf_counter()
         x = clips.to(self.device, non_blocking=True)
         if x.dtype == torch.uint8:
