@@ -53,11 +53,17 @@ def _has_frames(folder: Path, seen: frozenset[str] | set[str] = frozenset()) -> 
     """True for a frames-video: frame images directly in ``folder``, no video file there and no
     videos or frames-videos in its sub-folders (a folder of videos with a thumbnail image in it, or
     a cover image next to sub-folders of videos, is a collection). ``seen``: folders not to enter."""
-    kinds = {p.suffix.lower() for p in folder.iterdir() if p.is_file()}
+    kinds, subdirs = set(), []
+    with os.scandir(folder) as entries:  # one pass, no stat per frame (a folder of 27,000 frames)
+        for entry in entries:
+            if entry.is_dir():
+                subdirs.append(Path(entry.path))
+            elif entry.is_file():
+                kinds.add(os.path.splitext(entry.name)[1].lower())
     if not kinds & set(FRAME_EXTENSIONS) or kinds & VIDEO_EXTENSIONS:
         return False
     below = set(seen) | {os.path.realpath(folder)}
-    return not any(_walk(p, seen=set(below))[0] for p in folder.iterdir() if p.is_dir())
+    return not any(_walk(p, seen=set(below))[0] for p in subdirs)
 
 
 def is_collection(arg: str) -> bool:
