@@ -25,7 +25,7 @@ INF = math.inf
 OPTIONS: dict[tuple[str, ...], dict[str, tuple[bool, float, float, bool]]] = {
     ("synth", "--out", "X"): {"--videos": (True, 1, INF, False), "--val-videos": (True, 0, INF, False),
                               "--seconds": (True, 2, INF, False), "--seed": (True, 0, 2**32 - 1, False),
-                              "--width": (True, 32, INF, False), "--height": (True, 32, INF, False),
+                              "--width": (True, 32, 4096, False), "--height": (True, 32, 4096, False),
                               "--workers": (True, 0, INF, False)},
     ("eval",): {"--render": (True, 0, INF, False)},
     ("eval-ava", "--gt", "g", "--pred", "p", "--labelmap", "l"): {"--max-dets-per-frame": (True, 0, INF, False),
