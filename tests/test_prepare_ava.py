@@ -278,3 +278,24 @@ def test_damaged_lists_states_and_folders_are_one_line(tmp_path):
     (tmp_path / "annotations").write_text("a file where the folder goes")
     with pytest.raises(OutputError, match="annotations: cannot write output"):
         _extract_zip(z, tmp_path / "annotations")
+
+
+def test_a_file_list_sent_without_a_length_and_cut_short_is_fetched_again(server, tmp_path, capsys):
+    path = "/annotations/ava_file_names_trainval_v2.1.txt"
+
+    def cut(handler, data):  # no Content-Length, the connection closed after the first line: looks complete
+        handler.send_response(200)
+        handler.end_headers()
+        handler.wfile.write(data.split(b"\n")[0] + b"\n")
+        handler.close_connection = True
+
+    server.custom[path] = cut
+    out = tmp_path / "out"
+    assert main(_args(server, out, "--on-error", "skip")) == 1
+    assert "came without a length and lacks" in capsys.readouterr().out
+    assert not (out / "annotations" / "ava_file_names_trainval_v2.1.txt").exists()
+    del server.custom[path]  # the server is healthy again: the next run fetches the whole list
+    server.requests.clear()
+    main(_args(server, out, "--on-error", "skip"))
+    assert path in server.paths_requested()
+    assert "vidB: 45 frames" in capsys.readouterr().out
