@@ -106,12 +106,11 @@ def run(args) -> int:
     t_start = time.perf_counter()
     import torch
 
+    from bmvit.engine.distributed import torchrun_env
     from bmvit.inference.batch import INDEX_FILE
     from bmvit.inference.batch_inputs import is_collection
     from bmvit.inference.detector import FROM_CHECKPOINT, Detector
     from bmvit.inference.video_source import is_stream
-
-    from bmvit.engine.distributed import torchrun_env
 
     world = torchrun_env().world_size  # one line for a WORLD_SIZE without torchrun's other variables
     batch = len(args.input) > 1 or is_collection(args.input[0]) or world > 1

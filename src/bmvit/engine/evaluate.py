@@ -40,7 +40,7 @@ from bmvit.data.collate import collate_fn, unpad_boxes, valid_tokens
 from bmvit.data.formats.ava import AvaRows
 from bmvit.data.skips import reader_of
 from bmvit.data.transforms import normalize_clips
-from bmvit.engine.stop import ignore_stop_signals
+from bmvit.engine.stop import defer_stop_signals
 from bmvit.evaluation.actor_metrics import MAX_CANDIDATES, ActorRows
 from bmvit.evaluation.evaluators import build_evaluator, eval_labels
 from bmvit.evaluation.split_result import SplitEvaluation
@@ -107,7 +107,7 @@ def _predict_blocks(model: torch.nn.Module, dataset: ClipDataset, batches: list[
         model = TimeTTA(model, len(views), reader.num_frames)  # clips (B, 3, V·T, S, S): V passes per key frame
     loader = DataLoader(dataset, batch_sampler=[idx for _, idx in batches], collate_fn=collate_fn(opts.resize),
                         num_workers=opts.num_workers, pin_memory=device.type == "cuda",
-                        worker_init_fn=ignore_stop_signals)  # a job-wide SIGTERM: the main process decides
+                        worker_init_fn=defer_stop_signals)  # a job-wide SIGTERM: the main process decides
     was_training = model.training
     model.eval()
     columns = torch.as_tensor([list(dataset.class_ids).index(c) for c in class_ids], dtype=torch.long)

@@ -3,8 +3,8 @@
 The loader yields uint8 clips (pinned on CUDA, persistent workers prefetching four batches each);
 they are copied with ``non_blocking`` and normalized (and colour-jittered) on the device by
 :func:`bmvit.data.transforms.normalize_clips`. ``train.amp`` (bf16 in the paper configs) runs the
-forward under autocast on CUDA; on the CPU it is ignored (fp32). Loader workers ignore SIGTERM and
-SIGINT: the main process decides how a run stops (:mod:`bmvit.engine.stop`).
+forward under autocast on CUDA; on the CPU it is ignored (fp32). Loader workers ignore SIGINT and
+outlive a SIGTERM by a minute: the main process decides how a run stops (:mod:`bmvit.engine.stop`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bmvit.data.transforms import batch_colour, normalize_clips
-from bmvit.engine.stop import ignore_stop_signals
+from bmvit.engine.stop import defer_stop_signals
 
 __all__ = ["amp_dtype", "make_loader", "to_device"]
 
@@ -30,7 +30,7 @@ def make_loader(ds, sampler, collate, num_workers: int, device: torch.device, se
     workers = num_workers > 0
     return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
                       pin_memory=device.type == "cuda", persistent_workers=workers,
-                      prefetch_factor=prefetch if workers else None, worker_init_fn=ignore_stop_signals,
+                      prefetch_factor=prefetch if workers else None, worker_init_fn=defer_stop_signals,
                       generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
 
 

@@ -18,7 +18,7 @@ ranks see the request in the same step and stop after it, together.
 
 Signals are caught only in the main thread (Python allows handlers nowhere else) and the
 previous handlers are put back when the run ends. DataLoader worker processes (training's and
-evaluation's: :func:`ignore_stop_signals` is their ``worker_init_fn``) ignore SIGINT and outlive a
+evaluation's: :func:`defer_stop_signals` is their ``worker_init_fn``) ignore SIGINT and outlive a
 SIGTERM by :data:`WORKER_GRACE_S` seconds: a SIGTERM sent to the whole job, workers included, must
 not kill them under the step being finished (the main process would fail with "DataLoader worker
 exited unexpectedly"), yet a worker left behind ends on its own — Python's exit stops daemonic
@@ -32,7 +32,7 @@ import signal
 import threading
 import time
 
-__all__ = ["StopRequest", "ignore_stop_signals"]
+__all__ = ["StopRequest", "defer_stop_signals"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -77,11 +77,12 @@ WORKER_GRACE_S = 60  # how long a DataLoader worker outlives a SIGTERM
 
 
 def _term_later(signum: int, frame) -> None:
-    signal.alarm(WORKER_GRACE_S)  # SIGALRM's default action ends the worker then (a repeat does not postpone it)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "alarm"):  # POSIX: SIGALRM's default action ends the worker then
+        signal.alarm(WORKER_GRACE_S)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a repeat does not postpone it
 
 
-def ignore_stop_signals(worker_id: int) -> None:
+def defer_stop_signals(worker_id: int) -> None:
     """A DataLoader ``worker_init_fn``: the worker ignores SIGINT and ends :data:`WORKER_GRACE_S`
     seconds after a SIGTERM (module docstring): the main process decides how a run stops."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -368,6 +368,7 @@ class TrainingRun:
     def interrupt(self) -> None:
         """After the checkpoint of the step a signal stopped: :class:`Interrupted` with the way on."""
         self.check_pending()
+        self.stream.close()  # the loader's workers end now, not at the interpreter's exit
         self.bar.close()
         self.log.close()
         signum = self.stop.signum or signal.SIGTERM  # another rank's request: reported as a SIGTERM

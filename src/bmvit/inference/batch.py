@@ -10,7 +10,7 @@ Outputs of a batch in ``out``:
   ``fingerprint`` of the settings that shaped the detections. A video is *complete* when that file
   says ``ok`` and every required output exists; a re-run skips it (``status: skipped`` in the
   index) unless ``overwrite`` or its input changed since (size, modification time: ``input_stamp``).
-  Inputs are compared by :func:`_input_key`. A complete video made with a different fingerprint stops the run
+  Inputs are compared by :func:`~bmvit.inference.batch_inputs.input_key`. A complete video made with a different fingerprint stops the run
   with a :class:`~bmvit.errors.ConfigError` before anything is detected (never a silent mix).
 * ``out/index.jsonl``: one :class:`Entry` per input, in input order.
 * ``out/detections.csv``: the AVA rows of every ``ok``/``skipped`` video, in input order.
@@ -32,10 +32,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bmvit.atomic import make_folder, write_text
+from bmvit.atomic import make_folder, output_error, write_text
 from bmvit.errors import BmvitError, ConfigError, OutputError
-from bmvit.inference.batch_inputs import VideoInput, input_key, input_stamp
-from bmvit.inference.batch_inputs import expand_inputs, is_collection  # noqa: F401 - the CLI's entry points, here too
+from bmvit.inference.batch_inputs import VideoInput, expand_inputs, input_key, input_stamp, is_collection
+
+__all__ = ["BatchRun", "Entry", "VideoInput", "clear_outputs", "expand_inputs", "gather_entries", "is_collection",
+           "join_torchrun", "leave_torchrun", "shard", "write_merged"]  # expand_inputs, is_collection: batch_inputs'
 
 STATUS_FILE = "status.json"
 INDEX_FILE = "index.jsonl"
@@ -57,8 +59,6 @@ def clear_outputs(folder: Path) -> None:
             else:
                 p.unlink(missing_ok=True)
         except OSError as e:
-            from bmvit.atomic import output_error
-
             raise output_error(p, e) from None
 
 
@@ -238,7 +238,6 @@ class BatchRun:
         (folder / STATUS_FILE).unlink(missing_ok=True)
         for stale in folder.glob(".*.tmp"):  # left by a killed run
             stale.unlink(missing_ok=True)
-        clear_outputs(folder)  # an earlier run's files must not sit next to this run's (other settings)
 
         def on_frame(n: int, total: int | None) -> None:
             if bar is not None and (n % 10 == 0 or n == total):

@@ -21,6 +21,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from bmvit.atomic import output_error
 from bmvit.errors import BmvitError
 
 Color = tuple[int, int, int]
@@ -137,8 +138,6 @@ def write_mp4(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: f
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        from bmvit.atomic import output_error
-
         raise output_error(path, e) from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same folder: atomic rename
     try:
@@ -165,8 +164,6 @@ def write_mp4(path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: f
     except Exception as e:  # encoder or I/O failure
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in _OUTPUT_ERRNOS:  # the disk, not the frames: an OutputError
-            from bmvit.atomic import output_error
-
             raise output_error(path, e) from None
         raise BmvitError(f"{path}: could not write mp4: {e}") from e
     return path

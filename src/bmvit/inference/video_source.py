@@ -194,9 +194,8 @@ class PyAVSource(VideoSource):
         except (av.error.FFmpegError, OSError, ValueError) as e:
             what = "stream" if kind == "stream" else "video"
             # FFmpeg's RTSP demuxer reports its interrupted wait as invalid data: the clock says what it was
-            waited = self._network and time.monotonic() - t0 >= 0.95 * self._timeout
-            why = f"nothing received for {self._timeout:g} s: time-out" if waited else self._why(e)
-            raise DataError(f"{name}: cannot open {what} ({why})") from None
+            waited = time.monotonic() - t0 >= 0.95 * self._timeout
+            raise DataError(f"{name}: cannot open {what} ({self._why(e, waited)})") from None
         if not self._container.streams.video:
             self._container.close()
             raise DataError(f"{name}: no video stream in the file (is it an audio file, or an mp4 with no frames?)")
@@ -271,11 +270,12 @@ class PyAVSource(VideoSource):
                 self.info.warning = (f"truncated video: data ends at {float(self._last_end):.3f} s, the metadata says "
                                      f"{float(self._end):.3f} s; the detections cover the frames that decode")
 
-    def _why(self, e: BaseException) -> str:
-        """A PyAV error on one line; FFmpeg's time-out (its interrupt callback) in words."""
+    def _why(self, e: BaseException, waited: bool = False) -> str:
+        """A PyAV error on one line; FFmpeg's time-out (its interrupt callback, or ``waited`` the whole
+        time-out) in words."""
         import av
 
-        if self._network and isinstance(e, av.error.ExitError):
+        if self._network and (waited or isinstance(e, av.error.ExitError)):
             return f"nothing received for {self._timeout:g} s: time-out"
         return _short(e)
 

@@ -188,7 +188,7 @@ def _read_file_list(path: Path) -> dict[str, str]:
         name = line.strip()
         if not name:
             continue
-        if not _SAFE_NAME.match(name) or name.rsplit(".", 1)[-1].lower() not in VIDEO_EXTENSIONS or "." not in name:
+        if not _SAFE_NAME.match(name) or "." not in name or name.rsplit(".", 1)[1].lower() not in VIDEO_EXTENSIONS:
             raise DataError(f"{path}:{line_no}: expected a video file name like abc123.mkv, got {name!r}")
         files[name.rsplit(".", 1)[0]] = name
     if not files:
@@ -254,11 +254,15 @@ class _Run:
         self.state.update("downloads", rel, {"url": url, "bytes": size, "sized": sized[0]})
         return dest, got[0]
 
+    def drop(self, rel: str) -> None:
+        """Delete the download ``out/rel`` and its record: the next run fetches it again."""
+        (self.out / rel).unlink(missing_ok=True)
+        self.state.update("downloads", rel, None)
+
     def forget(self, rel: str, url: str, e: DataError, check: str) -> DataError:
         """A download that turned out unusable (an error page, a damaged zip): deleted and unrecorded,
         so that a re-run fetches it again; returns the error to raise."""
-        (self.out / rel).unlink(missing_ok=True)
-        self.state.update("downloads", rel, None)
+        self.drop(rel)
         return DataError(f"{e} (from {url}; the download was deleted, a re-run fetches it again; {check})")
 
     def video(self, vid: str, file_name: str | None) -> VideoResult:
@@ -378,7 +382,7 @@ def prepare_ava(out: str | Path, opts: AvaOptions = AvaOptions(), log=print) -> 
     lacking = [v for v in vids if v not in files]
     if lacking and run.state.doc["downloads"].get(f"annotations/{FILE_LIST}", {}).get("sized") is False:
         # sent without a length, a list cut short at a line's end looks complete: do not keep trusting it
-        run.forget(f"annotations/{FILE_LIST}", list_url, DataError("unsized"), "")
+        run.drop(f"annotations/{FILE_LIST}")
         log(f"note: {list_path} came without a length and lacks {len(lacking)} video(s) of the split CSVs: "
             f"it may have been cut short; a re-run fetches it again")
     log(f"annotations: {len(names)} file(s) in {out / 'annotations'} ({ann_written} written); "
