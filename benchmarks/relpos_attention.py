@@ -1,12 +1,13 @@
 """Ways to run MViT's attention with decomposed relative positions, on the attention shapes of the
 paper-size detector (MViTv2-S, 16×256², last pool removed), timed in turn in one process.
 
-* ``bias+sdpa``: what ``models/mvit.py`` does — the dense ``(heads, Nq, Nk)`` bias of
-  ``rel_pos_bias`` passed to ``F.scaled_dot_product_attention`` as ``attn_mask``;
+* ``bias+sdpa``: the reference's formulation (what ``models/mvit.py`` did until 2026-12-04) — the
+  dense ``(heads, Nq, Nk)`` bias of ``rel_pos_bias`` passed to ``F.scaled_dot_product_attention``
+  as ``attn_mask``;
 * ``sdpa, no bias``: the same attention without relative positions (the lower bound);
-* ``augmented q/k``: the three per-axis terms folded into extra channels of ``q`` and one-hot
-  channels of ``k`` (no dense bias; ``v`` zero-padded to the same head size, which the CPU flash
-  kernel needs);
+* ``augmented q/k``: ``models/rel_pos_attention.rel_pos_attention``, what ``models/mvit.py`` runs —
+  the three per-axis terms folded into extra channels of ``q`` and one-hot channels of ``k`` (no
+  dense bias; ``v`` zero-padded to the same head size, which the CPU flash kernel needs);
 * ``bt+(bh+bw)``: the dense bias summed with ``kh·kw`` as the inner dimension;
 * ``flex`` (``--flex``): ``flex_attention`` with a ``score_mod`` adding the three terms, compiled
   (no class token: the shapes are the last stage's without it).
@@ -26,7 +27,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bmvit.models.mvit import interpolate_rel_pos, rel_pos_bias, rel_pos_index
+from bmvit.models.position import interpolate_rel_pos
+from bmvit.models.rel_pos_attention import rel_pos_attention, rel_pos_bias, rel_pos_index
 
 # (heads, query grid, key grid, blocks with this shape) of the paper-size detector; head size 96.
 BLOCKS = [(1, (8, 64, 64), (8, 8, 8), 1), (2, (8, 32, 32), (8, 16, 16), 1), (2, (8, 32, 32), (8, 8, 8), 1),
@@ -43,22 +45,6 @@ def axis_terms(q, q_thw, k_thw, rt, rh, rw, c):
     r_q = q[:, :, c:].unflatten(2, (qt, qh, qw))  # (B, H, qt, qh, qw, d)
     eqs = ("bnthwc,tkc->bnthwk", "bnthwc,hkc->bnthwk", "bnthwc,wkc->bnthwk")
     return [F.pad(torch.einsum(e, r_q, R).flatten(2, 4), (0, 0, c, 0)) for e, R in zip(eqs, tables)]
-
-
-def one_hot_keys(k_thw, c, dtype):
-    """``(c + Nk, kt + kh + kw)``: each key's t, h and w index one-hot (class-token row zero)."""
-    kt, kh, kw = k_thw
-    g = torch.stack(torch.meshgrid(torch.arange(kt), torch.arange(kh), torch.arange(kw), indexing="ij"), -1).flatten(0, 2)
-    oh = torch.cat([F.one_hot(g[:, 0], kt), F.one_hot(g[:, 1], kh), F.one_hot(g[:, 2], kw)], -1).to(dtype)
-    return F.pad(oh, (0, 0, c, 0))
-
-
-def augmented(q, k, v, q_thw, k_thw, rt, rh, rw):
-    extra = torch.cat(axis_terms(q, q_thw, k_thw, rt, rh, rw, 1), -1)  # (B, H, 1+Nq, E)
-    B, H, _, d = q.shape
-    qa = torch.cat((q * d ** -0.5, extra), -1)
-    ka = torch.cat((k, one_hot_keys(k_thw, 1, k.dtype).expand(B, H, -1, -1)), -1)
-    return F.scaled_dot_product_attention(qa, ka, F.pad(v, (0, extra.shape[-1])), scale=1.0)[..., :d]
 
 
 def inner_hw_bias(q, q_thw, k_thw, rt, rh, rw):
@@ -96,7 +82,7 @@ def main() -> None:
         A = (q_thw, k_thw, rt, rh, rw)
         fns = {"bias+sdpa": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=rel_pos_bias(q, *A, True)),
                "sdpa, no bias": lambda: F.scaled_dot_product_attention(q, k, v),
-               "augmented q/k": lambda: augmented(q, k, v, *A),
+               "augmented q/k": lambda: rel_pos_attention(q, k, v, *A, True),
                "bt+(bh+bw)": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=inner_hw_bias(q, *A))}
         qn, kn, vn = q[:, :, 1:], k[:, :, 1:], v[:, :, 1:]  # flex: without the class token
         terms = [t[:, :, 1:] for t in axis_terms(q, *A, 1)]

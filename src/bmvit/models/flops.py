@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bmvit.config import Config
 from bmvit.models.build import build_detector
+from bmvit.models.rel_pos_attention import dense_bias
 
 aten = torch.ops.aten
 
@@ -56,7 +57,7 @@ def count_macs(module_fn, *inputs) -> int:
 def count_macs_by_module(module_fn, *inputs) -> dict[str, int]:
     """MACs per module path (``"Global"``: everything; ``"BMViT.backbone"``: that submodule)."""
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA)
-    with torch.no_grad(), counter:
+    with torch.no_grad(), dense_bias(), counter:  # MViT's rel-pos attention as the architecture defines it
         module_fn(*inputs)
     return {name: sum(ops.values()) // 2 for name, ops in counter.get_flop_counts().items()}
 

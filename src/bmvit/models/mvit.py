@@ -12,8 +12,8 @@ linearly interpolated when the table size differs), residual pooling connection,
 expansion inside attention (``dim_mul_in_att``), stochastic depth, class token (on in the
 Kinetics-400 checkpoints of MViTv2-S/B), no absolute position embedding (``abs_pos`` adds
 MViTv1's separable one, off in every MViTv2 spec), LayerNorm eps 1e-6.
-Attention runs through ``F.scaled_dot_product_attention`` with the relative-position terms passed
-as an additive bias.
+Attention runs through ``F.scaled_dot_product_attention``; the relative-position terms are folded
+into extra query/key channels instead of a dense additive bias (:mod:`bmvit.models.rel_pos_attention`).
 
 Contract (numerically checked against torchvision 0.28 ``mvit_v2_s`` / PySlowFast ``MViT``):
 ``mvitv2_s(input_size, remove_last_pool, **overrides).forward_features(x)`` maps a clip
@@ -28,9 +28,7 @@ tables are sized per axis (the reference assumes square inputs; both agree when 
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,93 +43,10 @@ from bmvit.models.checkpoints.mvit import load_mvit_checkpoint
 from bmvit.models.depthwise import depthwise_conv3d
 from bmvit.models.layers import DropPath, init_weights
 from bmvit.models.mvit_spec import MVIT_SPECS, PRETRAIN_INPUT, BlockSetting, MViTSpec, block_table, output_grid
-from bmvit.models.position import interpolate_rel_pos, resize_pos_embed
+from bmvit.models.position import resize_pos_embed
+from bmvit.models.rel_pos_attention import rel_pos_attention
 
 Shape3 = tuple[int, int, int]
-
-
-def rel_pos_index(q_len: int, k_len: int, device: torch.device | None = None) -> Tensor:
-    """Index ``(q_len, k_len)`` into a ``2·max(q, k) − 1`` table for query/key grids of different lengths."""
-    q_ratio, k_ratio = max(k_len / q_len, 1.0), max(q_len / k_len, 1.0)
-    dist = torch.arange(q_len, device=device)[:, None] * q_ratio - torch.arange(k_len, device=device)[None, :] * k_ratio
-    return (dist + (k_len - 1) * k_ratio).long()
-
-
-class _BiasArena(threading.local):
-    """One CPU buffer shared by the rel-pos biases of a forward pass without autograd.
-
-    The blocks run one after the other and attention has read each bias before the next block
-    writes its own, so they can share storage. A fresh buffer per block is what it replaces: on
-    CPU every large allocation comes back from the system as new pages, and touching them (page
-    faults) cost ~90 ms per 67 MB bias at paper size, five such biases per clip. Active only
-    inside :meth:`MViT.forward_tokens` (``depth`` > 0), on CPU, with autograd off (training keeps
-    its biases for the backward pass); the buffer is released when the forward pass ends.
-    Thread-local, so concurrent forward passes never share it.
-    """
-
-    buf: Tensor | None = None
-    depth: int = 0
-
-    def take(self, q: Tensor, shape: tuple[int, ...]) -> Tensor:
-        """An uninitialized ``shape`` tensor like ``q``: a view of the shared buffer when active."""
-        if not self.depth or q.device.type != "cpu" or torch.is_grad_enabled():
-            return q.new_empty(shape)
-        n = math.prod(shape)
-        if self.buf is None or self.buf.numel() < n or self.buf.dtype != q.dtype:
-            self.buf = None  # free the old one first
-            self.buf = q.new_empty(n)
-        return self.buf[:n].view(shape)
-
-    def __enter__(self) -> None:
-        self.depth += 1
-
-    def __exit__(self, *exc) -> None:
-        self.depth -= 1
-        if not self.depth:
-            self.buf = None
-
-
-_ARENA = _BiasArena()
-
-
-def rel_pos_bias(q: Tensor, q_thw: Shape3, k_thw: Shape3, rel_t: Tensor, rel_h: Tensor, rel_w: Tensor, has_cls: bool) -> Tensor:
-    """Decomposed relative-position term added to the attention logits (MViTv2 Eq. 4).
-
-    q: ``(B, heads, [1+]Nq, d)`` pooled queries; returns ``(B, heads, [1+]Nq, [1+]Nk)``, zero in
-    the class-token row and column. The three per-axis terms are contracted with ``q`` first
-    (small tensors) and broadcast-summed once into the full bias.
-    """
-    B, H, _, d = q.shape
-    c = 1 if has_cls else 0
-    (qt, qh, qw), (kt, kh, kw) = q_thw, k_thw
-    Rt = interpolate_rel_pos(rel_t, 2 * max(qt, kt) - 1)[rel_pos_index(qt, kt, q.device)]  # (qt, kt, d)
-    Rh = interpolate_rel_pos(rel_h, 2 * max(qh, kh) - 1)[rel_pos_index(qh, kh, q.device)]  # (qh, kh, d)
-    Rw = interpolate_rel_pos(rel_w, 2 * max(qw, kw) - 1)[rel_pos_index(qw, kw, q.device)]  # (qw, kw, d)
-    r_q = q[:, :, c:].unflatten(2, (qt, qh, qw))  # (B, H, qt, qh, qw, d); no batch size baked into an export
-    bt = torch.einsum("bnthwc,tkc->bnthwk", r_q, Rt.to(q.dtype))  # (B, H, qt, qh, qw, kt)
-    bh = torch.einsum("bnthwc,hkc->bnthwk", r_q, Rh.to(q.dtype))  # (B, H, qt, qh, qw, kh)
-    bw = torch.einsum("bnthwc,wkc->bnthwk", r_q, Rw.to(q.dtype))  # (B, H, qt, qh, qw, kw)
-    bth = (bt[..., :, None] + bh[..., None, :])[..., None]  # (B, H, qt, qh, qw, kt, kh, 1)
-    bw = bw[..., None, None, :]  # (B, H, qt, qh, qw, 1, 1, kw)
-    Nq, Nk = qt * qh * qw, kt * kh * kw
-    if not c:
-        return (bth + bw).flatten(5).flatten(2, 4)  # (B, H, Nq, Nk)
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
-        # Export path (ONNX tracing) and torch.compile (an out= into a strided view breaks its graph,
-        # once per block): the same values, zero class-token row/column by padding instead of
-        # writes into a buffer whose batch size the trace would freeze.
-        return F.pad((bth + bw).flatten(5).flatten(2, 4), (1, 0, 1, 0))  # (B, H, 1+Nq, 1+Nk)
-    # Write the sum straight into the interior of a (1+Nq, 1+Nk) buffer: one pass over the bias.
-    bias = _ARENA.take(q, (B, H, 1 + Nq, 1 + Nk))
-    bias[:, :, 0] = 0
-    bias[:, :, 1:, 0] = 0
-    inner = bias[:, :, 1:, 1:].unflatten(3, (kt, kh, kw)).unflatten(2, (qt, qh, qw))  # (B, H, qt, qh, qw, kt, kh, kw)
-    if torch.is_grad_enabled() and (bth.requires_grad or bw.requires_grad):
-        inner.copy_(bth.expand_as(inner))  # autograd-safe in-place path (training)
-        inner.add_(bw)
-    else:
-        torch.add(bth, bw, out=inner)
-    return bias
 
 
 class PoolNorm(nn.Module):
@@ -204,11 +119,10 @@ class MultiScaleAttention(nn.Module):
         q, q_thw = self._pool(self.pool_q, q, thw)  # (B, heads, Nq, d)
         k, k_thw = self._pool(self.pool_k, k, thw)  # (B, heads, Nk, d)
         v, _ = self._pool(self.pool_v, v, thw)  # (B, heads, Nk, d)
-        bias = None
         if self.rel_pos:
-            bias = rel_pos_bias(q, q_thw, k_thw, self.rel_pos_t, self.rel_pos_h, self.rel_pos_w, self.has_cls)
-            bias = bias.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, heads, Nq, d)
+            out = rel_pos_attention(q, k, v, q_thw, k_thw, self.rel_pos_t, self.rel_pos_h, self.rel_pos_w, self.has_cls)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, Nq, d)
         if self.residual_pooling:
             res = out + q
             if self.has_cls and torch.jit.is_tracing():  # export path: same values, no in-place write
@@ -332,13 +246,11 @@ class MViT(nn.Module):
         if self.cls_token is not None:
             cls = self.cls_token if self.pos_embed_class is None else self.cls_token + self.pos_embed_class
             x = torch.cat((cls.expand(B, -1, -1), x), dim=1)  # (B, 1+t*h*w, C)
-        traced = torch.jit.is_tracing() or torch.compiler.is_compiling()
-        with contextlib.nullcontext() if traced else _ARENA:  # CPU inference: the rel-pos biases share one buffer
-            for blk in self.blocks:
-                if self.grad_checkpointing and self.training:
-                    x, thw = checkpoint(blk, x, thw, use_reentrant=False)
-                else:
-                    x, thw = blk(x, thw)
+        for blk in self.blocks:
+            if self.grad_checkpointing and self.training:
+                x, thw = checkpoint(blk, x, thw, use_reentrant=False)
+            else:
+                x, thw = blk(x, thw)
         return self.norm(x), thw
 
     def forward_features(self, x: Tensor) -> Tensor:
