@@ -19,6 +19,7 @@ from bmvit.data.transforms import ClipTransform
 from bmvit.data.sources.video import VideoFrames
 from bmvit.data.build import make_dataset
 from bmvit.errors import DataError
+from bmvit.inference.video_source import open_source
 
 N = 75  # frames of the 30 fps video: 2.5 s, key frames at 900, 901, 902 s
 
@@ -107,8 +108,15 @@ def test_truncated_and_missing_video(tmp_path, ava_video):
     with pytest.raises(DataError, match=r"video 'nope' not found"):
         vf.num_frames("nope")
     (tmp_path / "v" / "junk.mp4").write_bytes(b"not a video at all")
-    with pytest.raises(DataError, match=r"junk\.mp4: cannot open video"):
+    with pytest.raises(DataError, match=r"junk\.mp4: cannot open video") as junk:
         vf.num_frames("junk")
+    assert "cut short" not in str(junk.value)  # not an MP4 at all: no guess about an index
+    q = write_mp4(tmp_path / "v" / "head.mp4", frames)  # the index (moov) at the end, as most recorders write it
+    q.write_bytes(q.read_bytes()[: q.stat().st_size // 2])  # cut before it: nothing can be opened
+    with pytest.raises(DataError, match=r"head\.mp4: cannot open video \(.*; the file ends before its header or index: cut short, or still being written\?\)$"):
+        vf.num_frames("head")
+    with pytest.raises(DataError, match=r"head\.mp4: cannot open video \(.*cut short"):
+        open_source(q)  # bmvit detect's reader says the same
 
 
 def test_csv_video_absent_on_disk(tmp_path, ava_video):

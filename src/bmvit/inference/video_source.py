@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from bmvit.data.sources.video import VIDEO_EXTENSIONS as _VIDEO_EXTENSIONS
-from bmvit.data.sources.video import display_turns, main_video_stream, upright
+from bmvit.data.sources.video import display_turns, error_text, main_video_stream, upright
 from bmvit.data.sources.video_end import stream_end
 from bmvit.errors import ConfigError, DataError
 
@@ -195,7 +195,8 @@ class PyAVSource(VideoSource):
             what = "stream" if kind == "stream" else "video"
             # FFmpeg's RTSP demuxer reports its interrupted wait as invalid data: the clock says what it was
             waited = time.monotonic() - t0 >= 0.95 * self._timeout
-            raise DataError(f"{name}: cannot open {what} ({self._why(e, waited)})") from None
+            local = Path(target) if kind == "file" and not remote else None  # a local file: is its index missing?
+            raise DataError(f"{name}: cannot open {what} ({self._why(e, waited, local)})") from None
         if not self._container.streams.video:
             self._container.close()
             raise DataError(f"{name}: no video stream in the file (is it an audio file, or an mp4 with no frames?)")
@@ -270,14 +271,14 @@ class PyAVSource(VideoSource):
                 self.info.warning = (f"truncated video: data ends at {float(self._last_end):.3f} s, the metadata says "
                                      f"{float(self._end):.3f} s; the detections cover the frames that decode")
 
-    def _why(self, e: BaseException, waited: bool = False) -> str:
+    def _why(self, e: BaseException, waited: bool = False, path: Path | None = None) -> str:
         """A PyAV error on one line; FFmpeg's time-out (its interrupt callback, or ``waited`` the whole
-        time-out) in words."""
+        time-out) in words; a local ``path`` lacking its MP4 index said to be cut short."""
         import av
 
         if self._network and (waited or isinstance(e, av.error.ExitError)):
             return f"nothing received for {self._timeout:g} s: time-out"
-        return _short(e)
+        return error_text(e, path)
 
     def reopen(self) -> VideoSource:
         if self._kind == "stream":
@@ -333,7 +334,7 @@ class FrameFolder(VideoSource):
             with Image.open(self.files[0]) as im:
                 width, height = im.size
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise DataError(f"{self.files[0]}: cannot read frame ({_short(e)})") from None
+            raise DataError(f"{self.files[0]}: cannot read frame ({error_text(e)})") from None
         self.info = VideoInfo(str(self.folder), "frames", float(fps or DEFAULT_FPS), width, height, len(self.files),
                               _numbering_gaps(self.files))
 
@@ -345,7 +346,7 @@ class FrameFolder(VideoSource):
                 with Image.open(path) as im:
                     arr = np.asarray(im.convert("RGB"))
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-                raise DataError(f"{path}: cannot decode frame ({_short(e)})") from None
+                raise DataError(f"{path}: cannot decode frame ({error_text(e)})") from None
             if arr.shape[:2] != (self.info.height, self.info.width):
                 raise DataError(f"{path}: frame is {arr.shape[1]}×{arr.shape[0]}, the first frame of "
                                 f"{self.folder} is {self.info.width}×{self.info.height}")
@@ -404,7 +405,7 @@ def open_source(source: str | Path | np.ndarray | Sequence[np.ndarray], fps: flo
         try:
             source = np.asarray(source)
         except (TypeError, RuntimeError, ValueError) as e:  # a CUDA tensor, one that requires grad, ...
-            raise DataError(f"frames: cannot read {type(source).__name__} as a numpy array ({_short(e)}); "
+            raise DataError(f"frames: cannot read {type(source).__name__} as a numpy array ({error_text(e)}); "
                             "pass a CPU (N, H, W, 3) uint8 array") from None
     if isinstance(source, (np.ndarray, list, tuple)):
         return ArraySource(source, fps)
@@ -435,9 +436,3 @@ def _array_hint(frames: np.ndarray) -> str:
     if frames.ndim == 4 and frames.shape[3] == 3:
         return "; convert with frames.astype(np.uint8) after scaling to 0..255"
     return ""
-
-
-def _short(e: BaseException) -> str:
-    """An exception's message on one line, without PyAV's errno prefix."""
-    text = " ".join(str(e).split())
-    return re.sub(r"^\[Errno -?\d+\]\s*", "", text) or type(e).__name__

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
@@ -46,8 +47,8 @@ import torch
 from bmvit.data.sources.video_end import decoded_end, stream_end
 from bmvit.errors import DataError
 
-__all__ = ["VIDEO_EXTENSIONS", "GridTimes", "VideoFrames", "display_turns", "frame_count", "frame_time", "grid_frames",
-           "iter_grid_frames", "main_video_stream", "upright"]
+__all__ = ["VIDEO_EXTENSIONS", "GridTimes", "VideoFrames", "display_turns", "error_text", "frame_count", "frame_time",
+           "grid_frames", "iter_grid_frames", "main_video_stream", "upright"]
 
 # Looked up in this order; the common containers, then camcorders' MPEG-TS (.mts/.m2ts), iTunes
 # (.m4v), phones (.3gp) and older formats: every extension `bmvit detect` reads (any case).
@@ -96,6 +97,41 @@ def frame_count(end: Fraction, fps: int | Fraction, offset: float | Fraction = 0
     """Number of grid frames with ``t_i < end`` (and ``t_i < stop`` when given)."""
     limit = end if stop is None else min(end, _fraction(stop))
     return max(0, math.ceil((limit - _fraction(offset)) * _fraction(fps)))
+
+
+def error_text(e: BaseException, path: Path | None = None) -> str:
+    """An exception from opening or decoding a video on one line, without PyAV's ``[Errno N]``. When
+    ``path`` is an MP4/MOV-family file without its index (``moov``: most recorders write it last, so a
+    file cut short or still being written has none), or FFmpeg met the end of the file while reading
+    the header, it says so."""
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", " ".join(str(e).split())) or type(e).__name__
+    if (type(e).__name__ == "EOFError" and type(e).__module__.startswith("av")) or (path and _lacks_mp4_index(path)):
+        text += "; the file ends before its header or index: cut short, or still being written?"
+    return text
+
+
+def _lacks_mp4_index(path: Path) -> bool:
+    """True for an ISO media file (first box ``ftyp``: .mp4, .mov, .m4v, .3gp) whose top-level boxes
+    end, or run past the end of the file, before a ``moov`` box; False otherwise or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            size, pos, first = os.fstat(f.fileno()).st_size, 0, True
+            while pos + 8 <= size:
+                f.seek(pos)
+                head = f.read(16)
+                n, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if first and kind != b"ftyp":
+                    return False
+                if kind == b"moov":
+                    return False
+                if n == 1 and len(head) == 16:  # 64-bit box size
+                    n = int.from_bytes(head[8:16], "big")
+                if n == 0 or n < 8:  # "to the end of the file", or damaged: no moov after it
+                    return True
+                pos, first = pos + n, False
+            return not first
+    except OSError:
+        return False
 
 
 def _av():
@@ -152,8 +188,7 @@ class _Stream:
         except FileNotFoundError:
             raise DataError(f"{path}: video not found") from None
         except av.FFmpegError as e:
-            why = re.sub(r"^\[Errno -?\d+\] *", "", str(e))  # without FFmpeg's error number
-            raise DataError(f"{path}: cannot open video ({why})") from None
+            raise DataError(f"{path}: cannot open video ({error_text(e, path)})") from None
         except (UnicodeDecodeError, ValueError) as e:  # PyAV decoding damaged metadata text
             raise DataError(f"{path}: cannot open video: damaged metadata ({type(e).__name__}: {e})") from None
         if not self.container.streams.video:
