@@ -34,7 +34,6 @@ equal scores, and so AP, is the original's to the last bit, for any number of ti
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ import numpy as np
 from bmvit.data.formats.ava import AvaRows, read_exclusions, read_label_map
 from bmvit.errors import DataError
 from bmvit.evaluation.ava_csv_fast import CodedAvaRows, read_rows_fast
+from bmvit.evaluation.ava_heap import cap_and_list, gt_rank, stable_argsort_ints
 from bmvit.evaluation.ava_ranking import concatenation_order, introsort_argsort, score_levels
 
 __all__ = ["AvaEvalResult", "evaluate_ava", "evaluate_ava_files", "format_table", "introsort_argsort"]
@@ -141,13 +141,6 @@ def _check_rows(rows: CodedAvaRows, what: str, is_gt: bool) -> None:
         )
 
 
-def _stable_argsort_ints(values: np.ndarray) -> np.ndarray:
-    """Stable argsort of non-negative ints; radix sort (numpy's for <= 16-bit types) when they fit."""
-    top = int(values.max(initial=0))
-    small = np.uint8 if top < 256 else np.uint16 if top < 65536 else None
-    return np.argsort(values.astype(small) if small else values, kind="stable")
-
-
 def _frame_ids(gt: CodedAvaRows, det: CodedAvaRows, excluded: set[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dense frame numbers of GT (G,) and detection (D,) rows, and (F,) bool "frame excluded".
 
@@ -173,101 +166,6 @@ def _frame_ids(gt: CodedAvaRows, det: CodedAvaRows, excluded: set[str]) -> tuple
             excluded_keys.append(video[vid] * span + int(stamp) - t0)
     frame_excluded = np.isin(uniq, np.asarray(excluded_keys, dtype=np.int64))  # (F,)
     return inverse[: len(gt)], inverse[len(gt) :], frame_excluded
-
-
-def _heap_array(scores: np.ndarray, actions: np.ndarray, boxes: np.ndarray, cap: int) -> list[tuple]:
-    """The original's heap array for one frame's rows (file order); ``cap=0`` is unbounded.
-
-    Items are ``(score, action, y1, x1, y2, x2, row)``; the trailing row index only orders
-    exactly equal tuples, which cannot change the outcome.
-    """
-    heap: list[tuple] = []
-    rows = zip(scores.tolist(), actions.tolist(), boxes.tolist())
-    for i, (s, a, (x1, y1, x2, y2)) in enumerate(rows):
-        item = (s, a, y1, x1, y2, x2, i)
-        if cap <= 0 or len(heap) < cap:
-            heapq.heappush(heap, item)
-        elif s > heap[0][0]:
-            heapq.heapreplace(heap, item)
-    return heap
-
-
-def _frame_runs(frame: np.ndarray, frames: np.ndarray) -> list[np.ndarray]:
-    """For each frame number in ``frames``, its rows (indices into ``frame``) in file order."""
-    by_frame = np.argsort(frame, kind="stable")
-    lo = np.searchsorted(frame[by_frame], frames)
-    hi = np.searchsorted(frame[by_frame], frames, side="right")
-    return [by_frame[a:b] for a, b in zip(lo.tolist(), hi.tolist())]
-
-
-def _gt_rank(frame: np.ndarray, cls: np.ndarray, pid: np.ndarray, actions: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(G,) sort key of each GT row inside its frame: the original's order (rule 4).
-
-    Within a frame and class the original lists GT by descending person id (a stable sort of its
-    heap's array). Rows with equal person id but different boxes would keep that heap order, so
-    only frames holding such rows are replayed through a heap; elsewhere such rows are identical
-    and their order cannot matter.
-    """
-    n = len(frame)
-    order = np.lexsort((np.arange(n), -pid, cls, frame))  # frame, class, pid desc, file order
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    if n < 2:
-        return rank
-    f, c, p, b = frame[order], cls[order], pid[order], boxes[order]
-    clash = (f[1:] == f[:-1]) & (c[1:] == c[:-1]) & (p[1:] == p[:-1]) & np.any(b[1:] != b[:-1], axis=1)
-    if clash.any():
-        for rows in _frame_runs(frame, np.unique(f[1:][clash])):
-            listed = sorted(_heap_array(pid[rows], actions[rows], boxes[rows], 0), key=lambda t: -t[0])
-            rank[rows[[t[-1] for t in listed]]] = rank[rows].min() + np.arange(len(listed))
-    return rank
-
-
-def _cap_and_list(
-    frame: np.ndarray, scores: np.ndarray, actions: np.ndarray, boxes: np.ndarray, cap: int, by_score: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rules 2 and the per-frame listing, for (D,) detection rows in file order.
-
-    Returns ``keep`` (D,) bool (rows surviving the cap), ``tied`` (D,) bool (rows whose frame
-    holds two survivors of equal score and action, or is cut inside a run of equal scores) and
-    ``listed`` (D,) int64: each survivor's position in the original's per-frame list (the heap
-    array sorted stably by descending score). ``listed`` is exact for rows of ``tied`` frames,
-    replayed through the heap; elsewhere file order stands in, which is equivalent because
-    positions are only compared between rows of one frame, action and score. ``by_score`` is
-    the stable argsort of ``-scores``.
-    """
-    n = len(frame)
-    keep = np.ones(n, dtype=bool)
-    listed = np.arange(n, dtype=np.int64)
-    if n == 0:
-        return keep, np.zeros(0, dtype=bool), listed
-    order = by_score[_stable_argsort_ints(frame[by_score])]  # frame, score desc, file order
-    counts = np.bincount(frame, minlength=int(frame.max()) + 1)  # (F,)
-    starts = np.cumsum(counts) - counts  # (F,) first sorted position of each frame
-    s_frame, s_score = frame[order], scores[order]
-    if cap > 0:
-        rank_in_frame = np.arange(n) - starts[s_frame]
-        keep[order] = rank_in_frame < cap
-    # Frames needing the heap: cut inside a run of equal scores, or equal (score, action) among
-    # survivors (equal scores are adjacent in ``order``; check their actions pairwise by run).
-    replay = np.zeros(len(counts), dtype=bool)
-    if cap > 0:
-        over = np.flatnonzero(counts > cap)
-        replay[over[s_score[starts[over] + cap - 1] == s_score[starts[over] + cap]]] = True
-    same = (s_frame[1:] == s_frame[:-1]) & (s_score[1:] == s_score[:-1]) & keep[order][1:] & keep[order][:-1]
-    if same.any():
-        run_id = np.cumsum(np.r_[True, ~same])  # (D,) runs of equal (frame, score) survivors
-        in_run = np.r_[same, False] | np.r_[False, same]
-        idx = np.flatnonzero(in_run)
-        key = np.stack([run_id[idx], actions[order][idx]], axis=1)
-        _, first, cnt = np.unique(key, axis=0, return_index=True, return_counts=True)
-        replay[s_frame[idx[first[cnt > 1]]]] = True
-    for rows in _frame_runs(frame, np.flatnonzero(replay)):
-        heap = _heap_array(scores[rows], actions[rows], boxes[rows], cap)
-        keep[rows] = False
-        keep[rows[[t[-1] for t in heap]]] = True
-        listed[rows[[t[-1] for t in sorted(heap, key=lambda t: -t[0])]]] = np.arange(len(heap))
-    return keep, replay[frame], listed
 
 
 def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -334,7 +232,7 @@ def evaluate_ava(
 
     det_scores, det_actions, det_boxes = det.person_or_score, det.actions, det.boxes
     by_score = np.argsort(-det_scores, kind="stable")  # (D,)
-    det_keep, _, listed = _cap_and_list(det_frame, det_scores, det_actions, det_boxes, max_dets_per_frame, by_score)
+    det_keep, _, listed = cap_and_list(det_frame, det_scores, det_actions, det_boxes, max_dets_per_frame, by_score)
     # Frames in order of first appearance among (label-map filtered) detection rows (the first
     # row index of a frame orders frames exactly as their appearance rank does).
     appearance = np.full(num_frames, len(det_frame), dtype=np.int64)  # (F,)
@@ -350,7 +248,7 @@ def evaluate_ava(
 
     # Candidate GT of each detection: same frame and class, as a contiguous run of sorted GT.
     gt_group = gt_frame * num_classes + gt_cls
-    gt_order = np.lexsort((_gt_rank(gt_frame, gt_cls, gt_pid, gt_actions, gt_boxes), gt_group))
+    gt_order = np.lexsort((gt_rank(gt_frame, gt_cls, gt_pid, gt_actions, gt_boxes), gt_group))
     sorted_group = gt_group[gt_order]
     det_group = det_frame * num_classes + det_cls
     if num_frames * num_classes <= 8 * (len(gt_group) + len(det_group)) + 4096:  # direct lookup table
@@ -384,7 +282,7 @@ def evaluate_ava(
     level = score_levels(det_scores)  # (D,) dense integer score levels, same order as the scores
     frame_rank = np.empty(num_frames, dtype=np.int64)  # (F,) frames numbered in order of first appearance
     frame_rank[np.argsort(appearance, kind="stable")] = np.arange(num_frames)
-    by_class = _stable_argsort_ints(det_cls)  # (D,) by class, rank order (score descending) inside
+    by_class = stable_argsort_ints(det_cls)  # (D,) by class, rank order (score descending) inside
     bounds = np.searchsorted(det_cls[by_class], np.arange(num_classes + 1))
     per_class_ap: dict[int, float] = {}
     curves: dict[int, tuple[np.ndarray, np.ndarray]] = {}
