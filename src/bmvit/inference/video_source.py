@@ -13,8 +13,9 @@ Video frames are turned upright by the file's display rotation, as players show 
 frame is decoded, the shown size after. Frames keep their stored pixels when those are not square
 (anamorphic video: DV, HDV, DVD); ``info.sample_aspect`` (the container's sample aspect ratio,
 turned with the frame) says how wide a pixel is shown, and renders are drawn at that shape. Time is ``frame index / fps``: a video file is read on a
-constant-rate grid at its average rate (:func:`constant_rate`), so a variable-rate video (phones
-lower the rate in low light) keeps its timing; a constant-rate one reads frame for frame. Live
+constant-rate grid at its average rate (:func:`bmvit.inference.frame_grid.constant_rate`), so a
+variable-rate video (phones lower the rate in low light) keeps its timing; a constant-rate one
+reads frame for frame. Live
 streams, and files given an ``fps`` override, are read frame for frame in decoding order.
 
 A URL is a live stream (read at its own pace, once), except an ``http(s)://`` or ``ftp://`` URL
@@ -27,12 +28,11 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from os import PathLike
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -41,12 +41,11 @@ from bmvit.data.sources.video import VIDEO_EXTENSIONS as _VIDEO_EXTENSIONS
 from bmvit.data.sources.video import display_turns, error_text, main_video_stream, upright
 from bmvit.data.sources.video_end import stream_end
 from bmvit.errors import ConfigError, DataError
+from bmvit.inference.frame_grid import MAX_GAP_S, constant_rate  # noqa: F401  (MAX_GAP_S: importable here too)
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = frozenset(f".{e}" for e in _VIDEO_EXTENSIONS)  # the video reader's: one list
 _REMOTE_FILE_SCHEMES = ("http", "https", "ftp")
-MAX_GAP_S = 10  # a timestamp jump larger than this (or backwards) is a discontinuity, not a pause
-_T = TypeVar("_T")
 DEFAULT_FPS = 30.0
 NETWORK_TIMEOUT_S = 20.0  # streams, cameras and remote files: seconds without an answer or data before giving up
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -101,44 +100,6 @@ def is_stream(source: str) -> bool:
     if s.startswith("file://") or is_remote_file(s):
         return False
     return bool(_URL.match(s)) or s.startswith("/dev/video") or (s.isdigit() and not Path(s).exists())
-
-
-def constant_rate(frames: Iterable[tuple[_T, Fraction | None, Fraction | None]], fps: Fraction) -> Iterator[_T]:
-    """``(frame, time, duration)`` in presentation order -> frames on the grid ``t0 + k / fps``.
-
-    A frame at ``t`` replaces the previous one (at ``p``) from the grid points at or after
-    ``max((p + t) / 2, t - 1 / (2 fps))``: the nearest frame where frames come faster than the grid
-    (they are dropped), the frame on screen where they come slower (it is repeated), and frame for
-    frame for a constant-rate video at ``fps`` whose timestamps are rounded by under half a period.
-    The last frame is followed as if by a frame ``duration`` later (unknown: ``1 / fps``). A jump
-    back in time, or forward by more than :data:`MAX_GAP_S` (a corrupt or wrapped timestamp), joins
-    the two sides one period apart instead of dropping or repeating frames across it. Frames
-    without a time pass straight through.
-    """
-    period = 1 / Fraction(fps)
-    prev, prev_t, grid, shift = None, Fraction(0), Fraction(0), Fraction(0)
-    last_duration = period
-    for frame, t, duration in frames:
-        if t is None:
-            yield frame
-            continue
-        t += shift
-        if prev is None:
-            grid = t
-        else:
-            if t < prev_t or t - prev_t > MAX_GAP_S:
-                shift += prev_t + period - t
-                t = prev_t + period
-            switch = max((prev_t + t) / 2, t - period / 2)
-            while grid < switch:
-                yield prev
-                grid += period
-        prev, prev_t, last_duration = frame, t, duration or period
-    if prev is not None:
-        end = prev_t + max(last_duration / 2, last_duration - period / 2)
-        while grid < end:
-            yield prev
-            grid += period
 
 
 class VideoSource:
