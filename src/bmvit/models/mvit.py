@@ -43,8 +43,8 @@ from bmvit.models.checkpoints.mvit import load_mvit_checkpoint
 from bmvit.models.depthwise import depthwise_conv3d
 from bmvit.models.layers import DropPath, init_weights
 from bmvit.models.mvit_spec import MVIT_SPECS, PRETRAIN_INPUT, BlockSetting, MViTSpec, block_table, output_grid
-from bmvit.models.position import resize_pos_embed
-from bmvit.models.rel_pos_attention import rel_pos_attention
+from bmvit.models.position import interpolate_rel_pos, resize_pos_embed  # noqa: F401  (interpolate_rel_pos: importable here as before)
+from bmvit.models.rel_pos_attention import rel_pos_attention, rel_pos_bias, rel_pos_index  # noqa: F401  (the last two: as before)
 
 Shape3 = tuple[int, int, int]
 
