@@ -27,8 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bmvit.models.position import interpolate_rel_pos
-from bmvit.models.rel_pos_attention import rel_pos_attention, rel_pos_bias, rel_pos_index
+from bmvit.models.rel_pos_attention import rel_pos_attention, rel_pos_bias, rel_pos_terms
 
 # (heads, query grid, key grid, blocks with this shape) of the paper-size detector; head size 96.
 BLOCKS = [(1, (8, 64, 64), (8, 8, 8), 1), (2, (8, 32, 32), (8, 16, 16), 1), (2, (8, 32, 32), (8, 8, 8), 1),
@@ -36,19 +35,13 @@ BLOCKS = [(1, (8, 64, 64), (8, 8, 8), 1), (2, (8, 32, 32), (8, 16, 16), 1), (2, 
 D = 96
 
 
-def axis_terms(q, q_thw, k_thw, rt, rh, rw, c):
-    """``bt (B, H, [1+]Nq, kt)``, ``bh (…, kh)``, ``bw (…, kw)``: q contracted with each axis table
-    (class-token row zero when ``c``)."""
-    (qt, qh, qw), (kt, kh, kw) = q_thw, k_thw
-    tables = [interpolate_rel_pos(r, 2 * max(a, b) - 1)[rel_pos_index(a, b)].to(q.dtype)
-              for r, a, b in ((rt, qt, kt), (rh, qh, kh), (rw, qw, kw))]
-    r_q = q[:, :, c:].unflatten(2, (qt, qh, qw))  # (B, H, qt, qh, qw, d)
-    eqs = ("bnthwc,tkc->bnthwk", "bnthwc,hkc->bnthwk", "bnthwc,wkc->bnthwk")
-    return [F.pad(torch.einsum(e, r_q, R).flatten(2, 4), (0, 0, c, 0)) for e, R in zip(eqs, tables)]
+def axis_terms(q, q_thw, k_thw, rt, rh, rw):
+    """``bt (B, H, 1+Nq, kt)``, ``bh (…, kh)``, ``bw (…, kw)``: the library's query terms, split per axis."""
+    return rel_pos_terms(q, q_thw, k_thw, rt, rh, rw, True).split(tuple(k_thw), -1)
 
 
 def inner_hw_bias(q, q_thw, k_thw, rt, rh, rw):
-    bt, bh, bw = axis_terms(q, q_thw, k_thw, rt, rh, rw, 1)
+    bt, bh, bw = axis_terms(q, q_thw, k_thw, rt, rh, rw)
     bhw = (bh[..., :, None] + bw[..., None, :]).flatten(-2)  # (B, H, 1+Nq, kh*kw)
     bias = bt[..., :, None] + bhw[..., None, :]  # (B, H, 1+Nq, kt, kh*kw); class-token row zero
     return F.pad(bias.flatten(3), (1, 0))  # (B, H, 1+Nq, 1+Nk)
@@ -85,7 +78,7 @@ def main() -> None:
                "augmented q/k": lambda: rel_pos_attention(q, k, v, *A, True),
                "bt+(bh+bw)": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=inner_hw_bias(q, *A))}
         qn, kn, vn = q[:, :, 1:], k[:, :, 1:], v[:, :, 1:]  # flex: without the class token
-        terms = [t[:, :, 1:] for t in axis_terms(q, *A, 1)]
+        terms = [t[:, :, 1:] for t in axis_terms(q, *A)]
         if flex is not None:
             fns["flex (no cls)"] = lambda: flex(qn, kn, vn, *terms, k_thw)
             fns["bias+sdpa (no cls)"] = lambda: F.scaled_dot_product_attention(qn, kn, vn, attn_mask=rel_pos_bias(qn, *A, False))

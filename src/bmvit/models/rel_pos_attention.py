@@ -117,6 +117,6 @@ def rel_pos_attention(q: Tensor, k: Tensor, v: Tensor, q_thw: Shape3, k_thw: Sha
     terms = rel_pos_terms(q, q_thw, k_thw, rel_t, rel_h, rel_w, has_cls, extra)  # (B, H, [1+]Nq, extra)
     keys = rel_pos_keys(k_thw, has_cls, extra, q.dtype, q.device)  # ([1+]Nk, extra)
     qa = torch.cat((q, terms.to(q.dtype) * math.sqrt(d)), -1)  # (B, H, [1+]Nq, d+extra)
-    ka = F.pad(k, (0, extra)) + F.pad(keys.to(k.dtype), (d, 0))  # (B, H, [1+]Nk, d+extra); no batch size in an export
+    ka = F.pad(k, (0, extra)) + F.pad(keys, (d, 0))  # (B, H, [1+]Nk, d+extra); no batch size in an export
     out = F.scaled_dot_product_attention(qa, ka, F.pad(v, (0, extra)), scale=1 / math.sqrt(d))
     return out[..., :d]  # (B, H, [1+]Nq, d)
